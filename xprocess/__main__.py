@@ -1,0 +1,68 @@
+"""``python -m xprocess show`` / ``python -m xprocess kill [NAME ...]``, outside a test run.
+
+Runs pytest's own start-up (ini files, rootdir, cache_dir) without collecting anything, so the
+records found are exactly those ``pytest --xshow`` would find.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import pytest
+
+__all__ = ["main"]
+
+
+class _KillByName:
+    """A one-off plugin: answers the command line before xprocess's own --xshow/--xkill."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_cmdline_main(self, config: pytest.Config) -> int:
+        from xprocess.commands import kill
+        from xprocess.paths import candidate_roots
+
+        return kill(candidate_roots(config), lambda line: print(line, flush=True), self.names)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m xprocess",
+        description="Show or stop the processes xprocess recorded for a pytest rootdir.",
+    )
+    parser.add_argument(
+        "--rootdir",
+        metavar="DIR",
+        help="the pytest rootdir whose records to use (default: found from the current directory,"
+        " as pytest finds it)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("show", help="one line per recorded process: pid, name, LIVE/DEAD, uptime, log")
+    kill = sub.add_parser("kill", help="terminate recorded process trees (all when no NAME)")
+    kill.add_argument("names", nargs="*", metavar="NAME")
+    args = parser.parse_args(argv)
+
+    pytest_args = ["--noconftest", "-q"]
+    if args.rootdir:
+        pytest_args += ["--rootdir", args.rootdir, args.rootdir]
+    plugins: list[object] = []
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        import xprocess.plugin
+
+        plugins.append(xprocess.plugin)
+    if args.command == "show":
+        pytest_args.append("--xshow")
+    elif args.names:
+        plugins.append(_KillByName(list(args.names)))
+    else:
+        pytest_args.append("--xkill")
+    return int(pytest.main(pytest_args, plugins=plugins))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The exceptions xprocess raises.
+
+Each one subclasses the builtin a caller would already catch: a start that did not succeed is a
+:class:`RuntimeError`, a deadline that passed is a :class:`TimeoutError`, bad input is a
+:class:`ValueError`. All of them also subclass :class:`XProcessError`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InvalidStarterError",
+    "PatternNotFoundError",
+    "ProcessExitedError",
+    "StartupError",
+    "StartupTimeoutError",
+    "XProcessError",
+]
+
+
+class XProcessError(Exception):
+    """Base of every error xprocess raises; ``name`` is the managed process it concerns."""
+
+    def __init__(self, message: str, *, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments do not survive the default pickling, and xdist reports
+        # exceptions across processes.
+        return (_rebuild, (type(self).__name__, str(self), self.name))
+
+
+class StartupError(XProcessError, RuntimeError):
+    """A managed process could not be started or did not become ready."""
+
+
+class ProcessExitedError(StartupError):
+    """The process exited before it was ready; the message holds its exit code and log tail."""
+
+
+class PatternNotFoundError(StartupError):
+    """The readiness pattern did not appear within ``max_read_lines`` lines of log."""
+
+
+class StartupTimeoutError(XProcessError, TimeoutError):
+    """The process was not ready before the starter's ``timeout`` passed."""
+
+
+class InvalidStarterError(XProcessError, ValueError):
+    """A name, starter or argument is invalid; nothing was started or written."""
+
+
+_BY_NAME: dict[str, type[XProcessError]] = {
+    cls.__name__: cls
+    for cls in (
+        XProcessError,
+        StartupError,
+        ProcessExitedError,
+        PatternNotFoundError,
+        StartupTimeoutError,
+        InvalidStarterError,
+    )
+}
+
+
+def _rebuild(type_name: str, message: str, name: str | None) -> XProcessError:
+    return _BY_NAME.get(type_name, StartupError)(message, name=name)
+
+
+def rebuild_error(type_name: str, message: str, name: str | None) -> XProcessError:
+    """Recreate an error another process recorded, keeping its type and message."""
+    return _rebuild(type_name, message, name)

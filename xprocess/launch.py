@@ -1,0 +1,43 @@
+"""Spawning a process: its own session, its control dir as cwd, its output into its log."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from xprocess.errors import StartupError
+from xprocess.starter import LaunchPlan, check_executable
+
+__all__ = ["spawn"]
+
+
+def spawn(plan: LaunchPlan, controldir: Path, logpath: Path,
+          *, persist_logs: bool) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``plan``'s command; return the Popen and the log offset where its output begins.
+
+    The child gets its own session (so Ctrl-C in the terminal does not reach it), no stdin, and
+    stdout and stderr appended to ``logpath`` (truncated first unless ``persist_logs``).
+    """
+    check_executable(plan.name, plan.argv, plan.env, controldir)
+    with open(logpath, "ab" if persist_logs else "wb", buffering=0) as log:
+        offset = os.fstat(log.fileno()).st_size
+        kwargs: dict[str, object] = {
+            "cwd": str(controldir),
+            "env": plan.env,
+            "stdin": subprocess.DEVNULL,
+            "stdout": log,
+            "stderr": subprocess.STDOUT,
+            "start_new_session": True,
+            "close_fds": True,
+        }
+        kwargs.update(plan.popen_kwargs)
+        try:
+            popen: subprocess.Popen[bytes] = subprocess.Popen(plan.argv, **kwargs)  # type: ignore[call-overload]
+        except OSError as exc:
+            raise StartupError(
+                f"cannot start {plan.name!r}: {exc}\n  command: {' '.join(plan.argv)}\n"
+                f"  cwd: {controldir}",
+                name=plan.name,
+            ) from exc
+    return popen, offset

@@ -1,0 +1,43 @@
+"""One lock per process name, held across check, start, readiness and record.
+
+This is what makes ``ensure`` start a process exactly once when several xdist workers, or several
+pytest runs, ask for it at the same moment. The lock is an OS file lock (filelock): when the
+process holding it dies, even by SIGKILL, the OS releases it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+import filelock
+
+from xprocess.errors import StartupTimeoutError
+
+__all__ = ["NameLock"]
+
+
+class NameLock:
+    """Exclusive lock on one process name; raises StartupTimeoutError if not had in time."""
+
+    def __init__(self, path: Path, name: str, timeout: float) -> None:
+        self.name = name
+        self.path = path
+        self.timeout = timeout
+        self._lock = filelock.FileLock(str(path), timeout=timeout)
+
+    def __enter__(self) -> NameLock:
+        try:
+            self._lock.acquire()
+        except filelock.Timeout as exc:
+            raise StartupTimeoutError(
+                f"waited {self.timeout:g} s for the lock on {self.name!r} ({self.path}): another "
+                "pytest process (an xdist worker or a concurrent run) is still starting or "
+                "stopping it. If nothing is, remove the lock file and retry.",
+                name=self.name,
+            ) from exc
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._lock.release()

@@ -1,0 +1,269 @@
+"""``XProcess`` and ``XProcessInfo``: ensure a named process runs, look it up, stop it."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xprocess.errors import StartupError, XProcessError, rebuild_error
+from xprocess.launch import spawn
+from xprocess.liveness import create_time_of, find_process
+from xprocess.locking import NameLock
+from xprocess.logs import log_size
+from xprocess.readiness import wait_until_ready
+from xprocess.records import (
+    FAILED,
+    READY,
+    STARTING,
+    ProcessRecord,
+    RecordStore,
+    validate_name,
+)
+from xprocess.starter import (
+    DEFAULT_TIMEOUT,
+    check_json_data,
+    class_attribute,
+    make_plan,
+    starter_label,
+)
+from xprocess.termination import terminate_tree
+
+__all__ = ["XProcess", "XProcessInfo"]
+
+# Extra time a waiting caller allows beyond the starter's timeout: the holder of the lock may first
+# have to stop an old process (up to 20 s of grace) before it starts the new one.
+LOCK_SLACK = 30.0
+
+_logger = logging.getLogger("xprocess")
+
+
+class XProcessInfo:
+    """What is recorded of the process ``name``: its pid, log, control dir and shared data.
+
+    Values the starter recorded in ``data`` are also readable as attributes (``info.port``).
+    """
+
+    def __init__(self, path: Path | str, name: str, record: ProcessRecord | None = None,
+                 *, _read: bool = True) -> None:
+        self.name = validate_name(name)
+        self.store = RecordStore(Path(path))
+        self.controldir = self.store.controldir(name)
+        self.logpath = self.store.log_path(name)
+        self.pidpath = self.store.record_path(name)
+        self.record = record if record is not None or not _read else self.store.read(name)
+
+    @property
+    def pid(self) -> int | None:
+        return self.record.pid if self.record is not None else None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return dict(self.record.data) if self.record is not None else {}
+
+    def __getattr__(self, attr: str) -> Any:
+        record = self.__dict__.get("record")
+        if record is not None and attr in record.data:
+            return record.data[attr]
+        raise AttributeError(
+            f"{type(self).__name__} of {self.__dict__.get('name')!r} has no attribute {attr!r}"
+            + (f"; recorded data keys: {sorted(record.data)}" if record is not None else "")
+        )
+
+    def isrunning(self, ignore_zombies: bool = True) -> bool:
+        """Whether the recorded process still runs (a recycled pid does not count)."""
+        if self.record is None:
+            return False
+        return find_process(self.record.pid, self.record.create_time,
+                            ignore_zombies=ignore_zombies) is not None
+
+    def terminate(self, *, kill_proc_tree: bool = True, timeout: float = 20) -> int:
+        """Stop the process and, by default, its descendants.
+
+        SIGTERM goes to the leaves of the tree first, then SIGKILL to what is left after
+        ``timeout`` seconds. Returns 1 (terminated), 0 (nothing to do) or -1 (could not).
+        """
+        if self.record is None:
+            return 0
+        proc = find_process(self.record.pid, self.record.create_time, ignore_zombies=False)
+        if proc is None:
+            return 0
+        return terminate_tree(proc, kill_proc_tree=kill_proc_tree, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"<XProcessInfo {self.name!r} pid={self.pid} log={self.logpath}>"
+
+
+@dataclass
+class StartedProcess:
+    """A process this XProcess started: its Popen stays here so it can be reaped."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    info: XProcessInfo
+    fhandles: list[Any] = field(default_factory=list)
+
+    def release(self) -> None:
+        self.popen.poll()
+
+
+class XProcess:
+    """Starts, finds and stops named processes whose records live under ``rootdir``.
+
+    The ``xprocess`` fixture is one of these. Outside pytest, build one yourself:
+    ``XProcess(None, Path(".xprocess"))``.
+    """
+
+    def __init__(self, config: Any = None, rootdir: Path | str | None = None, log: Any = None,
+                 proc_wait_timeout: float = 60, *, run_id: str | None = None) -> None:
+        if rootdir is None:
+            if config is None:
+                raise ValueError("XProcess needs a rootdir, or a pytest config to find one")
+            from xprocess.paths import records_root
+
+            rootdir = records_root(config)
+        self.config = config
+        self.rootdir = Path(rootdir)
+        self.store = RecordStore(self.rootdir)
+        self.proc_wait_timeout = proc_wait_timeout
+        self.log = log if log is not None else _logger
+        self.run_id = run_id or uuid.uuid4().hex
+        self.resources: list[StartedProcess] = []
+        # name -> (logpath, offset where this session's interest in its log begins)
+        self.watched: dict[str, tuple[Path, int]] = {}
+
+    def __enter__(self) -> XProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def getinfo(self, name: str) -> XProcessInfo:
+        """The recorded state of ``name`` (an empty info when it was never started)."""
+        return XProcessInfo(self.rootdir, name)
+
+    def ensure(self, name: str, preparefunc: Any, restart: bool = False,
+               persist_logs: bool = True) -> tuple[int, Path]:
+        """Make sure ``name`` runs and is ready; return ``(pid, logpath)``.
+
+        Starts it with ``preparefunc`` (a ProcessStarter subclass, or an old-style
+        ``preparefunc(cwd) -> (pattern, args[, env])``) unless a ready process of that name is
+        already running, from this run or an earlier one. Under xdist, concurrent callers start it
+        once and all get the same pid. ``restart`` stops a running one first; ``persist_logs=False``
+        starts a fresh log instead of appending.
+        """
+        validate_name(name)
+        if not restart:
+            record = self.store.read(name)
+            if record is not None and record.state == READY and find_process(
+                record.pid, record.create_time
+            ):
+                return self._reused(name, preparefunc, record)
+        timeout = class_attribute(preparefunc, "timeout", DEFAULT_TIMEOUT)
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            timeout = DEFAULT_TIMEOUT
+        controldir = self.store.ensure_dirs(name)
+        with NameLock(self.store.lock_path(name), name, float(timeout) + LOCK_SLACK):
+            record = self.store.read(name)
+            alive = record is not None and find_process(record.pid, record.create_time)
+            if record is not None and not restart:
+                if record.state == READY and alive:
+                    return self._reused(name, preparefunc, record, locked=True)
+                if (record.state == FAILED and record.run_id == self.run_id
+                        and record.starter == starter_label(preparefunc)):
+                    raise rebuild_error(record.error_type, record.error_message, name)
+            plan = make_plan(name, preparefunc, controldir, self)
+            if record is not None and alive:
+                # A restart, or a start that its starter abandoned (it crashed mid-start).
+                self.getinfo(name).terminate()
+            return self._start(name, plan, controldir, persist_logs)
+
+    def _reused(self, name: str, starter: Any, record: ProcessRecord,
+                *, locked: bool = False) -> tuple[int, Path]:
+        logpath = Path(record.logpath)
+        self.watched.setdefault(name, (logpath, log_size(logpath)))
+        needs_run = class_attribute(starter, "terminate_at_end", False) or class_attribute(
+            starter, "terminate_on_interrupt", False
+        )
+        if needs_run and record.last_run != self.run_id:
+            # This run uses it too: its end (or interruption) is now what stops it.
+            if locked:
+                self._claim(record, starter)
+            else:
+                timeout = float(class_attribute(starter, "timeout", DEFAULT_TIMEOUT)) + LOCK_SLACK
+                with NameLock(self.store.lock_path(name), name, timeout):
+                    fresh = self.store.read(name)
+                    if fresh is not None and fresh.pid == record.pid:
+                        self._claim(fresh, starter)
+        return record.pid, logpath
+
+    def _claim(self, record: ProcessRecord, starter: Any) -> None:
+        record.last_run = self.run_id
+        record.terminate_at_end = bool(class_attribute(starter, "terminate_at_end", False))
+        record.terminate_on_interrupt = bool(
+            class_attribute(starter, "terminate_on_interrupt", False)
+        )
+        self.store.write(record)
+
+    def _start(self, name: str, plan: Any, controldir: Path,
+               persist_logs: bool) -> tuple[int, Path]:
+        logpath = self.store.log_path(name)
+        self.log.debug("%s$ %s", controldir, " ".join(plan.argv))
+        popen, offset = spawn(plan, controldir, logpath, persist_logs=persist_logs)
+        try:
+            create_time = create_time_of(popen.pid)
+        except Exception:  # it exited already; readiness reports it with its log
+            create_time = time.time()
+        record = ProcessRecord(
+            name=name,
+            pid=popen.pid,
+            create_time=create_time,
+            argv=plan.argv,
+            cwd=str(controldir),
+            logpath=str(logpath),
+            log_offset=offset,
+            started_at=time.time(),
+            state=STARTING,
+            run_id=self.run_id,
+            starter=plan.starter,
+            terminate_at_end=plan.terminate_at_end,
+            terminate_on_interrupt=plan.terminate_on_interrupt,
+            last_run=self.run_id,
+            data=plan.data,
+        )
+        self.store.write(record)
+        info = XProcessInfo(self.rootdir, name, record)
+        self.resources.append(StartedProcess(name, popen, info))
+        self.watched[name] = (logpath, offset)
+        try:
+            wait_until_ready(plan, popen, logpath, offset)
+        except BaseException as exc:
+            info.terminate(timeout=5)
+            popen.poll()
+            record.state = FAILED
+            if isinstance(exc, XProcessError):
+                record.error_type = type(exc).__name__
+                record.error_message = str(exc)
+            else:
+                record.error_type = StartupError.__name__
+                record.error_message = f"starting {name!r} failed: {exc!r}"
+            self.store.write(record)
+            raise
+        record.state = READY
+        record.data = check_json_data(name, plan.data)
+        self.store.write(record)
+        self.log.debug("%s process startup detected (pid %s)", name, popen.pid)
+        return popen.pid, logpath
+
+    def release(self) -> None:
+        """Reap processes this object started that have exited; running ones keep running."""
+        for resource in self.resources:
+            resource.release()
+
+    # Names pytest-xprocess used for the same job; some suites call them.
+    _force_clean_up = release
+    _clean_up_resources = release

@@ -1,0 +1,56 @@
+"""Where records live for a pytest configuration."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+__all__ = ["NO_CACHE_DIRNAME", "candidate_roots", "records_root"]
+
+NO_CACHE_DIRNAME = ".xprocess"
+_IGNORE_ALL = "# created by xprocess: records and logs of managed processes\n*\n"
+
+
+def _cache_dir(config: pytest.Config) -> Path | None:
+    """The pytest cache directory, or None when the cache plugin is disabled."""
+    if config.pluginmanager.is_blocked("cacheprovider"):
+        return None
+    try:
+        value = config.getini("cache_dir")
+    except ValueError:
+        return None
+    path = Path(os.path.expandvars(str(value)))
+    return path if path.is_absolute() else config.rootpath / path
+
+
+def records_root(config: pytest.Config, *, create: bool = True) -> Path:
+    """``<cache_dir>/d/.xprocess``, or ``<rootdir>/.xprocess`` without the cache plugin."""
+    cache = _cache_dir(config)
+    root = config.rootpath / NO_CACHE_DIRNAME if cache is None else cache / "d" / ".xprocess"
+    if create and not root.is_dir():
+        top = root if cache is None else cache
+        existed = top.exists()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise pytest.UsageError(
+                f"xprocess cannot create its records directory {root}: {exc}. "
+                "Make the directory writable, or set another location with "
+                "'-o cache_dir=DIR'."
+            ) from exc
+        if not existed:
+            # Keep records and logs out of version control, as pytest does for its cache.
+            (top / ".gitignore").write_text(_IGNORE_ALL, encoding="utf-8")
+    return root
+
+
+def candidate_roots(config: pytest.Config) -> list[Path]:
+    """Every records root that may hold records for this rootdir (for show and kill)."""
+    roots = [records_root(config, create=False), config.rootpath / NO_CACHE_DIRNAME]
+    unique: list[Path] = []
+    for root in roots:
+        if root not in unique and root.is_dir():
+            unique.append(root)
+    return unique

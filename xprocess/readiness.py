@@ -1,0 +1,280 @@
+"""Waiting until a started process is ready, or failing as soon as it cannot be.
+
+The process writes to its log file; readiness is read from there, never from a pipe (a pipe that
+nobody drains blocks the child once it fills). Two things wake the waiter at once instead of a
+fixed polling interval:
+
+* new bytes in the log: inotify on Linux (``HAVE_INOTIFY``); elsewhere adaptive polling that
+  starts at 1 ms and backs off to tens of milliseconds;
+* the process exiting: a pidfd on Linux (``HAVE_PIDFD``), so an early exit is noticed within a
+  millisecond rather than at the timeout; elsewhere ``Popen.poll`` on every wake-up.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from xprocess.errors import PatternNotFoundError, ProcessExitedError, StartupTimeoutError
+from xprocess.logs import read_tail
+from xprocess.starter import LaunchPlan
+
+__all__ = ["HAVE_INOTIFY", "HAVE_PIDFD", "LogWatcher", "wait_until_ready"]
+
+_IN_MODIFY = 0x00000002
+_FIRST_DELAY = 0.001
+_MAX_DELAY_POLLING = 0.025
+# With inotify and a pidfd every interesting event wakes us; the timeout is only a safety net.
+_MAX_DELAY_EVENTS = 0.05
+_CHUNK = 1 << 20
+TAIL_LINES = 20
+
+
+def _load_inotify() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.inotify_init1.argtypes = [ctypes.c_int]
+        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _load_inotify()
+HAVE_INOTIFY = _LIBC is not None
+HAVE_PIDFD = hasattr(os, "pidfd_open")
+
+
+class LogWatcher:
+    """Sleeps until the log grows, the process exits, or a delay passes; whichever comes first."""
+
+    def __init__(self, logpath: Path, pid: int | None) -> None:
+        self._fds: list[int] = []
+        self._inotify_fd = -1
+        self.delay = _FIRST_DELAY
+        self._max_delay = _MAX_DELAY_POLLING
+        if _LIBC is not None:
+            fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd >= 0:
+                if _LIBC.inotify_add_watch(fd, os.fsencode(logpath), _IN_MODIFY) >= 0:
+                    self._inotify_fd = fd
+                    self._fds.append(fd)
+                else:
+                    os.close(fd)
+        self._pidfd = -1
+        if HAVE_PIDFD and pid:
+            try:
+                self._pidfd = os.pidfd_open(pid)
+                self._fds.append(self._pidfd)
+            except OSError:
+                self._pidfd = -1
+        if self._inotify_fd >= 0 and self._pidfd >= 0:
+            self._max_delay = _MAX_DELAY_EVENTS
+
+    def wait(self, remaining: float) -> None:
+        """Sleep at most ``remaining`` seconds, waking early on log growth or process exit."""
+        timeout = max(0.0, min(self.delay, remaining))
+        self.delay = min(self.delay * 1.5, self._max_delay)
+        if not self._fds:
+            time.sleep(timeout)
+            return
+        ready, _, _ = select.select(self._fds, [], [], timeout)
+        if self._inotify_fd in ready:
+            self.delay = _FIRST_DELAY
+            try:
+                while os.read(self._inotify_fd, 65536):
+                    pass
+            except BlockingIOError:
+                pass
+        if self._pidfd in ready:
+            # The process has exited: stop watching it, so the next wait does not spin.
+            self._fds.remove(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+    def __enter__(self) -> LogWatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _LineReader:
+    """Reads the log from an offset, yielding complete non-blank lines as they appear."""
+
+    def __init__(self, log: IO[bytes]) -> None:
+        self._log = log
+        self._partial = b""
+
+    def new_lines(self) -> list[str]:
+        data = self._log.read(_CHUNK)
+        if not data:
+            return []
+        data = self._partial + data
+        cut = data.rfind(b"\n") + 1
+        self._partial = data[cut:]
+        if not cut:
+            return []
+        text = data[:cut].decode("utf-8", "replace")
+        return [line for line in text.splitlines() if line.strip()]
+
+    @property
+    def partial(self) -> str:
+        return self._partial.decode("utf-8", "replace")
+
+
+def _describe(plan: LaunchPlan) -> str:
+    return " ".join(plan.argv)
+
+
+def _tail_text(logpath: Path, offset: int) -> str:
+    lines = read_tail(logpath, offset, TAIL_LINES)
+    if not lines:
+        return "(the process wrote nothing to its log)"
+    return "\n".join(f"    {line}" for line in lines)
+
+
+def _exited(popen: subprocess.Popen[bytes] | None, plan: LaunchPlan, logpath: Path,
+            offset: int) -> ProcessExitedError | None:
+    if popen is None or popen.poll() is None:
+        return None
+    return ProcessExitedError(
+        f"{plan.name!r} exited with code {popen.returncode} before it was ready.\n"
+        f"  command: {_describe(plan)}\n  log: {logpath}\n"
+        f"  last lines of its log:\n{_tail_text(logpath, offset)}",
+        name=plan.name,
+    )
+
+
+def _timed_out(plan: LaunchPlan, logpath: Path, offset: int, waiting_for: str,
+               cause: BaseException | None) -> StartupTimeoutError:
+    reason = f"\n  the last startup_check raised: {cause!r}" if cause is not None else ""
+    return StartupTimeoutError(
+        f"{plan.name!r} was not ready within {plan.timeout:g} s: {waiting_for}.{reason}\n"
+        f"  command: {_describe(plan)}\n  log: {logpath}\n"
+        f"  last lines of its log:\n{_tail_text(logpath, offset)}\n"
+        "  Raise the starter's timeout if it needs longer, or check the pattern against the log.",
+        name=plan.name,
+    )
+
+
+def wait_until_ready(
+    plan: LaunchPlan,
+    popen: subprocess.Popen[bytes] | None,
+    logpath: Path,
+    offset: int,
+) -> None:
+    """Return once ``plan``'s process is ready; raise as soon as it cannot become ready.
+
+    Reads the log from ``offset`` (where this start's output begins). Raises
+    ProcessExitedError when the process exits first, PatternNotFoundError when ``max_read_lines``
+    lines pass without a match, StartupTimeoutError when ``plan.timeout`` passes.
+    """
+    deadline = time.monotonic() + plan.timeout
+    pid = popen.pid if popen is not None else None
+    with LogWatcher(logpath, pid) as watcher, open(logpath, "rb") as log:
+        log.seek(offset)
+        if plan.pattern is not None:
+            _wait_for_pattern(plan, popen, logpath, offset, log, watcher, deadline)
+        checks: list[Callable[[], object]] = []
+        if plan.check is not None:
+            checks.append(plan.check)
+        if plan.log_reader is not None:
+            checks.append(_reader_check(plan.log_reader, logpath, offset))
+        for check in checks:
+            watcher.delay = _FIRST_DELAY
+            _wait_for_check(plan, check, popen, logpath, offset, watcher, deadline)
+
+
+def _reader_check(reader: Callable[[IO[str]], object], logpath: Path,
+                  offset: int) -> Callable[[], object]:
+    def check() -> object:
+        with open(logpath, encoding="utf-8", errors="replace") as log:
+            log.seek(offset)
+            return reader(log)
+
+    return check
+
+
+def _wait_for_pattern(
+    plan: LaunchPlan,
+    popen: subprocess.Popen[bytes] | None,
+    logpath: Path,
+    offset: int,
+    log: IO[bytes],
+    watcher: LogWatcher,
+    deadline: float,
+) -> None:
+    assert plan.pattern is not None
+    search = plan.pattern.search
+    reader = _LineReader(log)
+    seen = 0
+    exit_error: ProcessExitedError | None = None
+    while True:
+        lines = reader.new_lines()
+        for line in lines:
+            seen += 1
+            if search(line):
+                return
+            if seen >= plan.max_read_lines:
+                raise PatternNotFoundError(
+                    f"{plan.name!r}: pattern {plan.pattern.pattern!r} was not found in the first "
+                    f"{plan.max_read_lines} non-blank lines of its log (max_read_lines).\n"
+                    f"  command: {_describe(plan)}\n  log: {logpath}\n"
+                    f"  last lines of its log:\n{_tail_text(logpath, offset)}\n"
+                    "  Fix the pattern, or raise max_read_lines if the process prints more "
+                    "before it is ready.",
+                    name=plan.name,
+                )
+        if lines:
+            continue
+        # A ready line may lack its newline yet (a prompt, a buffered last line).
+        if reader.partial.strip() and search(reader.partial):
+            return
+        if exit_error is not None:
+            raise exit_error
+        exit_error = _exited(popen, plan, logpath, offset)
+        if exit_error is not None:
+            continue  # read once more what it wrote before it exited
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _timed_out(plan, logpath, offset, f"pattern {plan.pattern.pattern!r} not seen",
+                             None)
+        watcher.wait(remaining)
+
+
+def _wait_for_check(
+    plan: LaunchPlan,
+    check: Callable[[], object],
+    popen: subprocess.Popen[bytes] | None,
+    logpath: Path,
+    offset: int,
+    watcher: LogWatcher,
+    deadline: float,
+) -> None:
+    last_error: Exception | None = None
+    while True:
+        try:
+            if check():
+                return
+        except Exception as exc:
+            last_error = exc
+        exited = _exited(popen, plan, logpath, offset)
+        if exited is not None:
+            raise exited from last_error
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _timed_out(plan, logpath, offset, "startup_check did not return True",
+                             last_error) from last_error
+        watcher.wait(remaining)

@@ -1,0 +1,78 @@
+"""Stopping a process tree: SIGTERM to the leaves first, a grace period, then SIGKILL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+
+import psutil
+
+__all__ = ["KILL_GRACE", "terminate_tree", "wait_gone"]
+
+# How long to wait for processes to vanish after SIGKILL before reporting failure.
+KILL_GRACE = 5.0
+
+
+def _depth_first_leaves(root: psutil.Process) -> list[psutil.Process]:
+    """Descendants of ``root``, deepest first, so children go before the parents that watch them."""
+    ordered: list[tuple[int, psutil.Process]] = []
+
+    def visit(proc: psutil.Process, depth: int) -> None:
+        try:
+            children = proc.children()
+        except psutil.Error:
+            return
+        for child in children:
+            visit(child, depth + 1)
+            ordered.append((depth + 1, child))
+
+    visit(root, 0)
+    ordered.sort(key=lambda item: -item[0])
+    return [proc for _, proc in ordered]
+
+
+def _is_gone(proc: psutil.Process) -> bool:
+    """True once ``proc`` has exited. Reaps it if it is our child; a zombie counts as gone,
+    since its parent (or an init that does not reap) may keep it in the table indefinitely."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(proc.pid, os.WNOHANG)
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process in ``procs`` has exited; return those still alive at the deadline."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    alive = [p for p in procs if not _is_gone(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.02)
+        alive = [p for p in alive if not _is_gone(p)]
+    return alive
+
+
+def _signal_all(procs: list[psutil.Process], sig: int) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
+
+
+def terminate_tree(root: psutil.Process, *, kill_proc_tree: bool = True, timeout: float = 20) -> int:
+    """Terminate ``root`` (and, with ``kill_proc_tree``, its descendants).
+
+    Returns 1 when everything is gone, -1 when something survived SIGKILL. SIGTERM goes to the
+    leaves first, then up to ``root``; whatever is left after ``timeout`` seconds gets SIGKILL.
+    """
+    procs = _depth_first_leaves(root) if kill_proc_tree else []
+    procs.append(root)
+    _signal_all(procs, signal.SIGTERM)
+    alive = wait_gone(procs, timeout)
+    if alive:
+        _signal_all(alive, signal.SIGKILL)
+        alive = wait_gone(alive, KILL_GRACE)
+    return -1 if alive else 1
