@@ -200,4 +200,6 @@ def test_pid(xprocess):
 """
     )
     pytester.runpytest().assert_outcomes(passed=1)
-    assert os.path.exists(pytester.path / ".pytest_cache" / "d" / ".xprocess" / "srv" / "record.json")
+    assert os.path.exists(
+        pytester.path / ".pytest_cache" / "d" / ".xprocess" / "srv" / "record.json"
+    )

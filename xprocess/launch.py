@@ -12,8 +12,9 @@ from xprocess.starter import LaunchPlan, check_executable
 __all__ = ["spawn"]
 
 
-def spawn(plan: LaunchPlan, controldir: Path, logpath: Path,
-          *, persist_logs: bool) -> tuple[subprocess.Popen[bytes], int]:
+def spawn(
+    plan: LaunchPlan, controldir: Path, logpath: Path, *, persist_logs: bool
+) -> tuple[subprocess.Popen[bytes], int]:
     """Start ``plan``'s command; return the Popen and the log offset where its output begins.
 
     The child gets its own session (so Ctrl-C in the terminal does not reach it), no stdin, and

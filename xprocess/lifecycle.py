@@ -20,7 +20,7 @@ def stop_run_processes(root: Path, run_id: str, *, interrupted: bool) -> list[st
     for name, record in RecordStore(root).records():
         if record is None or record.last_run != run_id:
             continue
-        if record.terminate_at_end or (interrupted and record.terminate_on_interrupt):
-            if XProcessInfo(root, name, record).terminate() == 1:
-                stopped.append(name)
+        wanted = record.terminate_at_end or (interrupted and record.terminate_on_interrupt)
+        if wanted and XProcessInfo(root, name, record).terminate() == 1:
+            stopped.append(name)
     return stopped

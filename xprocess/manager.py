@@ -31,7 +31,7 @@ from xprocess.starter import (
     make_plan,
     starter_label,
 )
-from xprocess.termination import terminate_tree
+from xprocess.termination import reap_if_child, terminate_tree
 
 __all__ = ["XProcess", "XProcessInfo"]
 
@@ -48,8 +48,14 @@ class XProcessInfo:
     Values the starter recorded in ``data`` are also readable as attributes (``info.port``).
     """
 
-    def __init__(self, path: Path | str, name: str, record: ProcessRecord | None = None,
-                 *, _read: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        name: str,
+        record: ProcessRecord | None = None,
+        *,
+        _read: bool = True,
+    ) -> None:
         self.name = validate_name(name)
         self.store = RecordStore(Path(path))
         self.controldir = self.store.controldir(name)
@@ -78,8 +84,10 @@ class XProcessInfo:
         """Whether the recorded process still runs (a recycled pid does not count)."""
         if self.record is None:
             return False
-        return find_process(self.record.pid, self.record.create_time,
-                            ignore_zombies=ignore_zombies) is not None
+        return (
+            find_process(self.record.pid, self.record.create_time, ignore_zombies=ignore_zombies)
+            is not None
+        )
 
     def terminate(self, *, kill_proc_tree: bool = True, timeout: float = 20) -> int:
         """Stop the process and, by default, its descendants.
@@ -89,8 +97,9 @@ class XProcessInfo:
         """
         if self.record is None:
             return 0
-        proc = find_process(self.record.pid, self.record.create_time, ignore_zombies=False)
-        if proc is None:
+        proc = find_process(self.record.pid, self.record.create_time)
+        if proc is None:  # gone, a zombie (reaped here if it is our child), or a stranger's pid
+            reap_if_child(self.record.pid)
             return 0
         return terminate_tree(proc, kill_proc_tree=kill_proc_tree, timeout=timeout)
 
@@ -118,8 +127,15 @@ class XProcess:
     ``XProcess(None, Path(".xprocess"))``.
     """
 
-    def __init__(self, config: Any = None, rootdir: Path | str | None = None, log: Any = None,
-                 proc_wait_timeout: float = 60, *, run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Any = None,
+        rootdir: Path | str | None = None,
+        log: Any = None,
+        proc_wait_timeout: float = 60,
+        *,
+        run_id: str | None = None,
+    ) -> None:
         if rootdir is None:
             if config is None:
                 raise ValueError("XProcess needs a rootdir, or a pytest config to find one")
@@ -146,8 +162,9 @@ class XProcess:
         """The recorded state of ``name`` (an empty info when it was never started)."""
         return XProcessInfo(self.rootdir, name)
 
-    def ensure(self, name: str, preparefunc: Any, restart: bool = False,
-               persist_logs: bool = True) -> tuple[int, Path]:
+    def ensure(
+        self, name: str, preparefunc: Any, restart: bool = False, persist_logs: bool = True
+    ) -> tuple[int, Path]:
         """Make sure ``name`` runs and is ready; return ``(pid, logpath)``.
 
         Starts it with ``preparefunc`` (a ProcessStarter subclass, or an old-style
@@ -159,8 +176,10 @@ class XProcess:
         validate_name(name)
         if not restart:
             record = self.store.read(name)
-            if record is not None and record.state == READY and find_process(
-                record.pid, record.create_time
+            if (
+                record is not None
+                and record.state == READY
+                and find_process(record.pid, record.create_time)
             ):
                 return self._reused(name, preparefunc, record)
         timeout = class_attribute(preparefunc, "timeout", DEFAULT_TIMEOUT)
@@ -173,8 +192,11 @@ class XProcess:
             if record is not None and not restart:
                 if record.state == READY and alive:
                     return self._reused(name, preparefunc, record, locked=True)
-                if (record.state == FAILED and record.run_id == self.run_id
-                        and record.starter == starter_label(preparefunc)):
+                if (
+                    record.state == FAILED
+                    and record.run_id == self.run_id
+                    and record.starter == starter_label(preparefunc)
+                ):
                     raise rebuild_error(record.error_type, record.error_message, name)
             plan = make_plan(name, preparefunc, controldir, self)
             if record is not None and alive:
@@ -182,8 +204,9 @@ class XProcess:
                 self.getinfo(name).terminate()
             return self._start(name, plan, controldir, persist_logs)
 
-    def _reused(self, name: str, starter: Any, record: ProcessRecord,
-                *, locked: bool = False) -> tuple[int, Path]:
+    def _reused(
+        self, name: str, starter: Any, record: ProcessRecord, *, locked: bool = False
+    ) -> tuple[int, Path]:
         logpath = Path(record.logpath)
         self.watched.setdefault(name, (logpath, log_size(logpath)))
         needs_run = class_attribute(starter, "terminate_at_end", False) or class_attribute(
@@ -209,8 +232,9 @@ class XProcess:
         )
         self.store.write(record)
 
-    def _start(self, name: str, plan: Any, controldir: Path,
-               persist_logs: bool) -> tuple[int, Path]:
+    def _start(
+        self, name: str, plan: Any, controldir: Path, persist_logs: bool
+    ) -> tuple[int, Path]:
         logpath = self.store.log_path(name)
         self.log.debug("%s$ %s", controldir, " ".join(plan.argv))
         popen, offset = spawn(plan, controldir, logpath, persist_logs=persist_logs)

@@ -1,4 +1,4 @@
-"""pytest glue: the ``xprocess`` fixture, ``--xshow``/``--xkill``, log sections and end-of-run stops.
+"""pytest glue: the ``xprocess`` fixture, ``--xshow``/``--xkill``, log sections, end-of-run stops.
 
 The work itself is done by the engine modules; this module only connects it to pytest's hooks.
 """
@@ -83,7 +83,7 @@ class _XdistController:
 
 @pytest.fixture(scope="session")
 def xprocess(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """Start and find the external processes a test run needs (``xprocess.ensure(name, Starter)``)."""
+    """Start and find the external processes a run needs: ``xprocess.ensure(name, Starter)``."""
     from xprocess.manager import XProcess
     from xprocess.paths import records_root
 
@@ -135,7 +135,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
             from xprocess.lifecycle import stop_run_processes
             from xprocess.paths import records_root
 
-            interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+            interrupted = exitstatus in (
+                pytest.ExitCode.INTERRUPTED,
+                pytest.ExitCode.INTERNAL_ERROR,
+            )
             stop_run_processes(
                 records_root(session.config), run_id_of(session.config), interrupted=interrupted
             )

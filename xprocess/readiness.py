@@ -145,8 +145,9 @@ def _tail_text(logpath: Path, offset: int) -> str:
     return "\n".join(f"    {line}" for line in lines)
 
 
-def _exited(popen: subprocess.Popen[bytes] | None, plan: LaunchPlan, logpath: Path,
-            offset: int) -> ProcessExitedError | None:
+def _exited(
+    popen: subprocess.Popen[bytes] | None, plan: LaunchPlan, logpath: Path, offset: int
+) -> ProcessExitedError | None:
     if popen is None or popen.poll() is None:
         return None
     return ProcessExitedError(
@@ -157,8 +158,9 @@ def _exited(popen: subprocess.Popen[bytes] | None, plan: LaunchPlan, logpath: Pa
     )
 
 
-def _timed_out(plan: LaunchPlan, logpath: Path, offset: int, waiting_for: str,
-               cause: BaseException | None) -> StartupTimeoutError:
+def _timed_out(
+    plan: LaunchPlan, logpath: Path, offset: int, waiting_for: str, cause: BaseException | None
+) -> StartupTimeoutError:
     reason = f"\n  the last startup_check raised: {cause!r}" if cause is not None else ""
     return StartupTimeoutError(
         f"{plan.name!r} was not ready within {plan.timeout:g} s: {waiting_for}.{reason}\n"
@@ -197,8 +199,9 @@ def wait_until_ready(
             _wait_for_check(plan, check, popen, logpath, offset, watcher, deadline)
 
 
-def _reader_check(reader: Callable[[IO[str]], object], logpath: Path,
-                  offset: int) -> Callable[[], object]:
+def _reader_check(
+    reader: Callable[[IO[str]], object], logpath: Path, offset: int
+) -> Callable[[], object]:
     def check() -> object:
         with open(logpath, encoding="utf-8", errors="replace") as log:
             log.seek(offset)
@@ -249,8 +252,9 @@ def _wait_for_pattern(
             continue  # read once more what it wrote before it exited
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise _timed_out(plan, logpath, offset, f"pattern {plan.pattern.pattern!r} not seen",
-                             None)
+            raise _timed_out(
+                plan, logpath, offset, f"pattern {plan.pattern.pattern!r} not seen", None
+            )
         watcher.wait(remaining)
 
 
@@ -275,6 +279,7 @@ def _wait_for_check(
             raise exited from last_error
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise _timed_out(plan, logpath, offset, "startup_check did not return True",
-                             last_error) from last_error
+            raise _timed_out(
+                plan, logpath, offset, "startup_check did not return True", last_error
+            ) from last_error
         watcher.wait(remaining)

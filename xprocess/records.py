@@ -175,9 +175,7 @@ class RecordStore:
         except FileNotFoundError:
             return []
         return sorted(
-            e.name
-            for e in entries
-            if not e.name.startswith(".") and (e / RECORD_FILE).exists()
+            e.name for e in entries if not e.name.startswith(".") and (e / RECORD_FILE).exists()
         )
 
     def records(self) -> Iterator[tuple[str, ProcessRecord | None]]:
@@ -187,4 +185,3 @@ class RecordStore:
 
 def _warn(message: str) -> None:
     warnings.warn(RecordWarning(message), stacklevel=3)
-

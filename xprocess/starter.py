@@ -62,7 +62,7 @@ class ProcessStarter:
     env: Mapping[str, str] | None = None
     timeout: float = DEFAULT_TIMEOUT
     max_read_lines: int = DEFAULT_MAX_READ_LINES
-    popen_kwargs: Mapping[str, Any] = {}  # noqa: RUF012 - read-only default, copied before use
+    popen_kwargs: Mapping[str, Any] = {}
     terminate_on_interrupt: bool = False
     terminate_at_end: bool = False
     pattern: str | re.Pattern[str] | None = None
@@ -213,7 +213,7 @@ def _legacy_reader(wait: Callable[..., object]) -> Callable[[IO[str]], object]:
         takes_file = bool(inspect.signature(wait).parameters)
     except (TypeError, ValueError):
         takes_file = True
-    return (lambda log: wait(log)) if takes_file else (lambda log: wait())
+    return wait if takes_file else (lambda log: wait())
 
 
 def _validate_argv(name: str, raw: object) -> list[str]:
@@ -287,8 +287,7 @@ def _validate_env(name: str, env: object) -> dict[str, str] | None:
 def _validate_timeout(name: str, timeout: object) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise InvalidStarterError(
-            f"cannot start {name!r}: timeout must be a number of seconds above 0, "
-            f"got {timeout!r}",
+            f"cannot start {name!r}: timeout must be a number of seconds above 0, got {timeout!r}",
             name=name,
         )
     return float(timeout)

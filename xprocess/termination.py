@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-__all__ = ["KILL_GRACE", "terminate_tree", "wait_gone"]
+__all__ = ["KILL_GRACE", "reap_if_child", "terminate_tree", "wait_gone"]
 
 # How long to wait for processes to vanish after SIGKILL before reporting failure.
 KILL_GRACE = 5.0
@@ -33,11 +33,16 @@ def _depth_first_leaves(root: psutil.Process) -> list[psutil.Process]:
     return [proc for _, proc in ordered]
 
 
+def reap_if_child(pid: int) -> None:
+    """Collect the exit status of ``pid`` if it is an exited child of ours, so it is no zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def _is_gone(proc: psutil.Process) -> bool:
     """True once ``proc`` has exited. Reaps it if it is our child; a zombie counts as gone,
     since its parent (or an init that does not reap) may keep it in the table indefinitely."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(proc.pid, os.WNOHANG)
+    reap_if_child(proc.pid)
     try:
         return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -45,7 +50,7 @@ def _is_gone(proc: psutil.Process) -> bool:
 
 
 def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until every process in ``procs`` has exited; return those still alive at the deadline."""
+    """Wait until every process in ``procs`` has exited; return those alive at the deadline."""
     deadline = time.monotonic() + timeout
     delay = 0.0005
     alive = [p for p in procs if not _is_gone(p)]
@@ -62,7 +67,9 @@ def _signal_all(procs: list[psutil.Process], sig: int) -> None:
             proc.send_signal(sig)
 
 
-def terminate_tree(root: psutil.Process, *, kill_proc_tree: bool = True, timeout: float = 20) -> int:
+def terminate_tree(
+    root: psutil.Process, *, kill_proc_tree: bool = True, timeout: float = 20
+) -> int:
     """Terminate ``root`` (and, with ``kill_proc_tree``, its descendants).
 
     Returns 1 when everything is gone, -1 when something survived SIGKILL. SIGTERM goes to the

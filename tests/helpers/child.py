@@ -53,7 +53,9 @@ def main() -> None:
         sys.exit(args.exit_code)
     while True:
         if server is not None:
-            conn, _ = server.accept()
+            conn, peer = server.accept()
+            out.write(f"served a connection from port {peer[1]}\n")
+            out.flush()
             conn.sendall(b"hello\n")
             conn.close()
         else:

@@ -1,0 +1,259 @@
+"""The pytest side: --xshow, --xkill, python -m xprocess, log sections, interruption, old forms."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import HEADER
+
+STARTERS = (
+    HEADER
+    + """
+class Alpha(ProcessStarter):
+    pattern = "ready"
+    args = child("--children", 2)
+
+class Beta(ProcessStarter):
+    pattern = "ready"
+    args = child()
+"""
+)
+
+
+def start_two(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(STARTERS)
+    pytester.makepyfile(
+        test_start="""
+def test_start(xprocess):
+    from conftest import Alpha, Beta
+    xprocess.ensure("alpha", Alpha)
+    xprocess.ensure("beta", Beta)
+"""
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def pid_of(pytester: pytest.Pytester, name: str) -> int:
+    from xprocess.manager import XProcessInfo
+
+    pid = XProcessInfo(pytester.path / ".pytest_cache" / "d" / ".xprocess", name).pid
+    assert pid is not None
+    return pid
+
+
+def test_xshow_lists_each_process_without_running_tests(pytester: pytest.Pytester) -> None:
+    start_two(pytester)
+    pytester.makepyfile(test_broken="this is not python")
+    alpha, beta = pid_of(pytester, "alpha"), pid_of(pytester, "beta")
+    result = pytester.runpytest_subprocess("--xshow")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        [
+            f"{alpha} alpha LIVE *:*:* */alpha/xprocess.log (run *)",
+            f"{beta} beta LIVE *:*:* */beta/xprocess.log (run *)",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*collected*")
+    assert pytester.runpytest_subprocess("--xkill").ret == 0
+
+
+def test_xkill_terminates_every_tree_and_reports_each(pytester: pytest.Pytester) -> None:
+    start_two(pytester)
+    alpha, beta = pid_of(pytester, "alpha"), pid_of(pytester, "beta")
+    result = pytester.runpytest_subprocess("--xkill")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([f"{alpha} alpha TERMINATED", f"{beta} beta TERMINATED"])
+    result = pytester.runpytest_subprocess("--xkill")
+    result.stdout.fnmatch_lines(
+        [f"{alpha} alpha NO PROCESS FOUND", f"{beta} beta NO PROCESS FOUND"]
+    )
+    result = pytester.runpytest_subprocess("--xshow")
+    result.stdout.fnmatch_lines([f"{alpha} alpha DEAD - *", f"{beta} beta DEAD - *"])
+
+
+def test_xshow_with_nothing_recorded_says_so(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--xshow")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["no processes recorded"])
+
+
+def run_module(pytester: pytest.Pytester, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "xprocess", *args],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_python_m_xprocess_shows_and_kills_by_name(pytester: pytest.Pytester) -> None:
+    start_two(pytester)
+    alpha, beta = pid_of(pytester, "alpha"), pid_of(pytester, "beta")
+    shown = run_module(pytester, "show")
+    assert shown.returncode == 0, shown.stderr
+    assert f"{alpha} alpha LIVE" in shown.stdout and f"{beta} beta LIVE" in shown.stdout
+    killed = run_module(pytester, "kill", "alpha")
+    assert killed.returncode == 0, killed.stderr
+    assert killed.stdout.splitlines() == [f"{alpha} alpha TERMINATED"]
+    shown = run_module(pytester, "--rootdir", str(pytester.path), "show")
+    assert f"{alpha} alpha DEAD" in shown.stdout and f"{beta} beta LIVE" in shown.stdout
+    unknown = run_module(pytester, "kill", "gamma")
+    assert unknown.returncode == 1
+    assert "gamma NO RECORD" in unknown.stdout
+    everything = run_module(pytester, "kill")
+    assert everything.returncode == 0
+    assert f"{beta} beta TERMINATED" in everything.stdout
+
+
+def test_python_m_xprocess_without_a_command_shows_usage() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "xprocess"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert "show" in result.stderr and "kill" in result.stderr
+
+
+def test_a_failing_test_report_has_a_log_section_per_process(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        HEADER
+        + """
+import socket
+from xprocess import free_port
+
+class Starter(ProcessStarter):
+    pattern = "ready"
+    def args(self):
+        self.data["port"] = free_port()
+        return child("--ready", "server is ready", "--listen", self.data["port"])
+
+def test_passes(xprocess):
+    xprocess.ensure("srv", Starter)
+
+def test_fails(xprocess):
+    xprocess.ensure("srv", Starter)
+    with socket.create_connection(("127.0.0.1", xprocess.getinfo("srv").port)) as conn:
+        assert conn.recv(100) == b"hello\\n"
+    assert False, "boom"
+
+def test_cleanup(xprocess):
+    xprocess.getinfo("srv").terminate()
+"""
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*- srv log -*", "served a connection from port *"])
+    # Only what the process wrote during the failing test: it was ready before that test.
+    section = result.stdout.str().split("srv log")[1]
+    assert "server is ready" not in section.split("short test summary")[0]
+
+
+def test_the_log_section_shows_output_written_during_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        HEADER
+        + """
+class Starter(ProcessStarter):
+    pattern = "ready"
+    args = child("--ready", "ready and waiting")
+
+def test_fails(xprocess):
+    xprocess.ensure("srv", Starter)
+    xprocess.getinfo("srv").terminate()
+    assert False
+"""
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*- srv log -*", "ready and waiting"])
+
+
+@pytest.mark.parametrize(("flag", "survives"), [(True, False), (False, True)])
+def test_terminate_on_interrupt(pytester: pytest.Pytester, flag: bool, survives: bool) -> None:
+    pytester.makepyfile(
+        HEADER
+        + f"""
+class Starter(ProcessStarter):
+    pattern = "ready"
+    args = child()
+    terminate_on_interrupt = {flag}
+
+def test_interrupted(xprocess):
+    xprocess.ensure("srv", Starter)
+    raise KeyboardInterrupt
+"""
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    from xprocess.manager import XProcessInfo
+
+    info = XProcessInfo(pytester.path / ".pytest_cache" / "d" / ".xprocess", "srv")
+    assert info.pid is not None
+    assert info.isrunning() is survives
+    info.terminate()
+
+
+def test_the_legacy_preparefunc_form_works(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        HEADER
+        + """
+def test_two_items(xprocess):
+    pid, log = xprocess.ensure("two", lambda cwd: ("ready", child()))
+    assert xprocess.getinfo("two").isrunning()
+    xprocess.getinfo("two").terminate()
+
+def test_three_items_with_env(xprocess):
+    def prepare(cwd):
+        assert Path(cwd).name == "three"
+        env = dict(os.environ, GREETING="hello-from-env")
+        return ("^hello-from-env$", [sys.executable, "-c",
+                "import os, time; print(os.environ['GREETING'], flush=True); time.sleep(60)"], env)
+    xprocess.ensure("three", prepare)
+    xprocess.getinfo("three").terminate()
+
+def test_a_callable_instead_of_a_pattern(xprocess):
+    def ready(log):
+        return "ready" in log.read()
+    xprocess.ensure("call", lambda cwd: (ready, child()))
+    xprocess.getinfo("call").terminate()
+
+def test_a_bad_return_value_is_explained(xprocess):
+    with pytest.raises(ValueError, match="must return"):
+        xprocess.ensure("bad", lambda cwd: "ready")
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=4)
+
+
+def test_without_the_cache_plugin_records_go_to_rootdir_xprocess(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        HEADER
+        + """
+class Starter(ProcessStarter):
+    pattern = "ready"
+    args = child()
+
+def test_start(xprocess):
+    xprocess.ensure("srv", Starter)
+"""
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert (pytester.path / ".xprocess" / "srv" / "record.json").exists()
+    assert not (pytester.path / ".pytest_cache").exists()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--xshow")
+    result.stdout.fnmatch_lines(["* srv LIVE *"])
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--xkill")
+    result.stdout.fnmatch_lines(["* srv TERMINATED"])
+
+
+def test_an_unwritable_records_dir_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(xprocess): pass")
+    (pytester.path / "blocker").write_text("a file, not a directory")
+    result = pytester.runpytest_subprocess("-o", "cache_dir=blocker/cache")
+    result.stderr.fnmatch_lines(["*xprocess cannot create its records directory*cache_dir*"])
+    assert "AttributeError" not in result.stdout.str() + result.stderr.str()

@@ -1,0 +1,169 @@
+"""Readiness: pattern, max_read_lines, startup_check, early exit and timeout, with their errors.
+
+These drive the engine directly (an XProcess on a temporary directory) with real child processes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import child_args
+from xprocess import (
+    PatternNotFoundError,
+    ProcessExitedError,
+    ProcessStarter,
+    StartupError,
+    StartupTimeoutError,
+    XProcess,
+)
+
+
+@pytest.fixture
+def xp(tmp_path: Path) -> XProcess:
+    return XProcess(None, tmp_path / "records")
+
+
+def starter(**attrs: object) -> type[ProcessStarter]:
+    return type("Starter", (ProcessStarter,), attrs)
+
+
+def test_pattern_found_within_max_read_lines_is_ready(xp: XProcess) -> None:
+    xp.ensure("srv", starter(pattern="ready", max_read_lines=11, args=child_args("--before", 10)))
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_pattern_beyond_max_read_lines_raises_runtime_error_with_log_tail(xp: XProcess) -> None:
+    with pytest.raises(PatternNotFoundError) as excinfo:
+        xp.ensure(
+            "srv", starter(pattern="ready", max_read_lines=5, args=child_args("--before", 10))
+        )
+    assert isinstance(excinfo.value, RuntimeError)
+    message = str(excinfo.value)
+    assert "'ready'" in message and "5 non-blank lines" in message
+    assert "noise line 4" in message
+    assert not xp.getinfo("srv").isrunning()
+
+
+def test_blank_lines_do_not_count_towards_max_read_lines(xp: XProcess) -> None:
+    script = "import time; print('\\n\\n  \\n\\nready', flush=True); time.sleep(60)"
+    xp.ensure(
+        "srv", starter(pattern="ready", max_read_lines=1, args=[sys.executable, "-c", script])
+    )
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_a_ready_line_without_newline_is_seen(xp: XProcess) -> None:
+    script = "import sys, time; sys.stdout.write('prompt> '); sys.stdout.flush(); time.sleep(60)"
+    xp.ensure("srv", starter(pattern="prompt>", args=[sys.executable, "-c", script]))
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def _calls_until(n: int, calls: list[int]) -> Callable[[ProcessStarter], bool]:
+    def startup_check(self: ProcessStarter) -> bool:
+        calls.append(1)
+        return len(calls) >= n
+
+    return startup_check
+
+
+def test_pattern_and_check_both_must_pass(xp: XProcess) -> None:
+    calls: list[int] = []
+    xp.ensure(
+        "srv", starter(pattern="ready", args=child_args(), startup_check=_calls_until(3, calls))
+    )
+    assert len(calls) == 3
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_a_passing_check_does_not_excuse_a_missing_pattern(xp: XProcess) -> None:
+    with pytest.raises(StartupTimeoutError, match="pattern 'never' not seen"):
+        xp.ensure(
+            "srv",
+            starter(
+                pattern="never", timeout=0.5, args=child_args(), startup_check=lambda self: True
+            ),
+        )
+    assert not xp.getinfo("srv").isrunning()
+
+
+def test_check_alone_is_enough(xp: XProcess) -> None:
+    calls: list[int] = []
+    xp.ensure("srv", starter(args=child_args(), startup_check=_calls_until(2, calls)))
+    assert len(calls) == 2
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_an_exception_from_the_check_means_not_ready_yet(xp: XProcess) -> None:
+    calls: list[int] = []
+
+    def startup_check(self: ProcessStarter) -> bool:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionRefusedError("not listening yet")
+        return True
+
+    xp.ensure("srv", starter(args=child_args(), startup_check=startup_check))
+    assert len(calls) == 3
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_the_last_check_exception_is_chained_to_the_timeout(xp: XProcess) -> None:
+    def startup_check(self: ProcessStarter) -> bool:
+        raise ConnectionRefusedError("port 1 refused")
+
+    with pytest.raises(StartupTimeoutError) as excinfo:
+        xp.ensure("srv", starter(args=child_args(), timeout=0.3, startup_check=startup_check))
+    assert isinstance(excinfo.value, TimeoutError)
+    assert isinstance(excinfo.value.__cause__, ConnectionRefusedError)
+    assert "port 1 refused" in str(excinfo.value)
+    assert not xp.getinfo("srv").isrunning()
+
+
+def test_early_exit_fails_at_once_with_exit_code_command_and_log_tail(xp: XProcess) -> None:
+    args = child_args("--before", 30, "--ready", "fatal: config broken", "--exit-code", 3)
+    with pytest.raises(ProcessExitedError) as excinfo:
+        xp.ensure("srv", starter(pattern="never printed", timeout=60, args=args))
+    message = str(excinfo.value)
+    assert isinstance(excinfo.value, RuntimeError)
+    assert "'srv' exited with code 3" in message
+    assert "child.py" in message and str(xp.getinfo("srv").logpath) in message
+    assert "fatal: config broken" in message and "noise line 29" in message
+    assert "noise line 5\n" not in message  # only the tail, about 20 lines
+    assert xp.getinfo("srv").record is not None
+    assert xp.getinfo("srv").record.state == "failed"  # type: ignore[union-attr]
+
+
+def test_early_exit_is_noticed_while_a_check_is_retried(xp: XProcess) -> None:
+    args = child_args("--exit-code", 5)
+    with pytest.raises(ProcessExitedError, match="code 5"):
+        xp.ensure("srv", starter(args=args, timeout=60, startup_check=lambda self: False))
+
+
+def test_timeout_raises_timeout_error_with_log_tail(xp: XProcess) -> None:
+    with pytest.raises(StartupTimeoutError) as excinfo:
+        xp.ensure(
+            "srv", starter(pattern="never", timeout=0.3, args=child_args("--ready", "booting"))
+        )
+    assert "within 0.3 s" in str(excinfo.value) and "booting" in str(excinfo.value)
+    assert not xp.getinfo("srv").isrunning()
+
+
+def test_an_unexpected_exception_from_the_check_propagates_and_stops_the_process(
+    xp: XProcess,
+) -> None:
+    def startup_check(self: ProcessStarter) -> bool:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        xp.ensure("srv", starter(args=child_args(), startup_check=startup_check))
+    assert not xp.getinfo("srv").isrunning()
+
+
+def test_startup_errors_are_runtime_errors() -> None:
+    assert issubclass(ProcessExitedError, StartupError)
+    assert issubclass(PatternNotFoundError, RuntimeError)
+    assert issubclass(StartupTimeoutError, TimeoutError)

@@ -1,0 +1,87 @@
+"""Records on disk: complete JSON, atomically replaced; unreadable ones read as 'no process'."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import child_args
+from xprocess import ProcessStarter, RecordWarning, XProcess
+from xprocess.commands import show
+
+
+@pytest.fixture
+def xp(tmp_path: Path) -> XProcess:
+    return XProcess(None, tmp_path / "records")
+
+
+class Starter(ProcessStarter):
+    pattern = "ready"
+    args = child_args()
+
+
+def test_the_record_holds_what_identifies_the_process(xp: XProcess) -> None:
+    pid, logpath = xp.ensure("srv", Starter)
+    record = json.loads((xp.rootdir / "srv" / "record.json").read_text())
+    assert record["pid"] == pid and record["state"] == "ready"
+    assert record["create_time"] > 0 and record["started_at"] > 0
+    assert record["argv"] == child_args()
+    assert record["cwd"] == str(xp.rootdir / "srv")
+    assert record["logpath"] == str(logpath)
+    assert record["log_offset"] == 0
+    assert [p.name for p in (xp.rootdir / "srv").iterdir() if p.name.endswith(".tmp")] == []
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_the_log_offset_of_a_restart_is_where_its_output_begins(xp: XProcess) -> None:
+    _, logpath = xp.ensure("srv", Starter)
+    size = Path(logpath).stat().st_size
+    xp.ensure("srv", Starter, restart=True)
+    record = xp.getinfo("srv").record
+    assert record is not None and record.log_offset == size > 0
+    assert xp.getinfo("srv").terminate() == 1
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"pid": "x"}'])
+def test_an_unreadable_record_reads_as_no_process_with_a_warning(
+    xp: XProcess, content: str
+) -> None:
+    (xp.rootdir / "srv").mkdir(parents=True)
+    (xp.rootdir / "srv" / "record.json").write_text(content)
+    with pytest.warns(RecordWarning, match="'srv'"):
+        assert not xp.getinfo("srv").isrunning()
+    lines: list[str] = []
+    with pytest.warns(RecordWarning):
+        show([xp.rootdir], lines.append)
+    assert lines[0].startswith("- srv DEAD")
+    with pytest.warns(RecordWarning):
+        pid, _ = xp.ensure("srv", Starter)
+    assert xp.getinfo("srv").pid == pid
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_a_record_of_a_process_that_died_reads_as_dead_and_is_restarted(xp: XProcess) -> None:
+    first, _ = xp.ensure("srv", Starter)
+    xp.getinfo("srv").terminate()
+    second, _ = xp.ensure("srv", Starter)
+    assert second != first
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_recorded_data_is_readable_by_key_and_attribute(xp: XProcess) -> None:
+    class WithData(ProcessStarter):
+        pattern = "ready"
+
+        def args(self) -> list[str]:
+            self.data["port"] = 12345
+            return child_args()
+
+    xp.ensure("srv", WithData)
+    info = xp.getinfo("srv")
+    assert info.data == {"port": 12345}
+    assert info.port == 12345
+    with pytest.raises(AttributeError, match="recorded data keys: \\['port'\\]"):
+        _ = info.host
+    assert info.terminate() == 1

@@ -1,0 +1,89 @@
+"""terminate(): whole trees, leaves first, SIGKILL for what ignores SIGTERM, never a stranger."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import child_args, wait_for
+from xprocess import ProcessStarter, XProcess
+from xprocess.commands import kill, show
+from xprocess.liveness import create_time_of
+
+
+@pytest.fixture
+def xp(tmp_path: Path) -> XProcess:
+    return XProcess(None, tmp_path / "records")
+
+
+def starter(*flags: object) -> type[ProcessStarter]:
+    return type("Starter", (ProcessStarter,), {"pattern": "ready", "args": child_args(*flags)})
+
+
+def test_terminate_stops_the_process_and_all_its_children(xp: XProcess) -> None:
+    pid, _ = xp.ensure("srv", starter("--children", 3))
+    wait_for(lambda: len(psutil.Process(pid).children()) == 3, what="3 children")
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    assert xp.getinfo("srv").terminate() == 1
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree)
+    assert not xp.getinfo("srv").isrunning()
+
+
+def test_terminate_without_the_tree_leaves_the_children(xp: XProcess) -> None:
+    pid, _ = xp.ensure("srv", starter("--children", 1))
+    wait_for(lambda: len(psutil.Process(pid).children()) == 1, what="a child")
+    kid = psutil.Process(pid).children()[0]
+    assert xp.getinfo("srv").terminate(kill_proc_tree=False) == 1
+    assert kid.is_running()
+    kid.kill()
+    kid.wait(5)
+
+
+def test_a_process_that_ignores_sigterm_is_killed_after_the_timeout(xp: XProcess) -> None:
+    pid, _ = xp.ensure("srv", starter("--ignore-term"))
+    assert xp.getinfo("srv").terminate(timeout=0.2) == 1
+    assert not xp.getinfo("srv").isrunning()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_terminate_with_nothing_running_returns_zero(xp: XProcess) -> None:
+    assert xp.getinfo("never-started").terminate() == 0
+    xp.ensure("srv", starter())
+    assert xp.getinfo("srv").terminate() == 1
+    assert xp.getinfo("srv").terminate() == 0
+
+
+@pytest.fixture
+def stranger() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_recycled_pid_is_reported_dead_and_never_signalled(
+    xp: XProcess, stranger: subprocess.Popen[bytes]
+) -> None:
+    xp.ensure("srv", starter())
+    xp.getinfo("srv").terminate()
+    # The pid of the recorded process now belongs to an unrelated process.
+    record_path = xp.rootdir / "srv" / "record.json"
+    record = json.loads(record_path.read_text())
+    record.update(pid=stranger.pid, create_time=create_time_of(stranger.pid) - 1000)
+    record_path.write_text(json.dumps(record))
+
+    assert not xp.getinfo("srv").isrunning()
+    assert xp.getinfo("srv").terminate() == 0
+    lines: list[str] = []
+    show([xp.rootdir], lines.append)
+    assert lines[0].startswith(f"{stranger.pid} srv DEAD")
+    lines.clear()
+    assert kill([xp.rootdir], lines.append) == 0
+    assert lines == [f"{stranger.pid} srv NO PROCESS FOUND"]
+    assert stranger.poll() is None, "the stranger was signalled"
