@@ -1,0 +1,362 @@
+"""Under pytest-xdist: one process per name for the whole run, shared by every worker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import wait_for
+from tests.support import HEADER, count_lines
+from xprocess.manager import XProcessInfo
+
+pytest.importorskip("xdist")
+
+
+def records(pytester: pytest.Pytester) -> Path:
+    return pytester.path / ".pytest_cache" / "d" / ".xprocess"
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def seen(pytester: pytest.Pytester) -> dict[str, set[str]]:
+    """name -> the distinct 'pid port' pairs the tests saw, from the 'seen' file they append to."""
+    result: dict[str, set[str]] = defaultdict(set)
+    for line in (pytester.path / "seen").read_text().splitlines():
+        worker, name, rest = line.split(" ", 2)
+        result[name].add(rest)
+        result["workers"].add(worker)
+    return result
+
+
+SHARED = (
+    HEADER
+    + """
+from xprocess import free_port
+
+ROOT = Path(__file__).parent
+
+def make(name, delay=0.0, at_end=False):
+    class Starter(ProcessStarter):
+        pattern = "ready"
+        terminate_at_end = at_end
+        def args(self):
+            self.data["port"] = free_port()
+            return child("--listen", self.data["port"], "--delay", delay,
+                         "--count-file", ROOT / f"starts-{name}")
+    return Starter
+
+def note(name, xprocess):
+    info = xprocess.getinfo(name)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(ROOT / "seen", "a") as f:
+        f.write(f"{worker} {name} {info.pid} {info.port}\\n")
+    import socket
+    with socket.create_connection(("127.0.0.1", info.port), timeout=5) as conn:
+        assert conn.recv(10) == b"hello\\n"
+"""
+)
+
+
+def test_three_names_sixteen_tests_four_workers_start_each_once(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        SHARED
+        + """
+@pytest.fixture(scope="session", params=["alpha", "beta", "gamma"])
+def server(request, xprocess):
+    xprocess.ensure(request.param, make(request.param))
+    return request.param
+"""
+    )
+    pytester.makepyfile(
+        """
+import pytest
+from conftest import note
+
+@pytest.mark.parametrize("i", range(5))
+def test_uses(server, xprocess, i):
+    note(server, xprocess)
+
+def test_last(server, xprocess):
+    note(server, xprocess)
+"""
+    )
+    result = pytester.runpytest_subprocess("-n", "4")
+    result.assert_outcomes(passed=18)
+    observed = seen(pytester)
+    assert len(observed["workers"]) > 1
+    for name in ("alpha", "beta", "gamma"):
+        assert count_lines(pytester.path / f"starts-{name}") == 1
+        assert len(observed[name]) == 1, observed[name]
+        pid = int(next(iter(observed[name])).split()[0])
+        assert XProcessInfo(records(pytester), name).pid == pid
+    assert pytester.runpytest_subprocess("--xkill").ret == 0
+
+
+def test_no_worker_runs_a_test_before_a_slow_process_is_ready(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        SHARED
+        + """
+@pytest.fixture(scope="session")
+def slow(xprocess):
+    xprocess.ensure("slow", make("slow", delay=1.0, at_end=True))
+    # Ready means the line is in the log and the port accepts connections.
+    assert "ready" in Path(xprocess.getinfo("slow").logpath).read_text()
+    return "slow"
+"""
+    )
+    pytester.makepyfile(
+        """
+import pytest
+from conftest import note
+
+@pytest.mark.parametrize("i", range(16))
+def test_uses(slow, xprocess, i):
+    note(slow, xprocess)
+"""
+    )
+    pytester.runpytest_subprocess("-n", "4").assert_outcomes(passed=16)
+    assert count_lines(pytester.path / "starts-slow") == 1
+    assert len(seen(pytester)["slow"]) == 1
+
+
+def test_a_failing_start_is_tried_once_and_every_worker_gets_its_error(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        HEADER
+        + """
+class Broken(ProcessStarter):
+    pattern = "ready"
+    args = child("--ready", "cannot bind", "--exit-code", 3, "--delay", 0.3,
+                 "--count-file", Path(__file__).parent / "starts")
+
+@pytest.fixture(scope="session")
+def broken(xprocess):
+    xprocess.ensure("broken", Broken)
+"""
+    )
+    pytester.makepyfile(
+        """
+import pytest
+
+@pytest.mark.parametrize("i", range(16))
+def test_uses(broken, i):
+    pass
+"""
+    )
+    result = pytester.runpytest_subprocess("-n", "4")
+    result.assert_outcomes(errors=16)
+    assert count_lines(pytester.path / "starts") == 1
+    errors = [
+        line
+        for line in result.stdout.lines
+        if line.startswith("E ") and "ProcessExitedError" in line
+    ]
+    assert len(errors) >= 4
+    assert len({line.split(":", 1)[1] for line in errors}) == 1, errors
+    result.stdout.fnmatch_lines(["*'broken' exited with code 3 before it was ready*"])
+
+
+def test_two_concurrent_runs_in_one_rootdir_start_once(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        SHARED
+        + """
+@pytest.fixture(scope="session")
+def shared(xprocess):
+    xprocess.ensure("shared", make("shared", delay=0.5))
+    return "shared"
+"""
+    )
+    pytester.makepyfile(
+        "from conftest import note\ndef test_one(shared, xprocess):\n    note(shared, xprocess)\n"
+    )
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly"],
+            cwd=pytester.path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=120)[0].decode() for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert count_lines(pytester.path / "starts-shared") == 1
+    assert len(seen(pytester)["shared"]) == 1
+    assert pytester.runpytest_subprocess("--xkill").ret == 0
+
+
+def test_a_worker_killed_while_starting_does_not_block_the_others(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        HEADER
+        + """
+import signal
+
+ROOT = Path(__file__).parent
+
+class Starter(ProcessStarter):
+    pattern = "ready"
+    args = child("--count-file", ROOT / "starts")
+    def startup_check(self):
+        marker = ROOT / "killed-once"
+        if not marker.exists():
+            marker.write_text(os.environ.get("PYTEST_XDIST_WORKER", "?"))
+            os.kill(os.getpid(), signal.SIGKILL)   # dies holding the lock, mid-start
+        return True
+
+@pytest.fixture(scope="session")
+def server(xprocess):
+    xprocess.ensure("server", Starter)
+"""
+    )
+    pytester.makepyfile(
+        """
+import pytest
+
+@pytest.mark.parametrize("i", range(8))
+def test_uses(server, i):
+    pass
+"""
+    )
+    result = pytester.runpytest_subprocess("-n", "2")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) >= 6
+    assert outcomes.get("failed", 0) <= 1
+    result.stdout.fnmatch_lines(["*worker 'gw*' crashed*"])
+    starts = (pytester.path / "starts").read_text().split()
+    assert len(starts) == 2
+    abandoned, current = (int(pid) for pid in starts)
+    assert not alive(abandoned), "the half-started process of the killed worker was left running"
+    assert XProcessInfo(records(pytester), "server").pid == current
+    assert pytester.runpytest_subprocess("--xkill").ret == 0
+
+
+def test_an_abandoned_start_is_shown_and_cleared_by_the_next_run(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        HEADER
+        + """
+import signal
+
+class Starter(ProcessStarter):
+    pattern = "ready"
+    args = child("--count-file", Path(__file__).parent / "starts")
+    def startup_check(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+    )
+    pytester.makepyfile(
+        "from conftest import Starter\ndef test_it(xprocess):\n"
+        "    xprocess.ensure('server', Starter)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q"],
+        cwd=pytester.path,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    result = pytester.runpytest_subprocess("--xshow")
+    result.stdout.fnmatch_lines(["* server LIVE *(run *, starting)"])
+    result = pytester.runpytest_subprocess("--xkill")
+    result.stdout.fnmatch_lines(["* server TERMINATED"])
+
+
+AT_END = (
+    SHARED
+    + """
+@pytest.fixture(scope="session")
+def server(xprocess):
+    xprocess.ensure("server", make("server", at_end=AT_END))
+    return "server"
+"""
+)
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "4"]], ids=["no-xdist", "n4"])
+def test_terminate_at_end_stops_the_process_after_the_whole_run(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    pytester.makeconftest("AT_END = True\n" + AT_END)
+    pytester.makepyfile(
+        """
+import pytest
+from conftest import note
+
+@pytest.mark.parametrize("i", range(12))
+def test_uses(server, xprocess, i):
+    note(server, xprocess)
+    assert xprocess.getinfo(server).isrunning()
+"""
+    )
+    pytester.runpytest_subprocess(*workers).assert_outcomes(passed=12)
+    (pid,) = (int(pid) for pid in (pytester.path / "starts-server").read_text().split())
+    assert not alive(pid)
+    assert not XProcessInfo(records(pytester), "server").isrunning()
+
+
+def test_without_terminate_at_end_the_process_outlives_the_run(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("AT_END = False\n" + AT_END)
+    pytester.makepyfile(
+        "from conftest import note\ndef test_uses(server, xprocess):\n    note(server, xprocess)\n"
+    )
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=1)
+    (pid,) = (int(pid) for pid in (pytester.path / "starts-server").read_text().split())
+    assert alive(pid)
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=1)
+    assert count_lines(pytester.path / "starts-server") == 1
+    assert len(seen(pytester)["server"]) == 1
+    assert pytester.runpytest_subprocess("--xkill").ret == 0
+    wait_for(lambda: not alive(pid), what="the server to be gone after --xkill")
+
+
+def test_terminate_at_end_waits_for_the_last_worker_not_the_first(
+    pytester: pytest.Pytester,
+) -> None:
+    """A worker's session can end while others still run: the stop belongs to the controller."""
+    pytester.makeconftest(
+        "AT_END = True\n"
+        + AT_END
+        + """
+def pytest_sessionfinish(session):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        (ROOT / f"finished-{worker}").write_text("")
+"""
+    )
+    pytester.makepyfile(
+        """
+import os, time
+import pytest
+from conftest import ROOT, note
+
+@pytest.mark.xdist_group("early")
+def test_early(server, xprocess):
+    note(server, xprocess)
+
+@pytest.mark.xdist_group("late")
+def test_late(server, xprocess):
+    me = os.environ["PYTEST_XDIST_WORKER"]
+    deadline = time.monotonic() + 60
+    while not [p for p in ROOT.glob("finished-*") if p.name != f"finished-{me}"]:
+        assert time.monotonic() < deadline, "the other worker never finished its session"
+        time.sleep(0.01)
+    # The other worker's session is over; the process must still serve this one.
+    note(server, xprocess)
+    assert xprocess.getinfo(server).isrunning()
+"""
+    )
+    pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup").assert_outcomes(passed=2)
+    (pid,) = (int(pid) for pid in (pytester.path / "starts-server").read_text().split())
+    assert not alive(pid)
