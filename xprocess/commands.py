@@ -8,6 +8,7 @@ from pathlib import Path
 
 from xprocess.manager import XProcessInfo
 from xprocess.records import READY, ProcessRecord, RecordStore
+from xprocess.values import clear_values, describe_values
 
 __all__ = ["kill", "show"]
 
@@ -50,31 +51,40 @@ def _infos(roots: Iterable[Path], names: list[str] | None) -> list[XProcessInfo]
 
 def show(roots: Iterable[Path], write: Write) -> int:
     """Print one line per recorded process; always returns 0."""
+    roots = list(roots)
     infos = _infos(roots, None)
-    if not infos:
+    values = [line for root in roots for line in describe_values(root)]
+    if not infos and not values:
         write("no processes recorded")
     now = time.time()
     for info in infos:
         write(describe(info, now))
+    for line in values:
+        write(line)
     return 0
 
 
 def kill(roots: Iterable[Path], write: Write, names: list[str] | None = None) -> int:
     """Terminate recorded process trees (all, or those in ``names``).
 
+    Without ``names``, shared values are cleared too (their cleanup run where it can be).
     Returns 0 when each is gone, 1 when one could not be terminated or a name has no record.
     """
+    roots = list(roots)
     infos = _infos(roots, names)
     status = 0
     if names is not None:
         for missing in sorted(set(names) - {info.name for info in infos}):
             write(f"- {missing} NO RECORD (nothing of that name was started here)")
             status = 1
-    elif not infos:
+    elif not infos and not any(describe_values(root) for root in roots):
         write("no processes recorded")
     for info in infos:
         result = info.terminate()
         write(f"{info.pid if info.pid is not None else '-'} {info.name} {_STATUS[result]}")
         if result < 0:
             status = 1
+    if names is None:
+        for root in roots:
+            status = clear_values(root, write) or status
     return status

@@ -20,8 +20,9 @@ __all__ = ["NameLock"]
 class NameLock:
     """Exclusive lock on one process name; raises StartupTimeoutError if not had in time."""
 
-    def __init__(self, path: Path, name: str, timeout: float) -> None:
+    def __init__(self, path: Path, name: str, timeout: float, *, what: str = "process") -> None:
         self.name = name
+        self.what = what
         self.path = path
         self.timeout = timeout
         self._lock = filelock.FileLock(str(path), timeout=timeout)
@@ -31,9 +32,10 @@ class NameLock:
             self._lock.acquire()
         except filelock.Timeout as exc:
             raise StartupTimeoutError(
-                f"waited {self.timeout:g} s for the lock on {self.name!r} ({self.path}): another "
-                "pytest process (an xdist worker or a concurrent run) is still starting or "
-                "stopping it. If nothing is, remove the lock file and retry.",
+                f"waited {self.timeout:g} s for the lock on {self.what} {self.name!r} "
+                f"({self.path}): another pytest process (an xdist worker or a concurrent run) "
+                "still holds it while starting, computing or stopping it. Raise the timeout if "
+                "that takes longer.",
                 name=self.name,
             ) from exc
         return self

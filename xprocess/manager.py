@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,8 @@ from xprocess.starter import (
     starter_label,
 )
 from xprocess.termination import reap_if_child, terminate_tree
+from xprocess.values import DEFAULT_TIMEOUT as DEFAULT_VALUE_TIMEOUT
+from xprocess.values import shared_value
 
 __all__ = ["XProcess", "XProcessInfo"]
 
@@ -282,6 +286,46 @@ class XProcess:
         self.store.write(record)
         self.log.debug("%s process startup detected (pid %s)", name, popen.pid)
         return popen.pid, logpath
+
+    def shared(
+        self,
+        name: str,
+        compute: Callable[[], Any],
+        *,
+        cleanup: Callable[[Any], object] | None = None,
+        key: str | None = None,
+        timeout: float = DEFAULT_VALUE_TIMEOUT,
+        dumps: Callable[[Any], str] | None = None,
+        loads: Callable[[str], Any] | None = None,
+    ) -> Any:
+        """A value computed once per test run and shared by every xdist worker.
+
+        The first caller runs ``compute()``; every other caller, in any worker, waits for it (up
+        to ``timeout`` seconds) and gets the same value, or the same error if it failed.
+        ``cleanup(value)`` runs once, after the last worker has finished (also after ``-x``,
+        Ctrl-C or a crashed worker); it must be a module-level function. With ``key``, the value
+        is kept across runs while the key stays the same, and recomputed (after ``cleanup`` of
+        the old one) when it changes. Values are stored as JSON unless ``dumps``/``loads`` turn
+        them into a string and back.
+
+        Example::
+
+            @pytest.fixture(scope="session")
+            def database_url(xprocess):
+                return xprocess.shared("database", create_database, cleanup=drop_database)
+        """
+        return shared_value(
+            self.rootdir,
+            self.run_id,
+            name,
+            compute,
+            cleanup=cleanup,
+            key=key,
+            timeout=timeout,
+            dumps=dumps,
+            loads=loads,
+            worker=os.environ.get("PYTEST_XDIST_WORKER", ""),
+        )
 
     def release(self) -> None:
         """Reap processes this object started that have exited; running ones keep running."""

@@ -5,6 +5,7 @@ The work itself is done by the engine modules; this module only connects it to p
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -132,16 +133,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
         return (yield)
     finally:
         if not is_xdist_worker(session.config):
-            from xprocess.lifecycle import stop_run_processes
-            from xprocess.paths import records_root
+            _end_of_run(session.config, exitstatus)
 
-            interrupted = exitstatus in (
-                pytest.ExitCode.INTERRUPTED,
-                pytest.ExitCode.INTERNAL_ERROR,
-            )
-            stop_run_processes(
-                records_root(session.config), run_id_of(session.config), interrupted=interrupted
-            )
+
+def _end_of_run(config: pytest.Config, exitstatus: int) -> None:
+    from xprocess.lifecycle import stop_run_processes
+    from xprocess.paths import records_root
+    from xprocess.values import cleanup_run_values
+
+    root = records_root(config)
+    run_id = run_id_of(config)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def report(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(line, red=True)
+        else:
+            print(line, file=sys.stderr)
+
+    # Values first: cleaning one up may need a process (drop a database in a server).
+    cleanup_run_values(root, run_id, report)
+    interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+    stop_run_processes(root, run_id, interrupted=interrupted)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

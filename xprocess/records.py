@@ -30,6 +30,7 @@ __all__ = [
     "ProcessRecord",
     "RecordStore",
     "RecordWarning",
+    "atomic_write",
     "validate_name",
 ]
 
@@ -157,16 +158,7 @@ class RecordStore:
 
     def write(self, record: ProcessRecord) -> None:
         """Replace the record of ``record.name`` atomically."""
-        path = self.record_path(record.name)
-        fd, tmp = tempfile.mkstemp(prefix=".record-", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(record.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write(self.record_path(record.name), record.to_json())
 
     def names(self) -> list[str]:
         """Names that have a record, sorted."""
@@ -181,6 +173,19 @@ class RecordStore:
     def records(self) -> Iterator[tuple[str, ProcessRecord | None]]:
         for name in self.names():
             yield name, self.read(name)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: readers see the old content or the new, never a part."""
+    fd, tmp = tempfile.mkstemp(prefix=".record-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _warn(message: str) -> None:

@@ -1,0 +1,219 @@
+"""xprocess.shared(): computed once per run for every worker, cleaned up once at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("xdist")
+
+VALUES = """
+import json, os
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).parent
+KEY = os.environ.get("VALUE_KEY")
+
+def log(event, text=""):
+    with open(ROOT / "events", "a") as f:
+        f.write(f"{event} {text}\\n")
+
+def create_database():
+    log("computed")
+    return {"url": "db://test-" + os.urandom(4).hex(), "tables": ["a", "b"]}
+
+def drop_database(value):
+    used = sum(1 for line in (ROOT / "events").read_text().splitlines() if line.startswith("used"))
+    log("cleaned", f"{value['url']} after {used} uses")
+
+@pytest.fixture(scope="session")
+def database(xprocess):
+    return xprocess.shared("database", create_database, cleanup=drop_database, key=KEY)
+
+@pytest.fixture
+def use(database):
+    log("used", database["url"])
+    return database
+"""
+
+
+def events(pytester: pytest.Pytester) -> list[tuple[str, str]]:
+    path = pytester.path / "events"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [(line.split(" ", 1)[0], line.split(" ", 1)[1]) for line in lines]
+
+
+def kinds(pytester: pytest.Pytester, kind: str) -> list[str]:
+    return [text for event, text in events(pytester) if event == kind]
+
+
+TESTS = """
+import pytest
+
+@pytest.mark.parametrize("i", range(12))
+def test_uses(use, i):
+    assert use["url"].startswith("db://test-")
+    assert use["tables"] == ["a", "b"]
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "4"]], ids=["no-xdist", "n4"])
+def test_computed_once_shared_everywhere_cleaned_up_once_after_the_last_use(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    pytester.makeconftest(VALUES)
+    pytester.makepyfile(TESTS)
+    pytester.runpytest_subprocess(*workers).assert_outcomes(passed=12)
+    assert len(kinds(pytester, "computed")) == 1
+    urls = set(kinds(pytester, "used"))
+    assert len(urls) == 1
+    (cleaned,) = kinds(pytester, "cleaned")
+    assert cleaned == f"{urls.pop()} after 12 uses"
+    assert not list((pytester.path / ".pytest_cache" / "d" / ".xprocess" / ".values").glob("*/*"))
+
+
+def test_a_failed_computation_is_shared_and_tried_again_next_run(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        VALUES.replace(
+            '    log("computed")\n', '    log("computed")\n    raise ValueError("no db")\n'
+        )
+    )
+    pytester.makepyfile(TESTS)
+    result = pytester.runpytest_subprocess("-n", "4")
+    result.assert_outcomes(errors=12)
+    assert len(kinds(pytester, "computed")) == 1
+    result.stdout.fnmatch_lines(["E * ValueError: no db"])
+    assert kinds(pytester, "cleaned") == []
+    pytester.runpytest_subprocess("-n", "4").assert_outcomes(errors=12)
+    assert len(kinds(pytester, "computed")) == 2
+
+
+def test_an_early_stop_with_x_still_cleans_up_once(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(VALUES)
+    pytester.makepyfile("def test_fails(use):\n    assert False\n" + TESTS)
+    result = pytester.runpytest_subprocess("-n", "4", "-x", "-p", "no:randomly")
+    assert result.ret != 0
+    assert result.parseoutcomes()["failed"] == 1
+    assert len(kinds(pytester, "computed")) == 1
+    assert len(kinds(pytester, "cleaned")) == 1
+
+
+def test_a_killed_worker_does_not_prevent_the_cleanup(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(VALUES)
+    pytester.makepyfile(
+        TESTS
+        + """
+import os, signal
+
+def test_crashes(use):
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+    )
+    result = pytester.runpytest_subprocess("-n", "2")
+    result.stdout.fnmatch_lines(["*crashed*"])
+    assert result.parseoutcomes()["passed"] == 12
+    assert len(kinds(pytester, "computed")) == 1
+    (cleaned,) = kinds(pytester, "cleaned")
+    assert cleaned.endswith("after 13 uses")
+
+
+def test_a_value_that_is_not_json_fails_with_a_type_error_naming_it(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+import pytest
+
+def test_it(xprocess):
+    with pytest.raises(TypeError, match="shared value 'when': a set cannot be stored"):
+        xprocess.shared("when", lambda: {1, 2})
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_custom_dumps_and_loads(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+from datetime import datetime
+
+def test_it(xprocess):
+    when = xprocess.shared("when", datetime.now, dumps=datetime.isoformat,
+                           loads=datetime.fromisoformat)
+    assert isinstance(when, datetime)
+    assert xprocess.shared("when", lambda: None, loads=datetime.fromisoformat) == when
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_a_cleanup_that_cannot_be_found_by_name_is_refused_at_once(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+import pytest
+
+def test_it(xprocess):
+    with pytest.raises(ValueError, match="must be a named function defined at module level"):
+        xprocess.shared("v", lambda: 1, cleanup=lambda value: None)
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_a_kept_value_is_reused_until_its_key_changes(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeconftest(VALUES)
+    pytester.makepyfile(TESTS)
+    monkeypatch.setenv("VALUE_KEY", "v1")
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=12)
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=12)
+    assert len(kinds(pytester, "computed")) == 1
+    assert kinds(pytester, "cleaned") == []
+    assert len(set(kinds(pytester, "used"))) == 1
+    pytester.runpytest_subprocess("--xshow").stdout.fnmatch_lines(
+        ["- database VALUE (run *, kept, key v1)"]
+    )
+
+    monkeypatch.setenv("VALUE_KEY", "v2")
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=12)
+    assert len(kinds(pytester, "computed")) == 2
+    assert len(kinds(pytester, "cleaned")) == 1  # the stale v1 value
+    assert len(set(kinds(pytester, "used"))) == 2
+
+    result = pytester.runpytest_subprocess("--xkill")
+    result.stdout.fnmatch_lines(["- database VALUE CLEANED UP"])
+    assert len(kinds(pytester, "cleaned")) == 2
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=12)
+    assert len(kinds(pytester, "computed")) == 3
+    pytester.runpytest_subprocess("--xkill")
+
+
+def test_a_failing_cleanup_is_reported_shown_and_retried_by_xkill(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        VALUES.replace(
+            "def drop_database(value):\n",
+            "def drop_database(value):\n    if not (ROOT / 'fixed').exists():\n"
+            "        raise OSError('server gone')\n",
+        )
+    )
+    pytester.makepyfile(TESTS)
+    result = pytester.runpytest_subprocess("-n", "2")
+    result.assert_outcomes(passed=12)
+    result.stdout.fnmatch_lines(
+        ["*cleanup of shared value 'database' failed: OSError: server gone*"]
+    )
+    pytester.runpytest_subprocess("--xshow").stdout.fnmatch_lines(
+        ["- database VALUE (run *, cleanup failed: OSError: server gone*"]
+    )
+    Path(pytester.path / "fixed").write_text("")
+    pytester.runpytest_subprocess("--xkill").stdout.fnmatch_lines(["- database VALUE CLEANED UP"])
+    assert len(kinds(pytester, "cleaned")) == 1

@@ -1,0 +1,336 @@
+"""Shared values: computed once per test run for every xdist worker, cleaned up once at its end.
+
+A value lives in a small JSON record, like a process does::
+
+    <root>/.values/<name>/run-<run id>.json   a value of one run (cleaned up when it ends)
+    <root>/.values/<name>/kept.json           a value kept across runs (``key=`` given)
+
+The worker that takes the value's lock first computes it and writes the record; the others wait
+for the lock and read it. The cleanup runs in the process that outlives every worker (the xdist
+controller, or the only process without xdist), which finds the cleanup function again by its
+module and qualified name: so a cleanup must be a named function defined at module level.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import importlib.util
+import inspect
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from xprocess.errors import InvalidStarterError, XProcessError, rebuild_error
+from xprocess.locking import NameLock
+from xprocess.records import READY, atomic_write, validate_name
+
+__all__ = [
+    "SharedValueError",
+    "ValueRecord",
+    "ValueStore",
+    "cleanup_run_values",
+    "clear_values",
+    "shared_value",
+]
+
+DEFAULT_TIMEOUT = 300.0
+KEPT = "kept.json"
+FAILED = "failed"
+
+
+class SharedValueError(XProcessError, RuntimeError):
+    """Computing a shared value failed in another worker; the message is that failure's."""
+
+
+@dataclasses.dataclass
+class ValueRecord:
+    """A computed value (serialised), or the error computing it raised."""
+
+    name: str
+    run_id: str
+    state: str = READY
+    payload: str = ""
+    key: str | None = None
+    cleanup: dict[str, str] | None = None
+    loads: dict[str, str] | None = None
+    computed_at: float = 0.0
+    computed_by: str = ""
+    error_type: str = ""
+    error_message: str = ""
+    cleanup_error: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+
+
+class ValueStore:
+    """The ``.values`` directory under a records root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root) / ".values"
+        self.locks = Path(root) / ".locks" / "values"
+
+    def run_path(self, name: str, run_id: str) -> Path:
+        return self.root / name / f"run-{run_id}.json"
+
+    def kept_path(self, name: str) -> Path:
+        return self.root / name / KEPT
+
+    def lock_path(self, name: str) -> Path:
+        return self.locks / f"{name}.lock"
+
+    def read(self, path: Path) -> ValueRecord | None:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            known = {f.name for f in dataclasses.fields(ValueRecord)}
+            return ValueRecord(**{k: v for k, v in raw.items() if k in known})
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError):
+            return None  # unreadable: computed afresh, as if absent
+
+    def write(self, path: Path, record: ValueRecord) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, record.to_json())
+
+    def all(self) -> Iterator[tuple[Path, ValueRecord | None]]:
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.glob("*/*.json")):
+            yield path, self.read(path)
+
+
+def _reference(name: str, role: str, function: Callable[..., object]) -> dict[str, str]:
+    """How the end-of-run step finds ``function`` again: its module, file and qualified name."""
+    qualname = getattr(function, "__qualname__", "")
+    module = getattr(function, "__module__", "")
+    try:
+        filename = inspect.getfile(function)
+    except TypeError:
+        filename = ""
+    if not qualname or "<" in qualname or not module or not filename:
+        raise InvalidStarterError(
+            f"shared value {name!r}: {role} {function!r} must be a named function defined at "
+            "module level (in conftest.py or a module), not a lambda or a nested function: "
+            "it runs after the last worker finished, in a process that finds it by name",
+            name=name,
+        )
+    return {"module": module, "qualname": qualname, "file": filename}
+
+
+def resolve_function(reference: dict[str, str]) -> Callable[..., Any]:
+    """Find a function from its reference, importing its file if it is not loaded."""
+    target = os.path.realpath(reference["file"])
+    module = sys.modules.get(reference["module"])
+    if module is None or os.path.realpath(getattr(module, "__file__", "") or "") != target:
+        module = next(
+            (
+                m
+                for m in list(sys.modules.values())
+                if os.path.realpath(getattr(m, "__file__", None) or "/-") == target
+            ),
+            None,
+        )
+    if module is None:
+        spec = importlib.util.spec_from_file_location(
+            f"_xprocess_cleanup_{abs(hash(target))}", target
+        )
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {target}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    obj: Any = module
+    for part in reference["qualname"].split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{reference['qualname']} in {target} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def _rebuild(record: ValueRecord) -> BaseException:
+    builtin = getattr(builtins, record.error_type, None)
+    if isinstance(builtin, type) and issubclass(builtin, Exception):
+        try:
+            return builtin(record.error_message)
+        except Exception:  # an exception type with another signature
+            pass
+    if record.error_type in {"SharedValueError"}:
+        return SharedValueError(record.error_message, name=record.name)
+    rebuilt = rebuild_error(record.error_type, record.error_message, record.name)
+    if type(rebuilt).__name__ == record.error_type:
+        return rebuilt
+    return SharedValueError(
+        f"computing shared value {record.name!r} raised {record.error_type}: "
+        f"{record.error_message}",
+        name=record.name,
+    )
+
+
+def shared_value(
+    root: Path,
+    run_id: str,
+    name: str,
+    compute: Callable[[], Any],
+    *,
+    cleanup: Callable[[Any], object] | None = None,
+    key: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    dumps: Callable[[Any], str] | None = None,
+    loads: Callable[[str], Any] | None = None,
+    worker: str = "",
+) -> Any:
+    """Return the value ``name`` of this run, computing it if no worker has yet.
+
+    See ``XProcess.shared`` for the meaning of the arguments.
+    """
+    validate_name(name)
+    if not callable(compute):
+        raise InvalidStarterError(
+            f"shared value {name!r}: compute must be a function returning the value, "
+            f"got {compute!r}",
+            name=name,
+        )
+    reference = _reference(name, "cleanup", cleanup) if cleanup is not None else None
+    loads_reference = (
+        _reference(name, "loads", loads) if loads is not None and cleanup is not None else None
+    )
+    if key is not None and not isinstance(key, str):
+        raise InvalidStarterError(
+            f"shared value {name!r}: key must be a string (e.g. a hash of the inputs), got {key!r}",
+            name=name,
+        )
+    dumps = dumps or json.dumps
+    loads = loads or json.loads
+    store = ValueStore(root)
+    run_path = store.run_path(name, run_id)
+    store.locks.mkdir(parents=True, exist_ok=True)
+    with NameLock(store.lock_path(name), name, timeout, what="shared value"):
+        record = store.read(run_path)
+        if record is not None and record.state == FAILED:
+            raise _rebuild(record)
+        if record is not None:
+            return loads(record.payload)
+        kept_path = store.kept_path(name)
+        if key is not None:
+            kept = store.read(kept_path)
+            if kept is not None and kept.key == key:
+                return loads(kept.payload)
+            if kept is not None and cleanup is not None:
+                cleanup(loads(kept.payload))  # the old value is stale: its key changed
+            kept_path.unlink(missing_ok=True)
+        try:
+            value = compute()
+            try:
+                payload = dumps(value)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"shared value {name!r}: a {type(value).__name__} cannot be stored "
+                    f"({exc}); return JSON data (str, number, bool, None, list, dict) or pass "
+                    "dumps= and loads= that turn it into a string and back",
+                ) from exc
+            if not isinstance(payload, str):
+                raise TypeError(
+                    f"shared value {name!r}: dumps must return a str, got {type(payload).__name__}"
+                )
+        except Exception as exc:
+            store.write(
+                run_path,
+                ValueRecord(
+                    name=name,
+                    run_id=run_id,
+                    state=FAILED,
+                    error_type=type(exc).__name__,
+                    error_message=str(exc),
+                    computed_at=time.time(),
+                    computed_by=worker,
+                ),
+            )
+            raise
+        record = ValueRecord(
+            name=name,
+            run_id=run_id,
+            payload=payload,
+            key=key,
+            cleanup=reference,
+            loads=loads_reference,
+            computed_at=time.time(),
+            computed_by=worker,
+        )
+        store.write(kept_path if key is not None else run_path, record)
+        return loads(payload)
+
+
+def cleanup_run_values(root: Path, run_id: str, report: Callable[[str], None]) -> None:
+    """Run the cleanup of each value of run ``run_id``, once, and forget the value.
+
+    A cleanup that cannot be found or raises is reported and left on record, where ``--xshow``
+    shows it and ``--xkill`` tries it again.
+    """
+    store = ValueStore(root)
+    if not store.root.is_dir():
+        return
+    for path in sorted(store.root.glob(f"*/run-{run_id}.json")):
+        record = store.read(path)
+        if record is None or record.state != READY or record.cleanup is None:
+            path.unlink(missing_ok=True)
+            continue
+        error = _run_cleanup(record)
+        if error:
+            record.cleanup_error = error
+            store.write(path, record)
+            report(f"xprocess: cleanup of shared value {record.name!r} failed: {error}")
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _run_cleanup(record: ValueRecord) -> str:
+    assert record.cleanup is not None
+    try:
+        loads = resolve_function(record.loads) if record.loads else json.loads
+        resolve_function(record.cleanup)(loads(record.payload))
+    except Exception as exc:
+        where = f"{record.cleanup.get('qualname')} in {record.cleanup.get('file')}"
+        return f"{type(exc).__name__}: {exc} ({where})"
+    return ""
+
+
+def describe_values(root: Path) -> list[str]:
+    """One line per recorded value, for --xshow."""
+    lines = []
+    for path, record in ValueStore(root).all():
+        if record is None:
+            lines.append(f"- {path.parent.name} VALUE unreadable record {path}")
+            continue
+        notes = [f"run {record.run_id[:8]}"]
+        if record.key is not None:
+            notes.append(f"kept, key {record.key[:16]}")
+        if record.cleanup_error:
+            notes.append(f"cleanup failed: {record.cleanup_error}")
+        elif record.cleanup is not None and record.key is None:
+            notes.append("cleanup pending")
+        state = "VALUE" if record.state == READY else "VALUE FAILED"
+        lines.append(f"- {record.name} {state} ({', '.join(notes)})")
+    return lines
+
+
+def clear_values(root: Path, write: Callable[[str], None]) -> int:
+    """Run what cleanups can be run and forget every recorded value; for --xkill."""
+    status = 0
+    for path, record in ValueStore(root).all():
+        name = record.name if record is not None else path.parent.name
+        if record is not None and record.state == READY and record.cleanup is not None:
+            error = _run_cleanup(record)
+            if error:
+                write(f"- {name} VALUE CLEARED, cleanup failed: {error}")
+                status = 1
+            else:
+                write(f"- {name} VALUE CLEANED UP")
+        else:
+            write(f"- {name} VALUE CLEARED")
+        path.unlink(missing_ok=True)
+    return status
