@@ -6,18 +6,23 @@ The ``xprocess`` pytest fixture is an :class:`XProcess`; describe each process w
 
 from __future__ import annotations
 
-from xprocess.errors import (
-    InvalidStarterError,
-    PatternNotFoundError,
-    ProcessExitedError,
-    StartupError,
-    StartupTimeoutError,
-    XProcessError,
-)
-from xprocess.manager import XProcess, XProcessInfo
-from xprocess.ports import free_port
-from xprocess.records import RecordWarning
-from xprocess.starter import ProcessStarter
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xprocess.errors import (
+        InvalidStarterError,
+        PatternNotFoundError,
+        ProcessExitedError,
+        StartupError,
+        StartupTimeoutError,
+        XProcessError,
+    )
+    from xprocess.manager import XProcess, XProcessInfo
+    from xprocess.ports import free_port
+    from xprocess.records import RecordWarning
+    from xprocess.starter import ProcessStarter
+    from xprocess.values import SharedValueError
 
 __version__ = "0.1.0"
 
@@ -27,6 +32,7 @@ __all__ = [
     "ProcessExitedError",
     "ProcessStarter",
     "RecordWarning",
+    "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
     "XProcess",
@@ -35,3 +41,33 @@ __all__ = [
     "__version__",
     "free_port",
 ]
+
+# Names are imported on first use: pytest imports this package (for the plugin) in every run,
+# including runs that never use it, and psutil and friends cost start-up time.
+_WHERE = {
+    "InvalidStarterError": "xprocess.errors",
+    "PatternNotFoundError": "xprocess.errors",
+    "ProcessExitedError": "xprocess.errors",
+    "StartupError": "xprocess.errors",
+    "StartupTimeoutError": "xprocess.errors",
+    "XProcessError": "xprocess.errors",
+    "XProcess": "xprocess.manager",
+    "XProcessInfo": "xprocess.manager",
+    "free_port": "xprocess.ports",
+    "RecordWarning": "xprocess.records",
+    "ProcessStarter": "xprocess.starter",
+    "SharedValueError": "xprocess.values",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xprocess' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
