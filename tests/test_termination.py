@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 from tests.conftest import child_args, wait_for
 from xprocess import ProcessStarter, XProcess
 from xprocess.commands import kill, show
-from xprocess.liveness import create_time_of
+from xprocess.liveness import identify
 
 
 @pytest.fixture
@@ -75,7 +76,13 @@ def test_a_recycled_pid_is_reported_dead_and_never_signalled(
     # The pid of the recorded process now belongs to an unrelated process.
     record_path = xp.rootdir / "srv" / "record.json"
     record = json.loads(record_path.read_text())
-    record.update(pid=stranger.pid, create_time=create_time_of(stranger.pid) - 1000)
+    identity = identify(stranger.pid)
+    assert identity is not None
+    record.update(
+        pid=stranger.pid,
+        create_time=identity.create_time - 1000,
+        start_since_boot=None if identity.since_boot is None else identity.since_boot - 1000,
+    )
     record_path.write_text(json.dumps(record))
 
     assert not xp.getinfo("srv").isrunning()
@@ -87,3 +94,27 @@ def test_a_recycled_pid_is_reported_dead_and_never_signalled(
     assert kill([xp.rootdir], lines.append) == 0
     assert lines == [f"{stranger.pid} srv NO PROCESS FOUND"]
     assert stranger.poll() is None, "the stranger was signalled"
+
+
+def test_a_worker_restarted_during_termination_is_stopped_too(xp: XProcess) -> None:
+    supervisor = Path(__file__).parent / "helpers" / "supervisor.py"
+    args = [sys.executable, "-u", str(supervisor)]
+    pid, _ = xp.ensure("srv", type("S", (ProcessStarter,), {"pattern": "ready", "args": args}))
+    session = [p for p in psutil.process_iter() if _sid(p.pid) == pid]
+    assert len(session) == 2
+    assert xp.getinfo("srv").terminate(timeout=0.5) == 1
+    assert [p.pid for p in psutil.process_iter() if _alive_in_session(p, pid)] == []
+
+
+def _sid(pid: int) -> int:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return -1
+
+
+def _alive_in_session(proc: psutil.Process, sid: int) -> bool:
+    try:
+        return _sid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

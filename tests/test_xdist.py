@@ -360,3 +360,31 @@ def test_late(server, xprocess):
     pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup").assert_outcomes(passed=2)
     (pid,) = (int(pid) for pid in (pytester.path / "starts-server").read_text().split())
     assert not alive(pid)
+
+
+def test_a_starter_whose_args_fail_is_tried_once_for_all_workers(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        HEADER
+        + """
+class Starter(ProcessStarter):
+    pattern = "ready"
+    def args(self):
+        with open(Path(__file__).parent / "attempts", "a") as f:
+            f.write("attempt\\n")
+        raise RuntimeError("initdb failed: disk full")
+
+@pytest.fixture(scope="session")
+def server(xprocess):
+    xprocess.ensure("server", Starter)
+"""
+    )
+    pytester.makepyfile(
+        "import pytest\n@pytest.mark.parametrize('i', range(8))\ndef test_uses(server, i):\n"
+        "    pass\n"
+    )
+    result = pytester.runpytest_subprocess("-n", "4")
+    result.assert_outcomes(errors=8)
+    assert count_lines(pytester.path / "attempts") == 1
+    result.stdout.fnmatch_lines(["E * RuntimeError: initdb failed: disk full"])

@@ -7,6 +7,8 @@ Each one subclasses the builtin a caller would already catch: a start that did n
 
 from __future__ import annotations
 
+import builtins
+
 __all__ = [
     "InvalidStarterError",
     "PatternNotFoundError",
@@ -67,6 +69,18 @@ def _rebuild(type_name: str, message: str, name: str | None) -> XProcessError:
     return _BY_NAME.get(type_name, StartupError)(message, name=name)
 
 
-def rebuild_error(type_name: str, message: str, name: str | None) -> XProcessError:
-    """Recreate an error another process recorded, keeping its type and message."""
-    return _rebuild(type_name, message, name)
+def rebuild_error(type_name: str, message: str, name: str | None) -> Exception:
+    """Recreate an error another process recorded, keeping its type and message.
+
+    xprocess's own errors and builtin exceptions come back as themselves; anything else as a
+    StartupError whose message names the original type.
+    """
+    if type_name in _BY_NAME:
+        return _rebuild(type_name, message, name)
+    builtin = getattr(builtins, type_name, None)
+    if isinstance(builtin, type) and issubclass(builtin, Exception):
+        try:
+            return builtin(message)
+        except Exception:  # a builtin with another signature (UnicodeDecodeError, ...)
+            pass
+    return StartupError(f"{type_name}: {message}", name=name)

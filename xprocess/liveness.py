@@ -1,47 +1,99 @@
 """Is a recorded process still the process we started?
 
 A pid alone is not enough: once a process ends, the OS may hand its pid to an unrelated process.
-A record therefore keeps the process's create time, and a pid whose current process was created
-at another time is treated as dead: never reported live, never signalled.
+A record therefore keeps when the process was created, and a pid whose current process was
+created at another time is treated as dead: never reported live, never signalled.
+
+On Linux (``HAVE_PROC_STAT``) the start time is read from ``/proc/<pid>/stat`` in clock ticks since
+boot, which no change of the wall clock affects; the boot time is compared loosely to tell one
+boot from another. Elsewhere psutil's create time (seconds since the epoch) is compared.
 """
 
 from __future__ import annotations
 
+import os
+import time
+from dataclasses import dataclass
+
 import psutil
 
-__all__ = ["CREATE_TIME_TOLERANCE", "create_time_of", "find_process"]
+__all__ = ["HAVE_PROC_STAT", "Identity", "find_process", "identify", "is_alive"]
 
-# psutil derives create times from boot time and clock ticks, so the same process always reads
-# the same value; the tolerance only absorbs float rounding.
-CREATE_TIME_TOLERANCE = 0.01
+HAVE_PROC_STAT = os.path.exists("/proc/self/stat") and hasattr(time, "CLOCK_BOOTTIME")
+_TICKS = os.sysconf("SC_CLK_TCK") if HAVE_PROC_STAT else 100
+# Start times are whole clock ticks: the same process always reads the same value.
+_SAME_START = 0.5 / _TICKS if HAVE_PROC_STAT else 0.01
+# How far the wall clock may have moved between two reads of the boot time, within one boot.
+_SAME_BOOT = 120.0
 
 
-def create_time_of(pid: int) -> float:
-    """The create time of ``pid`` as psutil reports it (raises psutil.Error if it is gone)."""
-    return psutil.Process(pid).create_time()
+@dataclass(frozen=True)
+class Identity:
+    """When a process started: since boot (Linux; None elsewhere) and as a wall-clock time."""
+
+    since_boot: float | None
+    create_time: float
+    zombie: bool
+
+
+def _boot_epoch() -> float:
+    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def identify(pid: int) -> Identity | None:
+    """The identity of the process now holding ``pid``, or None if there is none."""
+    if pid <= 0:
+        return None
+    if HAVE_PROC_STAT:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+        fields = data[data.rindex(b")") + 2 :].split()
+        since_boot = int(fields[19]) / _TICKS
+        return Identity(since_boot, _boot_epoch() + since_boot, fields[0] == b"Z")
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            return Identity(None, proc.create_time(), proc.status() == psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return None
+
+
+def is_alive(
+    pid: int | None,
+    create_time: float | None,
+    since_boot: float | None = None,
+    *,
+    ignore_zombies: bool = True,
+) -> bool:
+    """Whether ``pid`` still holds the process recorded with these start times."""
+    if not pid:
+        return False
+    now = identify(pid)
+    if now is None or (ignore_zombies and now.zombie):
+        return False
+    if now.since_boot is not None and since_boot is not None and create_time is not None:
+        same_boot = abs((create_time - since_boot) - (now.create_time - now.since_boot))
+        return abs(now.since_boot - since_boot) < _SAME_START and same_boot < _SAME_BOOT
+    if create_time is None:
+        return True
+    return abs(now.create_time - create_time) < max(_SAME_START, 0.01)
 
 
 def find_process(
     pid: int | None,
     create_time: float | None,
+    since_boot: float | None = None,
     *,
     ignore_zombies: bool = True,
 ) -> psutil.Process | None:
-    """The live process ``pid`` if it is the one created at ``create_time``, else None.
-
-    With ``ignore_zombies`` a process that has exited but not been reaped counts as gone.
-    """
-    if not pid or pid <= 0:
+    """The psutil handle of the recorded process if it still runs (see ``is_alive``), else None."""
+    if not pid or not is_alive(pid, create_time, since_boot, ignore_zombies=ignore_zombies):
         return None
     try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            if create_time is not None and (
-                abs(proc.create_time() - create_time) > CREATE_TIME_TOLERANCE
-            ):
-                return None
-            if ignore_zombies and proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return psutil.Process(pid)
+    except psutil.Error:
         return None
-    return proc

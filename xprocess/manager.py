@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
@@ -12,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xprocess.errors import StartupError, XProcessError, rebuild_error
+from xprocess.errors import InvalidStarterError, rebuild_error
 from xprocess.launch import spawn
-from xprocess.liveness import create_time_of, find_process
+from xprocess.liveness import find_process, identify
 from xprocess.locking import NameLock
 from xprocess.logs import log_size
 from xprocess.readiness import wait_until_ready
@@ -44,6 +45,22 @@ __all__ = ["XProcess", "XProcessInfo"]
 LOCK_SLACK = 30.0
 
 _logger = logging.getLogger("xprocess")
+
+
+@functools.lru_cache(maxsize=256)
+def _stop_flags_of(starter: Any) -> tuple[bool, bool]:
+    return (
+        bool(class_attribute(starter, "terminate_at_end", False)),
+        bool(class_attribute(starter, "terminate_on_interrupt", False)),
+    )
+
+
+def _stop_flags(starter: Any) -> tuple[bool, bool]:
+    """(terminate_at_end, terminate_on_interrupt) of a starter class; False for other forms."""
+    try:
+        return _stop_flags_of(starter)
+    except TypeError:  # not hashable
+        return _stop_flags_of.__wrapped__(starter)
 
 
 class XProcessInfo:
@@ -88,10 +105,7 @@ class XProcessInfo:
         """Whether the recorded process still runs (a recycled pid does not count)."""
         if self.record is None:
             return False
-        return (
-            find_process(self.record.pid, self.record.create_time, ignore_zombies=ignore_zombies)
-            is not None
-        )
+        return self.record.is_alive(ignore_zombies=ignore_zombies)
 
     def terminate(self, *, kill_proc_tree: bool = True, timeout: float = 20) -> int:
         """Stop the process and, by default, its descendants.
@@ -101,7 +115,8 @@ class XProcessInfo:
         """
         if self.record is None:
             return 0
-        proc = find_process(self.record.pid, self.record.create_time)
+        record = self.record
+        proc = find_process(record.pid, record.create_time, record.start_since_boot)
         if proc is None:  # gone, a zombie (reaped here if it is our child), or a stranger's pid
             reap_if_child(self.record.pid)
             return 0
@@ -180,11 +195,7 @@ class XProcess:
         validate_name(name)
         if not restart:
             record = self.store.read(name)
-            if (
-                record is not None
-                and record.state == READY
-                and find_process(record.pid, record.create_time)
-            ):
+            if record is not None and record.state == READY and record.is_alive():
                 return self._reused(name, preparefunc, record)
         timeout = class_attribute(preparefunc, "timeout", DEFAULT_TIMEOUT)
         if not isinstance(timeout, (int, float)) or timeout <= 0:
@@ -192,7 +203,7 @@ class XProcess:
         controldir = self.store.ensure_dirs(name)
         with NameLock(self.store.lock_path(name), name, float(timeout) + LOCK_SLACK):
             record = self.store.read(name)
-            alive = record is not None and find_process(record.pid, record.create_time)
+            alive = record is not None and record.is_alive()
             if record is not None and not restart:
                 if record.state == READY and alive:
                     return self._reused(name, preparefunc, record, locked=True)
@@ -202,7 +213,14 @@ class XProcess:
                     and record.starter == starter_label(preparefunc)
                 ):
                     raise rebuild_error(record.error_type, record.error_message, name)
-            plan = make_plan(name, preparefunc, controldir, self)
+            try:
+                plan = make_plan(name, preparefunc, controldir, self)
+            except (InvalidStarterError, TypeError):
+                raise  # bad input: said at once, in every worker, and nothing is written
+            except Exception as exc:
+                if not alive:  # let the other workers fail the same way, without retrying
+                    self._record_failure(name, preparefunc, controldir, exc)
+                raise
             if record is not None and alive:
                 # A restart, or a start that its starter abandoned (it crashed mid-start).
                 self.getinfo(name).terminate()
@@ -212,11 +230,9 @@ class XProcess:
         self, name: str, starter: Any, record: ProcessRecord, *, locked: bool = False
     ) -> tuple[int, Path]:
         logpath = Path(record.logpath)
-        self.watched.setdefault(name, (logpath, log_size(logpath)))
-        needs_run = class_attribute(starter, "terminate_at_end", False) or class_attribute(
-            starter, "terminate_on_interrupt", False
-        )
-        if needs_run and record.last_run != self.run_id:
+        if name not in self.watched:
+            self.watched[name] = (logpath, log_size(logpath))
+        if record.last_run != self.run_id and any(_stop_flags(starter)):
             # This run uses it too: its end (or interruption) is now what stops it.
             if locked:
                 self._claim(record, starter)
@@ -230,10 +246,7 @@ class XProcess:
 
     def _claim(self, record: ProcessRecord, starter: Any) -> None:
         record.last_run = self.run_id
-        record.terminate_at_end = bool(class_attribute(starter, "terminate_at_end", False))
-        record.terminate_on_interrupt = bool(
-            class_attribute(starter, "terminate_on_interrupt", False)
-        )
+        record.terminate_at_end, record.terminate_on_interrupt = _stop_flags(starter)
         self.store.write(record)
 
     def _start(
@@ -242,14 +255,13 @@ class XProcess:
         logpath = self.store.log_path(name)
         self.log.debug("%s$ %s", controldir, " ".join(plan.argv))
         popen, offset = spawn(plan, controldir, logpath, persist_logs=persist_logs)
-        try:
-            create_time = create_time_of(popen.pid)
-        except Exception:  # it exited already; readiness reports it with its log
-            create_time = time.time()
+        identity = identify(popen.pid)  # None only if it is already gone; readiness says why
+        create_time = identity.create_time if identity is not None else time.time()
         record = ProcessRecord(
             name=name,
             pid=popen.pid,
             create_time=create_time,
+            start_since_boot=identity.since_boot if identity is not None else None,
             argv=plan.argv,
             cwd=str(controldir),
             logpath=str(logpath),
@@ -273,12 +285,8 @@ class XProcess:
             info.terminate(timeout=5)
             popen.poll()
             record.state = FAILED
-            if isinstance(exc, XProcessError):
-                record.error_type = type(exc).__name__
-                record.error_message = str(exc)
-            else:
-                record.error_type = StartupError.__name__
-                record.error_message = f"starting {name!r} failed: {exc!r}"
+            record.error_type = type(exc).__name__
+            record.error_message = str(exc) or repr(exc)
             self.store.write(record)
             raise
         record.state = READY
@@ -325,6 +333,26 @@ class XProcess:
             dumps=dumps,
             loads=loads,
             worker=os.environ.get("PYTEST_XDIST_WORKER", ""),
+        )
+
+    def _record_failure(self, name: str, starter: Any, controldir: Path, exc: Exception) -> None:
+        """Record that preparing the start of ``name`` failed, for the other workers."""
+        self.store.write(
+            ProcessRecord(
+                name=name,
+                pid=0,
+                create_time=0.0,
+                argv=[],
+                cwd=str(controldir),
+                logpath=str(self.store.log_path(name)),
+                log_offset=0,
+                started_at=time.time(),
+                state=FAILED,
+                run_id=self.run_id,
+                starter=starter_label(starter),
+                error_type=type(exc).__name__,
+                error_message=str(exc),
+            )
         )
 
     def release(self) -> None:

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from xprocess.liveness import is_alive
+
 __all__ = [
     "FAILED",
     "READY",
@@ -72,8 +74,9 @@ def validate_name(name: object) -> str:
 class ProcessRecord:
     """What xprocess knows of one managed process.
 
-    ``create_time`` is the OS's start time of ``pid`` (as psutil reports it): a pid whose process
-    has another start time has been recycled and is not ours. ``log_offset`` is the byte offset of
+    ``create_time`` (seconds since the epoch) and ``start_since_boot`` (seconds after boot, on
+    Linux) say when ``pid`` was created: a pid whose process started at another time has been
+    recycled and is not ours. ``log_offset`` is the byte offset of
     the log where this start's output begins. ``state`` is ``starting``, ``ready`` or ``failed``.
     """
 
@@ -94,6 +97,13 @@ class ProcessRecord:
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     error_type: str = ""
     error_message: str = ""
+    start_since_boot: float | None = None
+
+    def is_alive(self, *, ignore_zombies: bool = True) -> bool:
+        """Whether the recorded process still runs (not a recycled pid)."""
+        return is_alive(
+            self.pid, self.create_time, self.start_since_boot, ignore_zombies=ignore_zombies
+        )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
@@ -103,11 +113,13 @@ class ProcessRecord:
         raw = json.loads(text)
         if not isinstance(raw, dict):
             raise ValueError("a record must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        record = cls(**{k: v for k, v in raw.items() if k in known})
+        record = cls(**{k: v for k, v in raw.items() if k in _FIELDS})
         if not isinstance(record.pid, int) or not isinstance(record.create_time, (int, float)):
             raise ValueError("pid and create_time must be numbers")
         return record
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(ProcessRecord))
 
 
 class RecordStore:
@@ -139,7 +151,8 @@ class RecordStore:
         """The record of ``name``, or None when there is none or it cannot be read."""
         path = self.record_path(name)
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
         except FileNotFoundError:
             return None
         except OSError as exc:

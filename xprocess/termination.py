@@ -13,6 +13,8 @@ __all__ = ["KILL_GRACE", "reap_if_child", "terminate_tree", "wait_gone"]
 
 # How long to wait for processes to vanish after SIGKILL before reporting failure.
 KILL_GRACE = 5.0
+# Rounds of "find what is left, SIGKILL it" after the grace period.
+_SWEEPS = 3
 
 
 def _depth_first_leaves(root: psutil.Process) -> list[psutil.Process]:
@@ -67,19 +69,56 @@ def _signal_all(procs: list[psutil.Process], sig: int) -> None:
             proc.send_signal(sig)
 
 
+def _session_members(sid: int) -> list[psutil.Process]:
+    """Live processes of session ``sid``: those a tree walk misses (re-parented, or forked
+    after the walk) but that the managed process started in its own session."""
+    members = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getsid(proc.pid) == sid and not _is_gone(proc):
+                members.append(proc)
+    return members
+
+
 def terminate_tree(
     root: psutil.Process, *, kill_proc_tree: bool = True, timeout: float = 20
 ) -> int:
     """Terminate ``root`` (and, with ``kill_proc_tree``, its descendants).
 
     Returns 1 when everything is gone, -1 when something survived SIGKILL. SIGTERM goes to the
-    leaves first, then up to ``root``; whatever is left after ``timeout`` seconds gets SIGKILL.
+    leaves first, then up to ``root``; whatever is left after ``timeout`` seconds gets SIGKILL,
+    including processes that appeared meanwhile (a supervisor restarting its child) and, when
+    ``root`` leads its own session as xprocess starts it, every process left in that session.
     """
+    try:
+        leads_session = os.getsid(root.pid) == root.pid
+    except OSError:
+        leads_session = False
     procs = _depth_first_leaves(root) if kill_proc_tree else []
     procs.append(root)
     _signal_all(procs, signal.SIGTERM)
     alive = wait_gone(procs, timeout)
-    if alive:
+    sid = root.pid if leads_session else None
+    # A process killed now may have forked a moment before: sweep again until nothing is new.
+    for _ in range(_SWEEPS):
+        if kill_proc_tree:
+            alive = _with_latecomers(alive, sid)
+        if not alive:
+            return 1
         _signal_all(alive, signal.SIGKILL)
         alive = wait_gone(alive, KILL_GRACE)
+        if not kill_proc_tree:
+            break
     return -1 if alive else 1
+
+
+def _with_latecomers(alive: list[psutil.Process], sid: int | None) -> list[psutil.Process]:
+    """``alive`` plus their descendants and the members of session ``sid`` still running."""
+    found = {p.pid: p for p in alive}
+    for proc in list(alive):
+        for child in _depth_first_leaves(proc):
+            found.setdefault(child.pid, child)
+    if sid is not None:
+        for member in _session_members(sid):
+            found.setdefault(member.pid, member)
+    return [p for p in found.values() if not _is_gone(p)]

@@ -13,7 +13,6 @@ module and qualified name: so a cleanup must be a named function defined at modu
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import importlib.util
 import inspect
@@ -152,18 +151,12 @@ def resolve_function(reference: dict[str, str]) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-def _rebuild(record: ValueRecord) -> BaseException:
-    builtin = getattr(builtins, record.error_type, None)
-    if isinstance(builtin, type) and issubclass(builtin, Exception):
-        try:
-            return builtin(record.error_message)
-        except Exception:  # an exception type with another signature
-            pass
-    if record.error_type in {"SharedValueError"}:
+def _rebuild(record: ValueRecord) -> Exception:
+    if record.error_type == SharedValueError.__name__:
         return SharedValueError(record.error_message, name=record.name)
-    rebuilt = rebuild_error(record.error_type, record.error_message, record.name)
-    if type(rebuilt).__name__ == record.error_type:
-        return rebuilt
+    error = rebuild_error(record.error_type, record.error_message, record.name)
+    if type(error).__name__ == record.error_type:
+        return error
     return SharedValueError(
         f"computing shared value {record.name!r} raised {record.error_type}: "
         f"{record.error_message}",
