@@ -69,20 +69,13 @@ class XProcessInfo:
     Values the starter recorded in ``data`` are also readable as attributes (``info.port``).
     """
 
-    def __init__(
-        self,
-        path: Path | str,
-        name: str,
-        record: ProcessRecord | None = None,
-        *,
-        _read: bool = True,
-    ) -> None:
+    def __init__(self, path: Path | str, name: str, record: ProcessRecord | None = None) -> None:
         self.name = validate_name(name)
         self.store = RecordStore(Path(path))
         self.controldir = self.store.controldir(name)
         self.logpath = self.store.log_path(name)
         self.pidpath = self.store.record_path(name)
-        self.record = record if record is not None or not _read else self.store.read(name)
+        self.record = record if record is not None else self.store.read(name)
 
     @property
     def pid(self) -> int | None:
