@@ -54,6 +54,14 @@ def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
     assert not leaked, f"the test left processes behind: {leaked}"
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (an exited, unreaped one does not count)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _alive(proc: psutil.Process) -> bool:
     try:
         return proc.status() != psutil.STATUS_ZOMBIE

@@ -255,5 +255,12 @@ def test_an_unwritable_records_dir_is_a_usage_error(pytester: pytest.Pytester) -
     pytester.makepyfile("def test_x(xprocess): pass")
     (pytester.path / "blocker").write_text("a file, not a directory")
     result = pytester.runpytest_subprocess("-o", "cache_dir=blocker/cache")
-    result.stderr.fnmatch_lines(["*xprocess cannot create its records directory*cache_dir*"])
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*UsageError: xprocess cannot create its records directory*"])
     assert "AttributeError" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_run_that_does_not_use_xprocess_writes_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert not (pytester.path / ".xprocess").exists()

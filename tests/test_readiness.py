@@ -167,3 +167,23 @@ def test_startup_errors_are_runtime_errors() -> None:
     assert issubclass(ProcessExitedError, StartupError)
     assert issubclass(PatternNotFoundError, RuntimeError)
     assert issubclass(StartupTimeoutError, TimeoutError)
+
+
+def test_readiness_works_with_more_than_1024_open_files(xp: XProcess) -> None:
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit of open files is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        xp.ensure("srv", starter(pattern="ready", args=child_args()))
+        xp.ensure("chk", starter(args=child_args(), startup_check=lambda self: True))
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert xp.getinfo("srv").terminate() == 1
+    assert xp.getinfo("chk").terminate() == 1

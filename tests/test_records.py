@@ -85,3 +85,21 @@ def test_recorded_data_is_readable_by_key_and_attribute(xp: XProcess) -> None:
     with pytest.raises(AttributeError, match="recorded data keys: \\['port'\\]"):
         _ = info.host
     assert info.terminate() == 1
+
+
+def test_a_wall_clock_step_does_not_make_a_live_process_dead(xp: XProcess) -> None:
+    xp.ensure("srv", Starter)
+    path = xp.rootdir / "srv" / "record.json"
+    record = json.loads(path.read_text())
+    if record["start_since_boot"] is None:
+        pytest.skip("start times since boot are read from /proc on Linux only")
+    record["create_time"] += 3600  # as if the clock had been set an hour forward since
+    path.write_text(json.dumps(record))
+    assert xp.getinfo("srv").isrunning()
+    record["boot_id"] = "another-boot"
+    path.write_text(json.dumps(record))
+    assert not xp.getinfo("srv").isrunning()
+    record["boot_id"] = json.loads(path.read_text())["boot_id"]
+    record.update(boot_id=__import__("xprocess.liveness").liveness.BOOT_ID)
+    path.write_text(json.dumps(record))
+    assert xp.getinfo("srv").terminate() == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import child_args, wait_for
+from tests.conftest import child_args, running, wait_for
 from xprocess import ProcessStarter, XProcess
 from xprocess.commands import kill, show
 from xprocess.liveness import identify
@@ -50,7 +51,7 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_timeout(xp: XProcess
     pid, _ = xp.ensure("srv", starter("--ignore-term"))
     assert xp.getinfo("srv").terminate(timeout=0.2) == 1
     assert not xp.getinfo("srv").isrunning()
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not running(pid)
 
 
 def test_terminate_with_nothing_running_returns_zero(xp: XProcess) -> None:
@@ -118,3 +119,18 @@ def _alive_in_session(proc: psutil.Process, sid: int) -> bool:
         return _sid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def test_a_daemon_left_by_a_launcher_that_exited_is_stopped(xp: XProcess, tmp_path: Path) -> None:
+    """Like ``pg_ctl start``: the launcher prints its ready line and exits, the daemon stays."""
+    pidfile = tmp_path / "daemon.pid"
+    daemon = shlex.join(child_args("--count-file", pidfile, "--ready", "daemon up"))
+    launcher = ["/bin/sh", "-c", f"{daemon} > /dev/null & echo launched"]
+    xp.ensure("srv", type("S", (ProcessStarter,), {"pattern": "launched", "args": launcher}))
+    wait_for(pidfile.exists, what="the daemon to start")
+    daemon_pid = int(pidfile.read_text().split()[0])
+    wait_for(lambda: not xp.getinfo("srv").isrunning(), what="the launcher to exit")
+    assert _alive_in_session(psutil.Process(daemon_pid), xp.getinfo("srv").pid or 0)
+    assert xp.getinfo("srv").terminate() == 1
+    assert not running(daemon_pid)
+    assert xp.getinfo("srv").terminate() == 0

@@ -129,3 +129,27 @@ def test_data_that_is_not_json_fails_with_a_type_error_naming_the_key(xp: XProce
 def test_the_python_executable_is_found(xp: XProcess) -> None:
     xp.ensure("srv", starter(args=[Path(sys.executable).name, "-u", *child_args()[2:]]))
     assert xp.getinfo("srv").terminate() == 1
+
+
+def test_a_factory_taking_control_dir_and_xprocess_is_accepted(xp: XProcess) -> None:
+    import functools
+
+    class Server(ProcessStarter):
+        pattern = "ready"
+
+        def __init__(self, control_dir: Path, process: object, greeting: str) -> None:
+            super().__init__(control_dir, process)
+            self.args = child_args("--ready", f"ready {greeting}")
+
+    _, log = xp.ensure("srv", functools.partial(Server, greeting="hi"))
+    assert "ready hi" in Path(log).read_text()
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_a_bad_popen_argument_is_a_clear_startup_error(xp: XProcess) -> None:
+    from xprocess import StartupError
+
+    with pytest.raises(StartupError, match=r"(?s)cannot start 'srv'.*no-such-user-here.*command: "):
+        xp.ensure("srv", starter(popen_kwargs={"user": "no-such-user-here"}))
+    record = xp.getinfo("srv").record
+    assert record is not None and record.state == "failed"

@@ -217,3 +217,39 @@ def test_a_failing_cleanup_is_reported_shown_and_retried_by_xkill(
     Path(pytester.path / "fixed").write_text("")
     pytester.runpytest_subprocess("--xkill").stdout.fnmatch_lines(["- database VALUE CLEANED UP"])
     assert len(kinds(pytester, "cleaned")) == 1
+
+
+def test_a_cleanup_that_fails_the_test_way_does_not_keep_processes_alive(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        VALUES.replace(
+            "def drop_database(value):\n",
+            "def drop_database(value):\n    pytest.fail('cannot drop')\n",
+        )
+        + """
+import sys
+from xprocess import ProcessStarter
+
+class Server(ProcessStarter):
+    pattern = "ready"
+    terminate_at_end = True
+    args = [sys.executable, "-u", "-c", "import os, time; print(os.getpid(), 'ready', flush=True);"
+            " time.sleep(600)"]
+"""
+    )
+    pytester.makepyfile(
+        "from conftest import Server\ndef test_it(use, xprocess):\n"
+        "    xprocess.ensure('server', Server)\n"
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        ["*cleanup of shared value 'database' failed: Failed: cannot drop*"]
+    )
+    from xprocess.manager import XProcessInfo
+
+    info = XProcessInfo(pytester.path / ".pytest_cache" / "d" / ".xprocess", "server")
+    assert info.pid is not None
+    assert not info.isrunning()

@@ -7,10 +7,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import running, wait_for
 from tests.support import HEADER, count_lines
 from xprocess.manager import XProcessInfo
 
@@ -21,11 +20,7 @@ def records(pytester: pytest.Pytester) -> Path:
     return pytester.path / ".pytest_cache" / "d" / ".xprocess"
 
 
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+alive = running
 
 
 def seen(pytester: pytest.Pytester) -> dict[str, set[str]]:
@@ -388,3 +383,77 @@ def server(xprocess):
     result.assert_outcomes(errors=8)
     assert count_lines(pytester.path / "attempts") == 1
     result.stdout.fnmatch_lines(["E * RuntimeError: initdb failed: disk full"])
+
+
+def test_restart_under_xdist_restarts_once_for_the_run(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        SHARED
+        + """
+@pytest.fixture(scope="session")
+def server(xprocess):
+    xprocess.ensure("server", make("server", delay=0.2, at_end=True), restart=True)
+    return "server"
+"""
+    )
+    pytester.makepyfile(
+        "import pytest\nfrom conftest import note\n@pytest.mark.parametrize('i', range(16))\n"
+        "def test_uses(server, xprocess, i):\n    note(server, xprocess)\n"
+    )
+    pytester.runpytest_subprocess("-n", "4").assert_outcomes(passed=16)
+    assert count_lines(pytester.path / "starts-server") == 1
+    assert len(seen(pytester)["server"]) == 1
+
+
+def test_without_plugin_autoload_xdist_workers_still_share_one_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makeconftest("AT_END = True\n" + AT_END)
+    pytester.makepyfile(
+        "import pytest\nfrom conftest import note\n@pytest.mark.parametrize('i', range(8))\n"
+        "def test_uses(server, xprocess, i):\n    note(server, xprocess)\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "xdist.plugin", "-p", "xprocess.plugin", "-n", "2")
+    result.assert_outcomes(passed=8)
+    (pid,) = (int(pid) for pid in (pytester.path / "starts-server").read_text().split())
+    assert not alive(pid), "terminate_at_end did not stop it: the workers had their own run ids"
+
+
+def test_a_process_two_runs_use_stops_when_the_last_of_them_ends(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest("AT_END = True\n" + AT_END)
+    pytester.makepyfile(
+        test_long="""
+import time
+from conftest import ROOT, note
+
+def test_long(server, xprocess):
+    note(server, xprocess)
+    (ROOT / "long-started").write_text("")
+    deadline = time.monotonic() + 60
+    while not (ROOT / "go-on").exists():
+        assert time.monotonic() < deadline, "never told to go on"
+        time.sleep(0.01)
+    note(server, xprocess)
+""",
+        test_short="from conftest import note\ndef test_short(server, xprocess):\n"
+        "    note(server, xprocess)\n",
+    )
+    long_run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "test_long.py"],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for((pytester.path / "long-started").exists, timeout=60, what="the long run")
+        pytester.runpytest_subprocess("test_short.py").assert_outcomes(passed=1)
+        (pid,) = (int(pid) for pid in (pytester.path / "starts-server").read_text().split())
+        assert alive(pid), "the short run stopped a process the long run still uses"
+    finally:
+        (pytester.path / "go-on").write_text("")
+        output = long_run.communicate(timeout=120)[0].decode()
+    assert long_run.returncode == 0, output
+    assert count_lines(pytester.path / "starts-server") == 1
+    assert not alive(pid)

@@ -20,7 +20,7 @@ def spawn(
     The child gets its own session (so Ctrl-C in the terminal does not reach it), no stdin, and
     stdout and stderr appended to ``logpath`` (truncated first unless ``persist_logs``).
     """
-    check_executable(plan.name, plan.argv, plan.env, controldir)
+    check_executable(plan.name, plan.argv, plan.env, controldir, plan.popen_kwargs)
     with open(logpath, "ab" if persist_logs else "wb", buffering=0) as log:
         offset = os.fstat(log.fileno()).st_size
         kwargs: dict[str, object] = {
@@ -35,9 +35,10 @@ def spawn(
         kwargs.update(plan.popen_kwargs)
         try:
             popen: subprocess.Popen[bytes] = subprocess.Popen(plan.argv, **kwargs)  # type: ignore[call-overload]
-        except OSError as exc:
+        except Exception as exc:  # OSError, or a bad popen_kwargs value (an unknown user...)
+            detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise StartupError(
-                f"cannot start {plan.name!r}: {exc}\n  command: {' '.join(plan.argv)}\n"
+                f"cannot start {plan.name!r}: {detail}\n  command: {' '.join(plan.argv)}\n"
                 f"  cwd: {controldir}",
                 name=plan.name,
             ) from exc

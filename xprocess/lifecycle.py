@@ -1,26 +1,43 @@
-"""What happens to managed processes when a run ends."""
+"""What happens to managed processes when a test run ends."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from xprocess.errors import StartupTimeoutError
+from xprocess.locking import NameLock
 from xprocess.manager import XProcessInfo
 from xprocess.records import RecordStore
+from xprocess.runs import remove_user, uses
 
-__all__ = ["stop_run_processes"]
+__all__ = ["END_OF_RUN_LOCK_TIMEOUT", "stop_run_processes"]
+
+# How long the end of a run waits for a name that another run is starting.
+END_OF_RUN_LOCK_TIMEOUT = 60.0
 
 
 def stop_run_processes(root: Path, run_id: str, *, interrupted: bool) -> list[str]:
-    """Terminate the processes the run ``run_id`` was the last to use and asked to stop.
+    """Let go of the processes run ``run_id`` used; stop those no other run still uses.
 
     ``terminate_at_end`` processes are stopped at every end of run; ``terminate_on_interrupt``
-    ones only when ``interrupted``. Returns the names terminated.
+    ones only when ``interrupted``. A process another live run also uses is left to that run.
+    Returns the names that could not be terminated.
     """
-    stopped = []
-    for name, record in RecordStore(root).records():
-        if record is None or record.last_run != run_id:
-            continue
-        wanted = record.terminate_at_end or (interrupted and record.terminate_on_interrupt)
-        if wanted and XProcessInfo(root, name, record).terminate() == 1:
-            stopped.append(name)
-    return stopped
+    failed = []
+    store = RecordStore(root)
+    for name in store.names():
+        try:
+            with NameLock(store.lock_path(name), name, END_OF_RUN_LOCK_TIMEOUT):
+                record = store.read(name)
+                if record is None or not uses(record.users, run_id):
+                    continue
+                record.users = remove_user(record.users, run_id)
+                wanted = record.terminate_at_end or (interrupted and record.terminate_on_interrupt)
+                if wanted and not record.users:
+                    if XProcessInfo(root, name, record).terminate() < 0:
+                        failed.append(name)
+                else:
+                    store.write(record)
+        except StartupTimeoutError:
+            failed.append(name)
+    return failed

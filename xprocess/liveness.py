@@ -5,8 +5,8 @@ A record therefore keeps when the process was created, and a pid whose current p
 created at another time is treated as dead: never reported live, never signalled.
 
 On Linux (``HAVE_PROC_STAT``) the start time is read from ``/proc/<pid>/stat`` in clock ticks since
-boot, which no change of the wall clock affects; the boot time is compared loosely to tell one
-boot from another. Elsewhere psutil's create time (seconds since the epoch) is compared.
+boot, which no change of the wall clock affects, and the kernel's boot id tells one boot from
+another. Elsewhere psutil's create time (seconds since the epoch) is compared.
 """
 
 from __future__ import annotations
@@ -17,14 +17,23 @@ from dataclasses import dataclass
 
 import psutil
 
-__all__ = ["HAVE_PROC_STAT", "Identity", "find_process", "identify", "is_alive"]
+__all__ = ["BOOT_ID", "HAVE_PROC_STAT", "Identity", "find_process", "identify", "is_alive"]
 
 HAVE_PROC_STAT = os.path.exists("/proc/self/stat") and hasattr(time, "CLOCK_BOOTTIME")
 _TICKS = os.sysconf("SC_CLK_TCK") if HAVE_PROC_STAT else 100
 # Start times are whole clock ticks: the same process always reads the same value.
 _SAME_START = 0.5 / _TICKS if HAVE_PROC_STAT else 0.01
-# How far the wall clock may have moved between two reads of the boot time, within one boot.
-_SAME_BOOT = 120.0
+
+
+def _read_boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+BOOT_ID = _read_boot_id()
 
 
 @dataclass(frozen=True)
@@ -66,18 +75,18 @@ def is_alive(
     pid: int | None,
     create_time: float | None,
     since_boot: float | None = None,
+    boot_id: str = "",
     *,
     ignore_zombies: bool = True,
 ) -> bool:
     """Whether ``pid`` still holds the process recorded with these start times."""
-    if not pid:
+    if not pid or pid <= 0:
         return False
     now = identify(pid)
     if now is None or (ignore_zombies and now.zombie):
         return False
-    if now.since_boot is not None and since_boot is not None and create_time is not None:
-        same_boot = abs((create_time - since_boot) - (now.create_time - now.since_boot))
-        return abs(now.since_boot - since_boot) < _SAME_START and same_boot < _SAME_BOOT
+    if now.since_boot is not None and since_boot is not None and boot_id and BOOT_ID:
+        return boot_id == BOOT_ID and abs(now.since_boot - since_boot) < _SAME_START
     if create_time is None:
         return True
     return abs(now.create_time - create_time) < max(_SAME_START, 0.01)
@@ -87,13 +96,20 @@ def find_process(
     pid: int | None,
     create_time: float | None,
     since_boot: float | None = None,
+    boot_id: str = "",
     *,
     ignore_zombies: bool = True,
 ) -> psutil.Process | None:
     """The psutil handle of the recorded process if it still runs (see ``is_alive``), else None."""
-    if not pid or not is_alive(pid, create_time, since_boot, ignore_zombies=ignore_zombies):
+    if not pid or pid <= 0:
         return None
     try:
-        return psutil.Process(pid)
+        proc = psutil.Process(pid)
     except psutil.Error:
         return None
+    # Checked after the handle is made: if the process is ours now, it was ours when the handle
+    # was made (a pid is not reused while its process lives), and psutil refuses to signal a pid
+    # that changed hands after that.
+    if not is_alive(pid, create_time, since_boot, boot_id, ignore_zombies=ignore_zombies):
+        return None
+    return proc

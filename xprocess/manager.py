@@ -15,7 +15,7 @@ from typing import Any
 
 from xprocess.errors import InvalidStarterError, rebuild_error
 from xprocess.launch import spawn
-from xprocess.liveness import find_process, identify
+from xprocess.liveness import BOOT_ID, identify
 from xprocess.locking import NameLock
 from xprocess.logs import log_size
 from xprocess.readiness import wait_until_ready
@@ -27,6 +27,7 @@ from xprocess.records import (
     RecordStore,
     validate_name,
 )
+from xprocess.runs import Run, add_user, uses
 from xprocess.starter import (
     DEFAULT_TIMEOUT,
     check_json_data,
@@ -34,17 +35,34 @@ from xprocess.starter import (
     make_plan,
     starter_label,
 )
-from xprocess.termination import reap_if_child, terminate_tree
+from xprocess.termination import terminate_orphaned_session, terminate_tree
 from xprocess.values import DEFAULT_TIMEOUT as DEFAULT_VALUE_TIMEOUT
 from xprocess.values import shared_value
 
 __all__ = ["XProcess", "XProcessInfo"]
 
 # Extra time a waiting caller allows beyond the starter's timeout: the holder of the lock may first
-# have to stop an old process (up to 20 s of grace) before it starts the new one.
-LOCK_SLACK = 30.0
+# have to stop an old process (20 s of grace, then SIGKILL sweeps) before it starts the new one.
+LOCK_SLACK = 60.0
 
 _logger = logging.getLogger("xprocess")
+
+
+def _lock_timeout(starter: Any) -> float:
+    """How long to wait for another caller that starts ``starter``: its timeout, and some."""
+    timeout = class_attribute(starter, "timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        timeout = DEFAULT_TIMEOUT
+    return float(timeout) + LOCK_SLACK
+
+
+def _restarted_by_sibling(record: ProcessRecord, manager: XProcess) -> bool:
+    """Whether another process of this run (an xdist worker) started ``record``'s process."""
+    return (
+        record.state == READY
+        and record.run_id == manager.run_id
+        and record.started_by not in (0, os.getpid())
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,14 +124,15 @@ class XProcessInfo:
         SIGTERM goes to the leaves of the tree first, then SIGKILL to what is left after
         ``timeout`` seconds. Returns 1 (terminated), 0 (nothing to do) or -1 (could not).
         """
-        if self.record is None:
-            return 0
         record = self.record
-        proc = find_process(record.pid, record.create_time, record.start_since_boot)
-        if proc is None:  # gone, a zombie (reaped here if it is our child), or a stranger's pid
-            reap_if_child(self.record.pid)
+        if record is None or record.pid <= 0:
             return 0
-        return terminate_tree(proc, kill_proc_tree=kill_proc_tree, timeout=timeout)
+        proc = record.find_process()
+        if proc is not None:
+            return terminate_tree(proc, kill_proc_tree=kill_proc_tree, timeout=timeout)
+        if kill_proc_tree:  # the process is gone; what it started in its session may not be
+            return terminate_orphaned_session(record.pid, timeout=timeout)
+        return 0
 
     def __repr__(self) -> str:
         return f"<XProcessInfo {self.name!r} pid={self.pid} log={self.logpath}>"
@@ -147,6 +166,7 @@ class XProcess:
         proc_wait_timeout: float = 60,
         *,
         run_id: str | None = None,
+        run: Run | None = None,
     ) -> None:
         if rootdir is None:
             if config is None:
@@ -159,7 +179,8 @@ class XProcess:
         self.store = RecordStore(self.rootdir)
         self.proc_wait_timeout = proc_wait_timeout
         self.log = log if log is not None else _logger
-        self.run_id = run_id or uuid.uuid4().hex
+        self.run = run or Run.of(run_id or uuid.uuid4().hex)
+        self.run_id = self.run.id
         self.resources: list[StartedProcess] = []
         # name -> (logpath, offset where this session's interest in its log begins)
         self.watched: dict[str, tuple[Path, int]] = {}
@@ -190,13 +211,12 @@ class XProcess:
             record = self.store.read(name)
             if record is not None and record.state == READY and record.is_alive():
                 return self._reused(name, preparefunc, record)
-        timeout = class_attribute(preparefunc, "timeout", DEFAULT_TIMEOUT)
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
-            timeout = DEFAULT_TIMEOUT
         controldir = self.store.ensure_dirs(name)
-        with NameLock(self.store.lock_path(name), name, float(timeout) + LOCK_SLACK):
+        with NameLock(self.store.lock_path(name), name, _lock_timeout(preparefunc)):
             record = self.store.read(name)
             alive = record is not None and record.is_alive()
+            if restart and alive and record is not None and _restarted_by_sibling(record, self):
+                restart = False  # another worker of this run restarted it a moment ago
             if record is not None and not restart:
                 if record.state == READY and alive:
                     return self._reused(name, preparefunc, record, locked=True)
@@ -214,9 +234,10 @@ class XProcess:
                 if not alive:  # let the other workers fail the same way, without retrying
                     self._record_failure(name, preparefunc, controldir, exc)
                 raise
-            if record is not None and alive:
-                # A restart, or a start that its starter abandoned (it crashed mid-start).
-                self.getinfo(name).terminate()
+            if record is not None:
+                # A restart, a start its starter abandoned (it crashed mid-start), or what a dead
+                # process left in its session: nothing of the old one may outlive the new one.
+                XProcessInfo(self.rootdir, name, record).terminate()
             return self._start(name, plan, controldir, persist_logs)
 
     def _reused(
@@ -225,20 +246,19 @@ class XProcess:
         logpath = Path(record.logpath)
         if name not in self.watched:
             self.watched[name] = (logpath, log_size(logpath))
-        if record.last_run != self.run_id and any(_stop_flags(starter)):
+        if any(_stop_flags(starter)) and not uses(record.users, self.run.id):
             # This run uses it too: its end (or interruption) is now what stops it.
             if locked:
                 self._claim(record, starter)
             else:
-                timeout = float(class_attribute(starter, "timeout", DEFAULT_TIMEOUT)) + LOCK_SLACK
-                with NameLock(self.store.lock_path(name), name, timeout):
+                with NameLock(self.store.lock_path(name), name, _lock_timeout(starter)):
                     fresh = self.store.read(name)
                     if fresh is not None and fresh.pid == record.pid:
                         self._claim(fresh, starter)
         return record.pid, logpath
 
     def _claim(self, record: ProcessRecord, starter: Any) -> None:
-        record.last_run = self.run_id
+        record.users = add_user(record.users, self.run)
         record.terminate_at_end, record.terminate_on_interrupt = _stop_flags(starter)
         self.store.write(record)
 
@@ -247,7 +267,13 @@ class XProcess:
     ) -> tuple[int, Path]:
         logpath = self.store.log_path(name)
         self.log.debug("%s$ %s", controldir, " ".join(plan.argv))
-        popen, offset = spawn(plan, controldir, logpath, persist_logs=persist_logs)
+        try:
+            popen, offset = spawn(plan, controldir, logpath, persist_logs=persist_logs)
+        except InvalidStarterError:
+            raise
+        except Exception as exc:
+            self._record_failure(name, plan.starter, controldir, exc)
+            raise
         identity = identify(popen.pid)  # None only if it is already gone; readiness says why
         create_time = identity.create_time if identity is not None else time.time()
         record = ProcessRecord(
@@ -255,6 +281,8 @@ class XProcess:
             pid=popen.pid,
             create_time=create_time,
             start_since_boot=identity.since_boot if identity is not None else None,
+            boot_id=BOOT_ID,
+            started_by=os.getpid(),
             argv=plan.argv,
             cwd=str(controldir),
             logpath=str(logpath),
@@ -265,7 +293,9 @@ class XProcess:
             starter=plan.starter,
             terminate_at_end=plan.terminate_at_end,
             terminate_on_interrupt=plan.terminate_on_interrupt,
-            last_run=self.run_id,
+            users=[self.run.entry()]
+            if plan.terminate_at_end or plan.terminate_on_interrupt
+            else [],
             data=plan.data,
         )
         self.store.write(record)
@@ -342,7 +372,7 @@ class XProcess:
                 started_at=time.time(),
                 state=FAILED,
                 run_id=self.run_id,
-                starter=starter_label(starter),
+                starter=starter if isinstance(starter, str) else starter_label(starter),
                 error_type=type(exc).__name__,
                 error_message=str(exc),
             )

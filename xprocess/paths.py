@@ -21,7 +21,7 @@ def _cache_dir(config: pytest.Config) -> Path | None:
         value = config.getini("cache_dir")
     except ValueError:
         return None
-    path = Path(os.path.expandvars(str(value)))
+    path = Path(os.path.expandvars(str(value))).expanduser()
     return path if path.is_absolute() else config.rootpath / path
 
 

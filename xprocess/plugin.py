@@ -5,6 +5,7 @@ The work itself is done by the engine modules; this module only connects it to p
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Generator, Iterator
@@ -22,7 +23,9 @@ LOG_SECTION_LIMIT = 64 * 1024
 
 _RUN_ID = pytest.StashKey[str]()
 _XPROCESS = pytest.StashKey[Any]()
+_MAIN_PID = pytest.StashKey[int]()
 _WORKERINPUT_KEY = "xprocess_run_id"
+_MAIN_PID_KEY = "xprocess_main_pid"
 
 
 def is_xdist_worker(config: pytest.Config) -> bool:
@@ -65,21 +68,17 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and _WORKERINPUT_KEY in workerinput:
         config.stash[_RUN_ID] = str(workerinput[_WORKERINPUT_KEY])
+        config.stash[_MAIN_PID] = int(workerinput[_MAIN_PID_KEY])
     else:
         config.stash[_RUN_ID] = uuid.uuid4().hex
-    if config.pluginmanager.hasplugin("xdist") and not is_xdist_worker(config):
-        config.pluginmanager.register(_XdistController(config), "xprocess-xdist-controller")
+        config.stash[_MAIN_PID] = os.getpid()
 
 
-class _XdistController:
-    """Hooks that exist only when pytest-xdist is installed, so they live in their own object."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-
-    def pytest_configure_node(self, node: Any) -> None:
-        """Hand the run id to each worker before it starts."""
-        node.workerinput[_WORKERINPUT_KEY] = run_id_of(self.config)
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: hand the run id to each worker before it starts."""
+    node.workerinput[_WORKERINPUT_KEY] = run_id_of(node.config)
+    node.workerinput[_MAIN_PID_KEY] = node.config.stash[_MAIN_PID]
 
 
 @pytest.fixture(scope="session")
@@ -87,9 +86,11 @@ def xprocess(request: pytest.FixtureRequest) -> Iterator[Any]:
     """Start and find the external processes a run needs: ``xprocess.ensure(name, Starter)``."""
     from xprocess.manager import XProcess
     from xprocess.paths import records_root
+    from xprocess.runs import Run
 
     config = request.config
-    with XProcess(config, records_root(config), run_id=run_id_of(config)) as manager:
+    run = Run.of(run_id_of(config), config.stash[_MAIN_PID])
+    with XProcess(config, records_root(config), run=run) as manager:
         config.stash[_XPROCESS] = manager
         yield manager
 
@@ -141,7 +142,9 @@ def _end_of_run(config: pytest.Config, exitstatus: int) -> None:
     from xprocess.paths import records_root
     from xprocess.values import cleanup_run_values
 
-    root = records_root(config)
+    root = records_root(config, create=False)
+    if not root.is_dir():
+        return  # nothing was ever recorded here: leave the checkout untouched
     run_id = run_id_of(config)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
@@ -152,9 +155,15 @@ def _end_of_run(config: pytest.Config, exitstatus: int) -> None:
             print(line, file=sys.stderr)
 
     # Values first: cleaning one up may need a process (drop a database in a server).
-    cleanup_run_values(root, run_id, report)
-    interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
-    stop_run_processes(root, run_id, interrupted=interrupted)
+    try:
+        cleanup_run_values(root, run_id, report)
+    finally:
+        interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+        for name in stop_run_processes(root, run_id, interrupted=interrupted):
+            report(
+                f"xprocess: could not terminate {name!r} at the end of the run; "
+                "see pytest --xshow, and stop it with pytest --xkill"
+            )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

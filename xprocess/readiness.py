@@ -55,8 +55,9 @@ class LogWatcher:
     """Sleeps until the log grows, the process exits, or a delay passes; whichever comes first."""
 
     def __init__(self, logpath: Path, pid: int | None) -> None:
-        self._fds: list[int] = []
         self._inotify_fd = -1
+        self._pidfd = -1
+        self._watched: set[int] = set()
         self.delay = _FIRST_DELAY
         self._max_delay = _MAX_DELAY_POLLING
         if _LIBC is not None:
@@ -64,27 +65,40 @@ class LogWatcher:
             if fd >= 0:
                 if _LIBC.inotify_add_watch(fd, os.fsencode(logpath), _IN_MODIFY) >= 0:
                     self._inotify_fd = fd
-                    self._fds.append(fd)
+                    self._watched.add(fd)
                 else:
                     os.close(fd)
-        self._pidfd = -1
         if HAVE_PIDFD and pid:
             try:
                 self._pidfd = os.pidfd_open(pid)
-                self._fds.append(self._pidfd)
+                self._watched.add(self._pidfd)
             except OSError:
                 self._pidfd = -1
         if self._inotify_fd >= 0 and self._pidfd >= 0:
             self._max_delay = _MAX_DELAY_EVENTS
 
+    def stop_following_log(self) -> None:
+        """Wake only for the process's exit from now on (a startup_check is being retried: log
+        lines must not make it run a thousand times a second)."""
+        self._watched.discard(self._inotify_fd)
+        if self._pidfd < 0:
+            self._max_delay = _MAX_DELAY_POLLING
+
+    def _ready(self, timeout: float) -> set[int]:
+        # poll(), unlike select(), takes descriptors above 1023, which a busy test process has.
+        poller = select.poll()
+        for fd in self._watched:
+            poller.register(fd, select.POLLIN)
+        return {fd for fd, _ in poller.poll(timeout * 1000)}
+
     def wait(self, remaining: float) -> None:
         """Sleep at most ``remaining`` seconds, waking early on log growth or process exit."""
         timeout = max(0.0, min(self.delay, remaining))
         self.delay = min(self.delay * 1.5, self._max_delay)
-        if not self._fds:
+        if not self._watched:
             time.sleep(timeout)
             return
-        ready, _, _ = select.select(self._fds, [], [], timeout)
+        ready = self._ready(timeout)
         if self._inotify_fd in ready:
             self.delay = _FIRST_DELAY
             try:
@@ -94,14 +108,14 @@ class LogWatcher:
                 pass
         if self._pidfd in ready:
             # The process has exited: stop watching it, so the next wait does not spin.
-            self._fds.remove(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = -1
+            self._watched.discard(self._pidfd)
 
     def close(self) -> None:
-        for fd in self._fds:
-            os.close(fd)
-        self._fds = []
+        for fd in (self._inotify_fd, self._pidfd):
+            if fd >= 0:
+                os.close(fd)
+        self._inotify_fd = self._pidfd = -1
+        self._watched.clear()
 
     def __enter__(self) -> LogWatcher:
         return self
@@ -194,6 +208,8 @@ def wait_until_ready(
             checks.append(plan.check)
         if plan.log_reader is not None:
             checks.append(_reader_check(plan.log_reader, logpath, offset))
+        if checks:
+            watcher.stop_following_log()
         for check in checks:
             watcher.delay = _FIRST_DELAY
             _wait_for_check(plan, check, popen, logpath, offset, watcher, deadline)

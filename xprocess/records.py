@@ -23,7 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from xprocess.liveness import is_alive
+import psutil
+
+from xprocess.liveness import find_process, is_alive
 
 __all__ = [
     "FAILED",
@@ -78,6 +80,8 @@ class ProcessRecord:
     Linux) say when ``pid`` was created: a pid whose process started at another time has been
     recycled and is not ours. ``log_offset`` is the byte offset of
     the log where this start's output begins. ``state`` is ``starting``, ``ready`` or ``failed``.
+    ``users`` lists the test runs using a process that is to be stopped when they end (each with
+    the pid and start time of the run's main process, to tell a run that crashed).
     """
 
     name: str
@@ -93,17 +97,27 @@ class ProcessRecord:
     starter: str = ""
     terminate_at_end: bool = False
     terminate_on_interrupt: bool = False
-    last_run: str = ""
+    users: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     error_type: str = ""
     error_message: str = ""
     start_since_boot: float | None = None
+    boot_id: str = ""
+    started_by: int = 0
 
     def is_alive(self, *, ignore_zombies: bool = True) -> bool:
         """Whether the recorded process still runs (not a recycled pid)."""
         return is_alive(
-            self.pid, self.create_time, self.start_since_boot, ignore_zombies=ignore_zombies
+            self.pid,
+            self.create_time,
+            self.start_since_boot,
+            self.boot_id,
+            ignore_zombies=ignore_zombies,
         )
+
+    def find_process(self) -> psutil.Process | None:
+        """A psutil handle of the recorded process if it still runs, else None."""
+        return find_process(self.pid, self.create_time, self.start_since_boot, self.boot_id)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)

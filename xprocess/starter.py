@@ -124,6 +124,13 @@ def make_plan(name: str, starter: Any, controldir: Path, xprocess: Any) -> Launc
     if isinstance(starter, ProcessStarter):
         return _plan_from_starter(name, starter)
     if callable(starter):
+        if _takes_two_arguments(starter):
+            # A factory called as pytest-xprocess 1.0 called starters: (control_dir, xprocess),
+            # e.g. functools.partial(Server, port=5); it returns a starter, or the old tuple.
+            made = starter(controldir, xprocess)
+            if isinstance(made, ProcessStarter):
+                return _plan_from_starter(name, made)
+            return _plan_from_prepared(name, starter, made)
         return _plan_from_preparefunc(name, starter, controldir)
     raise InvalidStarterError(
         f"cannot start {name!r}: the starter must be a ProcessStarter subclass or a function "
@@ -174,8 +181,21 @@ def _plan_from_starter(name: str, starter: Any) -> LaunchPlan:
     )
 
 
+def _takes_two_arguments(function: Callable[..., Any]) -> bool:
+    try:
+        inspect.signature(function).bind(None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to inspect (some builtins)
+        return False
+    return True
+
+
 def _plan_from_preparefunc(name: str, prepare: Callable[..., Any], cwd: Path) -> LaunchPlan:
-    result = prepare(cwd)
+    return _plan_from_prepared(name, prepare, prepare(cwd))
+
+
+def _plan_from_prepared(name: str, prepare: Callable[..., Any], result: Any) -> LaunchPlan:
     if not isinstance(result, (tuple, list)) or len(result) not in (2, 3):
         raise InvalidStarterError(
             f"cannot start {name!r}: preparefunc {starter_label(prepare)} must return "
@@ -233,8 +253,21 @@ def _validate_argv(name: str, raw: object) -> list[str]:
     return argv
 
 
-def check_executable(name: str, argv: list[str], env: Mapping[str, str] | None, cwd: Path) -> None:
-    """Raise InvalidStarterError if ``argv[0]`` cannot be found or run."""
+def check_executable(
+    name: str,
+    argv: list[str],
+    env: Mapping[str, str] | None,
+    cwd: Path,
+    popen_kwargs: Mapping[str, Any] | None = None,
+) -> None:
+    """Raise InvalidStarterError if ``argv[0]`` cannot be found or run.
+
+    Skipped when ``popen_kwargs`` run something else (``shell``, ``executable``).
+    """
+    popen_kwargs = popen_kwargs or {}
+    if popen_kwargs.get("shell") or popen_kwargs.get("executable"):
+        return
+    cwd = Path(popen_kwargs.get("cwd") or cwd)
     program = argv[0]
     if os.sep in program or (os.altsep and os.altsep in program):
         path = Path(program) if os.path.isabs(program) else cwd / program

@@ -9,7 +9,13 @@ import time
 
 import psutil
 
-__all__ = ["KILL_GRACE", "reap_if_child", "terminate_tree", "wait_gone"]
+__all__ = [
+    "KILL_GRACE",
+    "reap_if_child",
+    "terminate_orphaned_session",
+    "terminate_tree",
+    "wait_gone",
+]
 
 # How long to wait for processes to vanish after SIGKILL before reporting failure.
 KILL_GRACE = 5.0
@@ -96,9 +102,38 @@ def terminate_tree(
         leads_session = False
     procs = _depth_first_leaves(root) if kill_proc_tree else []
     procs.append(root)
+    sid = root.pid if leads_session and kill_proc_tree else None
+    return _terminate(procs, sid, kill_proc_tree=kill_proc_tree, timeout=timeout)
+
+
+def terminate_orphaned_session(sid: int, *, timeout: float = 20) -> int:
+    """Terminate what is left of session ``sid`` after its leader exited; 0 if nothing is.
+
+    A launcher that starts a daemon and exits (``pg_ctl start``, say) leaves the daemon in the
+    launcher's session. If a live process holds pid ``sid`` the session is not the one we
+    started (the pid was reused), and nothing is touched: while any member of a session lives,
+    the OS does not hand out its number as a new pid.
+    """
+    if sid <= 0 or _holds_pid(sid):
+        return 0
+    members = _session_members(sid)
+    if not members:
+        return 0
+    return _terminate(members, sid, kill_proc_tree=True, timeout=timeout)
+
+
+def _holds_pid(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _terminate(
+    procs: list[psutil.Process], sid: int | None, *, kill_proc_tree: bool, timeout: float
+) -> int:
     _signal_all(procs, signal.SIGTERM)
     alive = wait_gone(procs, timeout)
-    sid = root.pid if leads_session else None
     # A process killed now may have forked a moment before: sweep again until nothing is new.
     for _ in range(_SWEEPS):
         if kill_proc_tree:

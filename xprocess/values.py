@@ -286,7 +286,9 @@ def _run_cleanup(record: ValueRecord) -> str:
     try:
         loads = resolve_function(record.loads) if record.loads else json.loads
         resolve_function(record.cleanup)(loads(record.payload))
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # pytest.fail() and sys.exit() too: report, never crash the run
         where = f"{record.cleanup.get('qualname')} in {record.cleanup.get('file')}"
         return f"{type(exc).__name__}: {exc} ({where})"
     return ""

@@ -1,0 +1,67 @@
+"""Test runs as users of a process: which runs still need a process that stops when they end."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from xprocess.liveness import BOOT_ID, identify, is_alive
+
+__all__ = ["Run", "add_user", "remove_user"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """A test run: its id (shared by the xdist controller and workers) and its main process."""
+
+    id: str
+    pid: int
+    create_time: float
+    since_boot: float | None
+    boot_id: str
+
+    @classmethod
+    def of(cls, run_id: str, pid: int | None = None) -> Run:
+        """The run ``run_id`` whose main process is ``pid`` (default: this process)."""
+        pid = pid or os.getpid()
+        identity = identify(pid)
+        if identity is None:
+            return cls(run_id, pid, 0.0, None, "")
+        return cls(run_id, pid, identity.create_time, identity.since_boot, BOOT_ID)
+
+    def entry(self) -> dict[str, Any]:
+        return {
+            "run": self.id,
+            "pid": self.pid,
+            "create_time": self.create_time,
+            "since_boot": self.since_boot,
+            "boot_id": self.boot_id,
+        }
+
+
+def _running(entry: dict[str, Any]) -> bool:
+    try:
+        return is_alive(
+            int(entry["pid"]),
+            float(entry["create_time"]),
+            entry.get("since_boot"),
+            str(entry.get("boot_id", "")),
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def add_user(users: list[dict[str, Any]], run: Run) -> list[dict[str, Any]]:
+    """``users`` with ``run`` added and runs whose main process has gone dropped."""
+    kept = [u for u in users if u.get("run") != run.id and _running(u)]
+    return [*kept, run.entry()]
+
+
+def remove_user(users: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
+    """``users`` without ``run_id`` and without runs whose main process has gone."""
+    return [u for u in users if u.get("run") != run_id and _running(u)]
+
+
+def uses(users: list[dict[str, Any]], run_id: str) -> bool:
+    return any(u.get("run") == run_id for u in users)
