@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["NO_CACHE_DIRNAME", "candidate_roots", "records_root"]
+__all__ = ["NO_CACHE_DIRNAME", "candidate_roots", "records_root", "run_marker"]
 
 NO_CACHE_DIRNAME = ".xprocess"
 _IGNORE_ALL = "# created by xprocess: records and logs of managed processes\n*\n"
@@ -44,6 +44,11 @@ def records_root(config: pytest.Config, *, create: bool = True) -> Path:
             # Keep records and logs out of version control, as pytest does for its cache.
             (top / ".gitignore").write_text(_IGNORE_ALL, encoding="utf-8")
     return root
+
+
+def run_marker(root: Path, run_id: str) -> Path:
+    """An empty file that says run ``run_id`` used the records under ``root``."""
+    return root / ".runs" / run_id
 
 
 def candidate_roots(config: pytest.Config) -> list[Path]:

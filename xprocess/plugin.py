@@ -85,12 +85,17 @@ def pytest_configure_node(node: Any) -> None:
 def xprocess(request: pytest.FixtureRequest) -> Iterator[Any]:
     """Start and find the external processes a run needs: ``xprocess.ensure(name, Starter)``."""
     from xprocess.manager import XProcess
-    from xprocess.paths import records_root
+    from xprocess.paths import records_root, run_marker
     from xprocess.runs import Run
 
     config = request.config
     run = Run.of(run_id_of(config), config.stash[_MAIN_PID])
-    with XProcess(config, records_root(config), run=run) as manager:
+    root = records_root(config)
+    # Tells the end of the run (in the xdist controller) that this run has something to stop.
+    marker = run_marker(root, run.id)
+    marker.parent.mkdir(exist_ok=True)
+    marker.touch()
+    with XProcess(config, root, run=run) as manager:
         config.stash[_XPROCESS] = manager
         yield manager
 
@@ -138,14 +143,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
 
 
 def _end_of_run(config: pytest.Config, exitstatus: int) -> None:
-    from xprocess.lifecycle import stop_run_processes
-    from xprocess.paths import records_root
-    from xprocess.values import cleanup_run_values
+    from xprocess.paths import records_root, run_marker
 
     root = records_root(config, create=False)
-    if not root.is_dir():
-        return  # nothing was ever recorded here: leave the checkout untouched
     run_id = run_id_of(config)
+    marker = run_marker(root, run_id)
+    if not marker.exists():
+        return  # no worker of this run used xprocess: nothing to do, nothing to import
+    from xprocess.lifecycle import stop_run_processes
+    from xprocess.values import cleanup_run_values
+
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def report(line: str) -> None:
@@ -164,6 +171,7 @@ def _end_of_run(config: pytest.Config, exitstatus: int) -> None:
                 f"xprocess: could not terminate {name!r} at the end of the run; "
                 "see pytest --xshow, and stop it with pytest --xkill"
             )
+        marker.unlink(missing_ok=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

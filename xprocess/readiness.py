@@ -16,6 +16,7 @@ import ctypes
 import os
 import select
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,7 @@ def _load_inotify() -> ctypes.CDLL | None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.inotify_init1.argtypes = [ctypes.c_int]
         libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
     except (OSError, AttributeError):
         return None
     return libc
@@ -51,23 +53,43 @@ HAVE_INOTIFY = _LIBC is not None
 HAVE_PIDFD = hasattr(os, "pidfd_open")
 
 
+_local = threading.local()
+
+
+def _thread_inotify() -> int:
+    """This thread's inotify instance (created on first use, kept open), or -1."""
+    fd: int = getattr(_local, "inotify_fd", -2)
+    if fd == -2:
+        fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC) if _LIBC is not None else -1
+        _local.inotify_fd = fd
+    return fd
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 65536):
+            pass
+    except BlockingIOError:
+        pass
+
+
 class LogWatcher:
     """Sleeps until the log grows, the process exits, or a delay passes; whichever comes first."""
 
     def __init__(self, logpath: Path, pid: int | None) -> None:
         self._inotify_fd = -1
+        self._inotify_wd = -1
         self._pidfd = -1
         self._watched: set[int] = set()
         self.delay = _FIRST_DELAY
         self._max_delay = _MAX_DELAY_POLLING
-        if _LIBC is not None:
-            fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-            if fd >= 0:
-                if _LIBC.inotify_add_watch(fd, os.fsencode(logpath), _IN_MODIFY) >= 0:
-                    self._inotify_fd = fd
-                    self._watched.add(fd)
-                else:
-                    os.close(fd)
+        fd = _thread_inotify()
+        if fd >= 0 and _LIBC is not None:
+            wd = _LIBC.inotify_add_watch(fd, os.fsencode(logpath), _IN_MODIFY)
+            if wd >= 0:
+                self._inotify_fd, self._inotify_wd = fd, wd
+                self._watched.add(fd)
+                _drain(fd)  # events of watches removed earlier
         if HAVE_PIDFD and pid:
             try:
                 self._pidfd = os.pidfd_open(pid)
@@ -101,20 +123,19 @@ class LogWatcher:
         ready = self._ready(timeout)
         if self._inotify_fd in ready:
             self.delay = _FIRST_DELAY
-            try:
-                while os.read(self._inotify_fd, 65536):
-                    pass
-            except BlockingIOError:
-                pass
+            _drain(self._inotify_fd)
         if self._pidfd in ready:
             # The process has exited: stop watching it, so the next wait does not spin.
             self._watched.discard(self._pidfd)
 
     def close(self) -> None:
-        for fd in (self._inotify_fd, self._pidfd):
-            if fd >= 0:
-                os.close(fd)
-        self._inotify_fd = self._pidfd = -1
+        # The inotify instance stays open for the next watcher: closing one waits for an RCU
+        # grace period in the kernel, several milliseconds that ensure() would spend for nothing.
+        if self._inotify_wd >= 0 and _LIBC is not None:
+            _LIBC.inotify_rm_watch(self._inotify_fd, self._inotify_wd)
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+        self._inotify_fd = self._inotify_wd = self._pidfd = -1
         self._watched.clear()
 
     def __enter__(self) -> LogWatcher:

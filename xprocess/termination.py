@@ -75,14 +75,22 @@ def _signal_all(procs: list[psutil.Process], sig: int) -> None:
             proc.send_signal(sig)
 
 
+def _all_pids() -> list[int]:
+    if os.path.isdir("/proc"):
+        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    return psutil.pids()
+
+
 def _session_members(sid: int) -> list[psutil.Process]:
     """Live processes of session ``sid``: those a tree walk misses (re-parented, or forked
     after the walk) but that the managed process started in its own session."""
     members = []
-    for proc in psutil.process_iter():
+    for pid in _all_pids():
         with contextlib.suppress(psutil.Error, OSError):
-            if os.getsid(proc.pid) == sid and not _is_gone(proc):
-                members.append(proc)
+            if os.getsid(pid) == sid:
+                proc = psutil.Process(pid)
+                if not _is_gone(proc):
+                    members.append(proc)
     return members
 
 
