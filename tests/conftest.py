@@ -40,6 +40,7 @@ def live_records(base: Path) -> list[XProcessInfo]:
 def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that leaves a recorded process running (and stop it, so the next is clean)."""
     base = request.getfixturevalue("pytester").path if "pytester" in request.fixturenames else None
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     yield
     leaked: list[str] = []
@@ -51,7 +52,29 @@ def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
         if proc.pid not in before and _alive(proc):
             leaked.append(f"child {proc.pid} {' '.join(_cmdline(proc))}")
             proc.kill()
+    # Processes that were re-parented away from us but still work in the test's directories.
+    for directory in (d for d in (base, tmp) if d is not None):
+        for proc in _working_in(directory):
+            leaked.append(f"process {proc.pid} in {directory}: {' '.join(_cmdline(proc))}")
+            proc.kill()
     assert not leaked, f"the test left processes behind: {leaked}"
+
+
+def _working_in(directory: Path) -> list[psutil.Process]:
+    prefix = str(directory.resolve())
+    me = psutil.Process()
+    ours = {me.pid, *(p.pid for p in me.parents())}
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid in ours:  # pytester runs tests in its directory, in this very process
+            continue
+        try:
+            cwd = proc.cwd()
+        except (psutil.Error, OSError):
+            continue
+        if (cwd == prefix or cwd.startswith(prefix + "/")) and _alive(proc):
+            found.append(proc)
+    return found
 
 
 def running(pid: int) -> bool:

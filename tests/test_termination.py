@@ -127,7 +127,7 @@ def test_a_daemon_left_by_a_launcher_that_exited_is_stopped(xp: XProcess, tmp_pa
     daemon = shlex.join(child_args("--count-file", pidfile, "--ready", "daemon up"))
     launcher = ["/bin/sh", "-c", f"{daemon} > /dev/null & echo launched"]
     xp.ensure("srv", type("S", (ProcessStarter,), {"pattern": "launched", "args": launcher}))
-    wait_for(pidfile.exists, what="the daemon to start")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the daemon")
     daemon_pid = int(pidfile.read_text().split()[0])
     wait_for(lambda: not xp.getinfo("srv").isrunning(), what="the launcher to exit")
     assert _alive_in_session(psutil.Process(daemon_pid), xp.getinfo("srv").pid or 0)
