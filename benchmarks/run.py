@@ -335,7 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "notes": bench.notes,
         }
         Path(args.json).write_text(json.dumps(report, indent=1), encoding="utf-8")
-    return 1 if bench.errors else 0
+    # pytest-xprocess failing a scenario (under xdist it can read a PID file another worker is
+    # still writing) is a measurement like any other; only xprocess failing one fails the run.
+    return 1 if any(error["tool"] == "xprocess" for error in bench.errors) else 0
 
 
 if __name__ == "__main__":
