@@ -264,3 +264,33 @@ def test_a_run_that_does_not_use_xprocess_writes_nothing(pytester: pytest.Pytest
     pytester.makepyfile("def test_x(): pass")
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert not (pytester.path / ".xprocess").exists()
+
+
+def test_python_m_xprocess_ignores_addopts_that_need_a_conftest(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "def pytest_addoption(parser):\n    parser.addoption('--stage', default='dev')\n"
+    )
+    pytester.makeini("[pytest]\naddopts = --stage=ci\n")
+    result = run_module(pytester, "show")
+    assert result.returncode == 0, result.stderr
+    assert "no processes recorded" in result.stdout
+
+
+def test_getinfo_creates_the_control_dir_for_files_a_fixture_puts_there(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        HEADER
+        + """
+class Starter(ProcessStarter):
+    pattern = "ready"
+    args = [sys.executable, "-u", "-c",
+            "import time; print(open('settings.conf').read(), flush=True); time.sleep(60)"]
+
+def test_config_file(xprocess):
+    (xprocess.getinfo("srv").controldir / "settings.conf").write_text("ready")
+    xprocess.ensure("srv", Starter)
+    xprocess.getinfo("srv").terminate()
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=1)

@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     kill.add_argument("names", nargs="*", metavar="NAME")
     args = parser.parse_args(argv)
 
-    pytest_args = ["--noconftest", "-q"]
+    # No conftest is loaded, so addopts naming options that conftests define would be refused.
+    pytest_args = ["--noconftest", "-q", "-o", "addopts="]
     if args.rootdir:
         pytest_args += ["--rootdir", args.rootdir, args.rootdir]
     plugins: list[object] = []

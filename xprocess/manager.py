@@ -192,8 +192,13 @@ class XProcess:
         self.release()
 
     def getinfo(self, name: str) -> XProcessInfo:
-        """The recorded state of ``name`` (an empty info when it was never started)."""
-        return XProcessInfo(self.rootdir, name)
+        """The recorded state of ``name`` (an empty info when it was never started).
+
+        Creates its control dir, as pytest-xprocess did: fixtures may put files there first.
+        """
+        info = XProcessInfo(self.rootdir, name)
+        info.controldir.mkdir(parents=True, exist_ok=True)
+        return info
 
     def ensure(
         self, name: str, preparefunc: Any, restart: bool = False, persist_logs: bool = True
@@ -253,8 +258,9 @@ class XProcess:
             else:
                 with NameLock(self.store.lock_path(name), name, _lock_timeout(starter)):
                     fresh = self.store.read(name)
-                    if fresh is not None and fresh.pid == record.pid:
+                    if fresh is not None and fresh.state == READY and fresh.is_alive():
                         self._claim(fresh, starter)
+                        record = fresh  # it may have been restarted meanwhile
         return record.pid, logpath
 
     def _claim(self, record: ProcessRecord, starter: Any) -> None:
