@@ -36,7 +36,8 @@ def describe(info: XProcessInfo, now: float) -> str:
         notes.append("stops at end of run")
     uptime = _uptime(record, now) if live else "-"
     status = "LIVE" if live else "DEAD"
-    return f"{record.pid} {info.name} {status} {uptime} {info.logpath} ({', '.join(notes)})"
+    pid = info.pid if info.pid is not None else "-"
+    return f"{pid} {info.name} {status} {uptime} {info.logpath} ({', '.join(notes)})"
 
 
 def _infos(roots: Iterable[Path], names: list[str] | None) -> list[XProcessInfo]:

@@ -97,7 +97,9 @@ class XProcessInfo:
 
     @property
     def pid(self) -> int | None:
-        return self.record.pid if self.record is not None else None
+        """The recorded pid; None when no process was ever spawned under this name."""
+        record = self.record
+        return record.pid if record is not None and record.pid > 0 else None
 
     @property
     def data(self) -> dict[str, Any]:

@@ -161,8 +161,10 @@ class _LineReader:
         self._partial = data[cut:]
         if not cut:
             return []
-        text = data[:cut].decode("utf-8", "replace")
-        return [line for line in text.splitlines() if line.strip()]
+        text = data[: cut - 1].decode("utf-8", "replace")
+        # Lines end at "\n" only, as readline() sees them: a "\r" of a progress bar does not
+        # make more lines out of one.
+        return [line for line in text.split("\n") if line.strip()]
 
     @property
     def partial(self) -> str:
