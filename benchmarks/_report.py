@@ -1,7 +1,7 @@
 """Turning samples into the table: one row per measured quantity, with its target for xprocess.
 
 A target names the statistic it applies to. ``worst`` means every sample of every repeat; where
-the brief asks for a median (readiness, reuse) the row says ``median``. Targets are checked
+the goal is a median (readiness, reuse) the row says ``median``. Targets are checked
 against the xprocess column only; pytest-xprocess is shown for comparison.
 """
 

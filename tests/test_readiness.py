@@ -70,12 +70,17 @@ def _calls_until(n: int, calls: list[int]) -> Callable[[ProcessStarter], bool]:
     return startup_check
 
 
-def test_pattern_and_check_both_must_pass(xp: XProcess) -> None:
-    calls: list[int] = []
-    xp.ensure(
-        "srv", starter(pattern="ready", args=child_args(), startup_check=_calls_until(3, calls))
-    )
+def test_pattern_and_check_both_must_pass_the_pattern_first(xp: XProcess) -> None:
+    calls: list[str] = []
+
+    def startup_check(self: ProcessStarter) -> bool:
+        calls.append((self.control_dir / "xprocess.log").read_text())
+        return len(calls) >= 3
+
+    args = child_args("--delay", 0.2, "--ready", "listening")
+    xp.ensure("srv", starter(pattern="listening", args=args, startup_check=startup_check))
     assert len(calls) == 3
+    assert all("listening" in log for log in calls), "the check ran before the pattern was seen"
     assert xp.getinfo("srv").terminate() == 1
 
 
@@ -163,10 +168,12 @@ def test_an_unexpected_exception_from_the_check_propagates_and_stops_the_process
     assert not xp.getinfo("srv").isrunning()
 
 
-def test_startup_errors_are_runtime_errors() -> None:
+def test_error_types_subclass_the_builtins_callers_catch() -> None:
     assert issubclass(ProcessExitedError, StartupError)
-    assert issubclass(PatternNotFoundError, RuntimeError)
+    assert issubclass(PatternNotFoundError, StartupError)
+    assert issubclass(StartupError, RuntimeError)
     assert issubclass(StartupTimeoutError, TimeoutError)
+    assert not issubclass(StartupTimeoutError, RuntimeError)
 
 
 def test_readiness_works_with_more_than_1024_open_files(xp: XProcess) -> None:

@@ -134,3 +134,18 @@ def test_a_daemon_left_by_a_launcher_that_exited_is_stopped(xp: XProcess, tmp_pa
     assert xp.getinfo("srv").terminate() == 1
     assert not running(daemon_pid)
     assert xp.getinfo("srv").terminate() == 0
+
+
+def test_a_daemon_that_left_the_tree_but_not_the_session_is_stopped(
+    xp: XProcess, tmp_path: Path
+) -> None:
+    """The root stays alive; its grandchild was re-parented away, out of reach of a tree walk."""
+    pidfile = tmp_path / "daemon.pid"
+    daemon = shlex.join(child_args("--count-file", pidfile, "--ready", "daemon up"))
+    root = ["/bin/sh", "-c", f"({daemon} > /dev/null &); echo ready; exec sleep 600"]
+    pid, _ = xp.ensure("srv", type("S", (ProcessStarter,), {"pattern": "ready", "args": root}))
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the daemon")
+    daemon_pid = int(pidfile.read_text().split()[0])
+    assert daemon_pid not in [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    assert xp.getinfo("srv").terminate() == 1
+    assert not running(daemon_pid)

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("xdist")
-
 VALUES = """
 import json, os
 from pathlib import Path
