@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         InvalidStarterError,
         PatternNotFoundError,
         ProcessExitedError,
+        SharedValueError,
         StartupError,
         StartupTimeoutError,
         XProcessError,
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     from xprocess.ports import free_port
     from xprocess.records import RecordWarning
     from xprocess.starter import ProcessStarter
-    from xprocess.values import SharedValueError
 
 __version__ = "0.1.0"
 
@@ -56,7 +56,7 @@ _WHERE = {
     "free_port": "xprocess.ports",
     "RecordWarning": "xprocess.records",
     "ProcessStarter": "xprocess.starter",
-    "SharedValueError": "xprocess.values",
+    "SharedValueError": "xprocess.errors",
 }
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "InvalidStarterError",
     "PatternNotFoundError",
     "ProcessExitedError",
+    "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
     "XProcessError",
@@ -52,6 +53,10 @@ class InvalidStarterError(XProcessError, ValueError):
     """A name, starter or argument is invalid; nothing was started or written."""
 
 
+class SharedValueError(XProcessError, RuntimeError):
+    """Computing a shared value failed in another worker; the message is that failure's."""
+
+
 _BY_NAME: dict[str, type[XProcessError]] = {
     cls.__name__: cls
     for cls in (
@@ -61,6 +66,7 @@ _BY_NAME: dict[str, type[XProcessError]] = {
         PatternNotFoundError,
         StartupTimeoutError,
         InvalidStarterError,
+        SharedValueError,
     )
 }
 

@@ -24,12 +24,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from xprocess.errors import InvalidStarterError, XProcessError, rebuild_error
+from xprocess.errors import InvalidStarterError, SharedValueError, rebuild_error
 from xprocess.locking import NameLock
-from xprocess.records import READY, atomic_write, validate_name
+from xprocess.records import FAILED, READY, atomic_write, validate_name
 
 __all__ = [
-    "SharedValueError",
     "ValueRecord",
     "ValueStore",
     "cleanup_run_values",
@@ -39,11 +38,6 @@ __all__ = [
 
 DEFAULT_TIMEOUT = 300.0
 KEPT = "kept.json"
-FAILED = "failed"
-
-
-class SharedValueError(XProcessError, RuntimeError):
-    """Computing a shared value failed in another worker; the message is that failure's."""
 
 
 @dataclasses.dataclass
@@ -152,8 +146,6 @@ def resolve_function(reference: dict[str, str]) -> Callable[..., Any]:
 
 
 def _rebuild(record: ValueRecord) -> Exception:
-    if record.error_type == SharedValueError.__name__:
-        return SharedValueError(record.error_message, name=record.name)
     error = rebuild_error(record.error_type, record.error_message, record.name)
     if type(error).__name__ == record.error_type:
         return error
