@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import running, wait_for
-from tests.support import HEADER, count_lines
+from tests.support import HEADER, count_lines, module_using
 from xprocess.manager import XProcessInfo
 
 
@@ -108,16 +108,7 @@ def slow(xprocess):
     return "slow"
 """
     )
-    pytester.makepyfile(
-        """
-import pytest
-from conftest import note
-
-@pytest.mark.parametrize("i", range(16))
-def test_uses(slow, xprocess, i):
-    note(slow, xprocess)
-"""
-    )
+    pytester.makepyfile(module_using("slow", 16, note=True))
     pytester.runpytest_subprocess("-n", "4").assert_outcomes(passed=16)
     assert count_lines(pytester.path / "starts-slow") == 1
     assert len(seen(pytester)["slow"]) == 1
@@ -139,15 +130,7 @@ def broken(xprocess):
     xprocess.ensure("broken", Broken)
 """
     )
-    pytester.makepyfile(
-        """
-import pytest
-
-@pytest.mark.parametrize("i", range(16))
-def test_uses(broken, i):
-    pass
-"""
-    )
+    pytester.makepyfile(module_using("broken", 16))
     result = pytester.runpytest_subprocess("-n", "4")
     result.assert_outcomes(errors=16)
     assert count_lines(pytester.path / "starts") == 1
@@ -215,15 +198,7 @@ def server(xprocess):
     xprocess.ensure("server", Starter)
 """
     )
-    pytester.makepyfile(
-        """
-import pytest
-
-@pytest.mark.parametrize("i", range(8))
-def test_uses(server, i):
-    pass
-"""
-    )
+    pytester.makepyfile(module_using("server", 8))
     result = pytester.runpytest_subprocess("-n", "2")
     result.assert_outcomes(passed=7, failed=1)  # the test whose worker was killed
     result.stdout.fnmatch_lines(["*worker 'gw*' crashed*"])
@@ -283,15 +258,7 @@ def test_terminate_at_end_stops_the_process_after_the_whole_run(
 ) -> None:
     pytester.makeconftest("AT_END = True\n" + AT_END)
     pytester.makepyfile(
-        """
-import pytest
-from conftest import note
-
-@pytest.mark.parametrize("i", range(12))
-def test_uses(server, xprocess, i):
-    note(server, xprocess)
-    assert xprocess.getinfo(server).isrunning()
-"""
+        module_using("server", 12, note=True, check="assert xprocess.getinfo(server).isrunning()")
     )
     pytester.runpytest_subprocess(*workers).assert_outcomes(passed=12)
     (pid,) = (int(pid) for pid in (pytester.path / "starts-server").read_text().split())
@@ -375,10 +342,7 @@ def server(xprocess):
     xprocess.ensure("server", Starter)
 """
     )
-    pytester.makepyfile(
-        "import pytest\n@pytest.mark.parametrize('i', range(8))\ndef test_uses(server, i):\n"
-        "    pass\n"
-    )
+    pytester.makepyfile(module_using("server", 8))
     result = pytester.runpytest_subprocess("-n", "4")
     result.assert_outcomes(errors=8)
     assert count_lines(pytester.path / "attempts") == 1
@@ -395,10 +359,7 @@ def server(xprocess):
     return "server"
 """
     )
-    pytester.makepyfile(
-        "import pytest\nfrom conftest import note\n@pytest.mark.parametrize('i', range(16))\n"
-        "def test_uses(server, xprocess, i):\n    note(server, xprocess)\n"
-    )
+    pytester.makepyfile(module_using("server", 16, note=True))
     pytester.runpytest_subprocess("-n", "4").assert_outcomes(passed=16)
     assert count_lines(pytester.path / "starts-server") == 1
     assert len(seen(pytester)["server"]) == 1
@@ -409,10 +370,7 @@ def test_without_plugin_autoload_xdist_workers_still_share_one_run(
 ) -> None:
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     pytester.makeconftest("AT_END = True\n" + AT_END)
-    pytester.makepyfile(
-        "import pytest\nfrom conftest import note\n@pytest.mark.parametrize('i', range(8))\n"
-        "def test_uses(server, xprocess, i):\n    note(server, xprocess)\n"
-    )
+    pytester.makepyfile(module_using("server", 8, note=True))
     result = pytester.runpytest_subprocess("-p", "xdist.plugin", "-p", "xprocess.plugin", "-n", "2")
     result.assert_outcomes(passed=8)
     (pid,) = (int(pid) for pid in (pytester.path / "starts-server").read_text().split())
