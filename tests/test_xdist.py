@@ -210,6 +210,22 @@ def server(xprocess):
     assert pytester.runpytest_subprocess("--xkill").ret == 0
 
 
+def run_killed_mid_start(pytester: pytest.Pytester) -> None:
+    """Run a test that ensures 'server' with the conftest's Starter, which kills the run."""
+    pytester.makepyfile(
+        "from conftest import Starter\ndef test_it(xprocess):\n"
+        "    xprocess.ensure('server', Starter)\n"
+    )
+    crashed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q"],
+        cwd=pytester.path,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert crashed.returncode == -signal.SIGKILL
+
+
 def test_an_abandoned_start_is_shown_and_stopped_by_xkill(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         HEADER
@@ -223,18 +239,7 @@ class Starter(ProcessStarter):
         os.kill(os.getpid(), signal.SIGKILL)
 """
     )
-    pytester.makepyfile(
-        "from conftest import Starter\ndef test_it(xprocess):\n"
-        "    xprocess.ensure('server', Starter)\n"
-    )
-    crashed = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q"],
-        cwd=pytester.path,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert crashed.returncode == -signal.SIGKILL
+    run_killed_mid_start(pytester)
     result = pytester.runpytest_subprocess("--xshow")
     result.stdout.fnmatch_lines(["* server LIVE *(run *, starting)"])
     result = pytester.runpytest_subprocess("--xkill")
@@ -435,18 +440,7 @@ class Starter(ProcessStarter):
         return True
 """
     )
-    pytester.makepyfile(
-        "from conftest import Starter\ndef test_it(xprocess):\n"
-        "    xprocess.ensure('server', Starter)\n"
-    )
-    crashed = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q"],
-        cwd=pytester.path,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert crashed.returncode == -signal.SIGKILL
+    run_killed_mid_start(pytester)
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
     abandoned, current = (int(pid) for pid in (pytester.path / "starts").read_text().split())
     assert not alive(abandoned)
