@@ -2,38 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psutil
 import pytest
 
-from xprocess.manager import XProcessInfo
-from xprocess.records import RecordStore
-
-HELPERS = Path(__file__).parent / "helpers"
-CHILD = HELPERS / "child.py"
-
-
-def child_args(*flags: object) -> list[str]:
-    """The command line of the helper child with ``flags``."""
-    return [sys.executable, "-u", str(CHILD), *(str(f) for f in flags)]
-
-
-def records_roots(base: Path) -> list[Path]:
-    return [base / ".pytest_cache" / "d" / ".xprocess", base / ".xprocess"]
-
-
-def live_records(base: Path) -> list[XProcessInfo]:
-    live = []
-    for root in records_roots(base):
-        for name, record in RecordStore(root).records():
-            info = XProcessInfo(root, name, record)
-            if info.isrunning():
-                live.append(info)
-    return live
+from tests.support import child_args, cmdline_of, is_live, live_records, working_in
 
 
 @pytest.fixture(autouse=True)
@@ -49,65 +23,15 @@ def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
             leaked.append(f"{info.name} (pid {info.pid})")
             info.terminate(timeout=2)
     for proc in psutil.Process().children(recursive=True):
-        if proc.pid not in before and _alive(proc):
-            leaked.append(f"child {proc.pid} {' '.join(_cmdline(proc))}")
+        if proc.pid not in before and is_live(proc):
+            leaked.append(f"child {proc.pid} {' '.join(cmdline_of(proc))}")
             proc.kill()
     # Processes that were re-parented away from us but still work in the test's directories.
     for directory in (d for d in (base, tmp) if d is not None):
-        for proc in _working_in(directory):
-            leaked.append(f"process {proc.pid} in {directory}: {' '.join(_cmdline(proc))}")
+        for proc in working_in(directory):
+            leaked.append(f"process {proc.pid} in {directory}: {' '.join(cmdline_of(proc))}")
             proc.kill()
     assert not leaked, f"the test left processes behind: {leaked}"
-
-
-def _working_in(directory: Path) -> list[psutil.Process]:
-    prefix = str(directory.resolve())
-    me = psutil.Process()
-    ours = {me.pid, *(p.pid for p in me.parents())}
-    found = []
-    for proc in psutil.process_iter():
-        if proc.pid in ours:  # pytester runs tests in its directory, in this very process
-            continue
-        try:
-            cwd = proc.cwd()
-        except (psutil.Error, OSError):
-            continue
-        if (cwd == prefix or cwd.startswith(prefix + "/")) and _alive(proc):
-            found.append(proc)
-    return found
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (an exited, unreaped one does not count)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _cmdline(proc: psutil.Process) -> list[str]:
-    try:
-        return proc.cmdline()
-    except psutil.Error:
-        return []
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    """Wait until ``condition()`` is true, polling with a short back-off, or fail at ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
 
 
 @pytest.fixture

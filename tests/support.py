@@ -1,10 +1,91 @@
-"""Text snippets the pytester-driven tests put into the test projects they create."""
+"""Test helpers: the helper child's command line, waiting on a condition, finding leftover
+processes, and the text snippets pytester-driven tests put into the projects they create."""
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-CHILD = Path(__file__).parent / "helpers" / "child.py"
+import psutil
+import pytest
+
+from xprocess.manager import XProcessInfo
+from xprocess.records import RecordStore
+
+HELPERS = Path(__file__).parent / "helpers"
+CHILD = HELPERS / "child.py"
+
+
+def child_args(*flags: object) -> list[str]:
+    """The command line of the helper child with ``flags``."""
+    return [sys.executable, "-u", str(CHILD), *(str(f) for f in flags)]
+
+
+def records_roots(base: Path) -> list[Path]:
+    return [base / ".pytest_cache" / "d" / ".xprocess", base / ".xprocess"]
+
+
+def live_records(base: Path) -> list[XProcessInfo]:
+    live = []
+    for root in records_roots(base):
+        for name, record in RecordStore(root).records():
+            info = XProcessInfo(root, name, record)
+            if info.isrunning():
+                live.append(info)
+    return live
+
+
+def working_in(directory: Path) -> list[psutil.Process]:
+    prefix = str(directory.resolve())
+    me = psutil.Process()
+    ours = {me.pid, *(p.pid for p in me.parents())}
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid in ours:  # pytester runs tests in its directory, in this very process
+            continue
+        try:
+            cwd = proc.cwd()
+        except (psutil.Error, OSError):
+            continue
+        if (cwd == prefix or cwd.startswith(prefix + "/")) and is_live(proc):
+            found.append(proc)
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (an exited, unreaped one does not count)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def is_live(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def cmdline_of(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+    """Wait until ``condition()`` is true, polling with a short back-off, or fail at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
 
 # Imported by the generated conftest/test files: ``child(*flags)`` builds the helper command.
 HEADER = f"""

@@ -6,8 +6,7 @@ import os
 
 import pytest
 
-from tests.conftest import running
-from tests.support import HEADER, count_lines
+from tests.support import HEADER, count_lines, running
 
 
 def test_ensure_starts_the_process_and_returns_once_ready(pytester: pytest.Pytester) -> None:

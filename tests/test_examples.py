@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import wait_for
+from tests.support import wait_for
 from xprocess.liveness import find_process
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

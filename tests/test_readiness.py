@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import child_args
+from tests.support import child_args
 from xprocess import (
     PatternNotFoundError,
     ProcessExitedError,

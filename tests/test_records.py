@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import child_args
+from tests.support import child_args
 from xprocess import ProcessStarter, RecordWarning, XProcess
 from xprocess.commands import show
 

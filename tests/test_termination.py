@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import child_args, running, wait_for
+from tests.support import child_args, running, wait_for
 from xprocess import ProcessStarter, XProcess
 from xprocess.commands import kill, show
 from xprocess.liveness import identify

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import child_args
+from tests.support import child_args
 from xprocess import InvalidStarterError, ProcessStarter, XProcess
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import running, wait_for
-from tests.support import HEADER, count_lines, module_using
+from tests.support import HEADER, count_lines, module_using, running, wait_for
 from xprocess.manager import XProcessInfo
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from xprocess.errors import StartupTimeoutError
 from xprocess.locking import NameLock
-from xprocess.manager import XProcessInfo
 from xprocess.records import RecordStore
 from xprocess.runs import remove_user, uses
+from xprocess.termination import stop_record
 
 __all__ = ["END_OF_RUN_LOCK_TIMEOUT", "stop_run_processes"]
 
@@ -34,7 +34,7 @@ def stop_run_processes(root: Path, run_id: str, *, interrupted: bool) -> list[st
                 record.users = remove_user(record.users, run_id)
                 wanted = record.terminate_at_end or (interrupted and record.terminate_on_interrupt)
                 if wanted and not record.users:
-                    if XProcessInfo(root, name, record).terminate() < 0:
+                    if stop_record(record) < 0:
                         failed.append(name)
                 else:
                     store.write(record)

@@ -35,7 +35,7 @@ from xprocess.starter import (
     make_plan,
     starter_label,
 )
-from xprocess.termination import terminate_orphaned_session, terminate_tree
+from xprocess.termination import stop_record
 from xprocess.values import DEFAULT_TIMEOUT as DEFAULT_VALUE_TIMEOUT
 from xprocess.values import shared_value
 
@@ -126,15 +126,9 @@ class XProcessInfo:
         SIGTERM goes to the leaves of the tree first, then SIGKILL to what is left after
         ``timeout`` seconds. Returns 1 (terminated), 0 (nothing to do) or -1 (could not).
         """
-        record = self.record
-        if record is None or record.pid <= 0:
+        if self.record is None:
             return 0
-        proc = record.find_process()
-        if proc is not None:
-            return terminate_tree(proc, kill_proc_tree=kill_proc_tree, timeout=timeout)
-        if kill_proc_tree:  # the process is gone; what it started in its session may not be
-            return terminate_orphaned_session(record.pid, timeout=timeout)
-        return 0
+        return stop_record(self.record, kill_proc_tree=kill_proc_tree, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"<XProcessInfo {self.name!r} pid={self.pid} log={self.logpath}>"

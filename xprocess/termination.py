@@ -6,12 +6,17 @@ import contextlib
 import os
 import signal
 import time
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from xprocess.records import ProcessRecord
 
 __all__ = [
     "KILL_GRACE",
     "reap_if_child",
+    "stop_record",
     "terminate_orphaned_session",
     "terminate_tree",
     "wait_gone",
@@ -165,3 +170,18 @@ def _with_latecomers(alive: list[psutil.Process], sid: int | None) -> list[psuti
         for member in _session_members(sid):
             found.setdefault(member.pid, member)
     return [p for p in found.values() if not _is_gone(p)]
+
+
+def stop_record(record: ProcessRecord, *, kill_proc_tree: bool = True, timeout: float = 20) -> int:
+    """Stop the process ``record`` describes and, by default, what it started.
+
+    Returns 1 (terminated), 0 (nothing to do) or -1 (could not).
+    """
+    if record.pid <= 0:
+        return 0
+    proc = record.find_process()
+    if proc is not None:
+        return terminate_tree(proc, kill_proc_tree=kill_proc_tree, timeout=timeout)
+    if kill_proc_tree:  # the process is gone; what it started in its session may not be
+        return terminate_orphaned_session(record.pid, timeout=timeout)
+    return 0
