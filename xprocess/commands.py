@@ -8,6 +8,7 @@ from pathlib import Path
 
 from xprocess.manager import XProcessInfo
 from xprocess.records import READY, ProcessRecord, RecordStore
+from xprocess.termination import stop_record
 from xprocess.values import clear_values, describe_values
 
 __all__ = ["kill", "show"]
@@ -34,6 +35,9 @@ def describe(info: XProcessInfo, now: float) -> str:
         notes.append(record.state)
     if record.terminate_at_end:
         notes.append("stops at end of run")
+    if live and record.holders:
+        workers = ", ".join(str(h.get("worker", "?")) for h in record.holders)
+        notes.append(f"held by {workers}")
     uptime = _uptime(record, now) if live else "-"
     status = "LIVE" if live else "DEAD"
     pid = info.pid if info.pid is not None else "-"
@@ -81,7 +85,7 @@ def kill(roots: Iterable[Path], write: Write, names: list[str] | None = None) ->
     elif not infos and not any(describe_values(root) for root in roots):
         write("no processes recorded")
     for info in infos:
-        result = info.terminate()
+        result = stop_record(info.record) if info.record is not None else 0
         write(f"{info.pid if info.pid is not None else '-'} {info.name} {_STATUS[result]}")
         if result < 0:
             status = 1

@@ -8,8 +8,10 @@ Each one subclasses the builtin a caller would already catch: a start that did n
 from __future__ import annotations
 
 import builtins
+import errno
 
 __all__ = [
+    "ExecutableNotFoundError",
     "InvalidStarterError",
     "PatternNotFoundError",
     "ProcessExitedError",
@@ -53,6 +55,24 @@ class InvalidStarterError(XProcessError, ValueError):
     """A name, starter or argument is invalid; nothing was started or written."""
 
 
+class ExecutableNotFoundError(InvalidStarterError, FileNotFoundError):
+    """The command of a starter cannot be found or run; nothing was started.
+
+    Also a ``FileNotFoundError`` with ``errno.ENOENT`` and ``filename`` (the program), so that
+    ``except OSError as e: if e.errno == errno.ENOENT: pytest.skip(...)`` keeps working.
+    """
+
+    def __init__(self, message: str, *, name: str | None = None, filename: str = "") -> None:
+        FileNotFoundError.__init__(self, errno.ENOENT, message, filename)
+        self.name = name
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self).__name__, str(self), self.name, self.filename))
+
+
 class SharedValueError(XProcessError, RuntimeError):
     """Computing a shared value failed in another worker; the message is that failure's."""
 
@@ -66,12 +86,17 @@ _BY_NAME: dict[str, type[XProcessError]] = {
         PatternNotFoundError,
         StartupTimeoutError,
         InvalidStarterError,
+        ExecutableNotFoundError,
         SharedValueError,
     )
 }
 
 
-def _rebuild(type_name: str, message: str, name: str | None) -> XProcessError:
+def _rebuild(
+    type_name: str, message: str, name: str | None, filename: str | None = None
+) -> XProcessError:
+    if type_name == ExecutableNotFoundError.__name__:
+        return ExecutableNotFoundError(message, name=name, filename=filename or "")
     return _BY_NAME.get(type_name, StartupError)(message, name=name)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["log_size", "read_since", "read_tail"]
+__all__ = ["WatchedLogs", "log_size", "read_since", "read_tail"]
 
 _TAIL_BYTES = 64 * 1024
 
@@ -53,3 +53,37 @@ def read_since(logpath: Path | str, offset: int, limit: int) -> tuple[str, bool]
     except OSError:
         return "", False
     return data.decode("utf-8", "replace"), start > offset
+
+
+class WatchedLogs:
+    """The logs of the processes a session uses, each with the offset where the current test's
+    part of it begins: what a failing test's report shows."""
+
+    def __init__(self) -> None:
+        self._offsets: dict[str, tuple[Path, int]] = {}
+
+    def watch(self, name: str, logpath: Path, offset: int | None = None) -> None:
+        """Follow ``name``'s log from ``offset`` (a start's first byte), or from its end now if
+        it is not followed yet."""
+        if offset is not None or name not in self._offsets:
+            self._offsets[name] = (logpath, log_size(logpath) if offset is None else offset)
+
+    def mark(self) -> None:
+        """A test begins: from now on, only what is written from here on is its part."""
+        for name, (logpath, _) in list(self._offsets.items()):
+            self._offsets[name] = (logpath, log_size(logpath))
+
+    def sections(self, limit: int) -> list[tuple[str, str]]:
+        """(``"<name> log"``, text) for each log that grew since the mark, at most ``limit`` bytes
+        of each (with a note where the beginning was cut)."""
+        sections = []
+        for name, (logpath, offset) in sorted(self._offsets.items()):
+            text, cut = read_since(logpath, offset, limit)
+            if text:
+                if cut:
+                    text = f"[... earlier output cut; whole log: {logpath}]\n{text}"
+                sections.append((f"{name} log", text))
+        return sections
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._offsets

@@ -1,84 +1,34 @@
-"""``XProcess`` and ``XProcessInfo``: ensure a named process runs, look it up, stop it."""
+"""``XProcess`` and ``XProcessInfo``: the ``xprocess`` fixture's face.
+
+Starting lives in ``starting.py``, stopping in ``termination.py`` and ``release.py``; this module
+turns the calls users know from pytest-xprocess into calls of those.
+"""
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from xprocess.errors import InvalidStarterError, rebuild_error
-from xprocess.launch import spawn
-from xprocess.liveness import BOOT_ID, identify
-from xprocess.locking import NameLock
-from xprocess.logs import log_size
-from xprocess.readiness import wait_until_ready
-from xprocess.records import (
-    FAILED,
-    READY,
-    STARTING,
-    ProcessRecord,
-    RecordStore,
-    validate_name,
-)
-from xprocess.runs import Run, add_user, uses
-from xprocess.starter import (
-    DEFAULT_TIMEOUT,
-    check_json_data,
-    class_attribute,
-    make_plan,
-    starter_label,
-)
+from xprocess.logs import WatchedLogs
+from xprocess.records import ProcessRecord, RecordStore, validate_name
+from xprocess.release import release_process
+from xprocess.runs import Run
+from xprocess.starter import describe_starter
+from xprocess.starting import Caller, ensure_process
 from xprocess.termination import stop_record
 from xprocess.values import DEFAULT_TIMEOUT as DEFAULT_VALUE_TIMEOUT
 from xprocess.values import shared_value
 
 __all__ = ["XProcess", "XProcessInfo"]
 
-# Extra time a waiting caller allows beyond the starter's timeout: the holder of the lock may first
-# have to stop an old process (20 s of grace, then SIGKILL sweeps) before it starts the new one.
-LOCK_SLACK = 60.0
-
 _logger = logging.getLogger("xprocess")
-
-
-def _lock_timeout(starter: Any) -> float:
-    """How long to wait for another caller that starts ``starter``: its timeout, and some."""
-    timeout = class_attribute(starter, "timeout", DEFAULT_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        timeout = DEFAULT_TIMEOUT
-    return float(timeout) + LOCK_SLACK
-
-
-def _restarted_by_sibling(record: ProcessRecord, manager: XProcess) -> bool:
-    """Whether another process of this run (an xdist worker) started ``record``'s process."""
-    return (
-        record.state == READY
-        and record.run_id == manager.run_id
-        and record.started_by not in (0, os.getpid())
-    )
-
-
-@functools.lru_cache(maxsize=256)
-def _stop_flags_of(starter: Any) -> tuple[bool, bool]:
-    return (
-        bool(class_attribute(starter, "terminate_at_end", False)),
-        bool(class_attribute(starter, "terminate_on_interrupt", False)),
-    )
-
-
-def _stop_flags(starter: Any) -> tuple[bool, bool]:
-    """(terminate_at_end, terminate_on_interrupt) of a starter class; False for other forms."""
-    try:
-        return _stop_flags_of(starter)
-    except TypeError:  # not hashable
-        return _stop_flags_of.__wrapped__(starter)
+_UNSET: Any = object()
 
 
 class XProcessInfo:
@@ -87,19 +37,43 @@ class XProcessInfo:
     Values the starter recorded in ``data`` are also readable as attributes (``info.port``).
     """
 
-    def __init__(self, path: Path | str, name: str, record: ProcessRecord | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        name: str,
+        record: ProcessRecord | None = None,
+        *,
+        owner: XProcess | None = None,
+    ) -> None:
         self.name = validate_name(name)
         self.store = RecordStore(Path(path))
         self.controldir = self.store.controldir(name)
         self.logpath = self.store.log_path(name)
         self.pidpath = self.store.record_path(name)
         self.record = record if record is not None else self.store.read(name)
+        self._owner = owner
 
     @property
     def pid(self) -> int | None:
-        """The recorded pid; None when no process was ever spawned under this name."""
+        """The recorded pid; None when no process was ever spawned under this name.
+
+        Assignable, as in pytest-xprocess: another pid is not the recorded process, so it is
+        not reported running and not signalled; None forgets the process in this object.
+        """
         record = self.record
         return record.pid if record is not None and record.pid > 0 else None
+
+    @pid.setter
+    def pid(self, pid: int | None) -> None:
+        if pid is None:
+            self.record = None
+        elif self.record is None:
+            self.record = ProcessRecord(self.name, int(pid), -1.0, [], "", str(self.logpath), 0, 0)
+        elif int(pid) != self.record.pid:
+            # Another pid with the recorded start time: never the process that was recorded.
+            self.record = replace(
+                self.record, pid=int(pid), create_time=-1.0, start_since_boot=-1.0
+            )
 
     @property
     def data(self) -> dict[str, Any]:
@@ -124,11 +98,26 @@ class XProcessInfo:
         """Stop the process and, by default, its descendants.
 
         SIGTERM goes to the leaves of the tree first, then SIGKILL to what is left after
-        ``timeout`` seconds. Returns 1 (terminated), 0 (nothing to do) or -1 (could not).
+        ``timeout`` seconds. Returns 1 (terminated), 0 (nothing to do) or -1 (could not, or a
+        negative ``timeout``). In an xdist worker's fixture teardown, it releases this worker's
+        use instead, and only the last worker of the run to release it stops it.
         """
-        if self.record is None:
+        record = self.record
+        if record is None or record.pid <= 0:
             return 0
-        return stop_record(self.record, kill_proc_tree=kill_proc_tree, timeout=timeout)
+        if timeout < 0:
+            return -1
+        owner = self._owner
+        if owner is not None and owner.worker and owner.tearing_down:
+            return release_process(
+                self.store,
+                record,
+                run_id=owner.run.id,
+                pid=os.getpid(),
+                kill_proc_tree=kill_proc_tree,
+                timeout=timeout,
+            )
+        return stop_record(record, kill_proc_tree=kill_proc_tree, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"<XProcessInfo {self.name!r} pid={self.pid} log={self.logpath}>"
@@ -141,7 +130,6 @@ class StartedProcess:
     name: str
     popen: subprocess.Popen[bytes]
     info: XProcessInfo
-    fhandles: list[Any] = field(default_factory=list)
 
     def release(self) -> None:
         self.popen.poll()
@@ -161,8 +149,9 @@ class XProcess:
         log: Any = None,
         proc_wait_timeout: float = 60,
         *,
-        run_id: str | None = None,
         run: Run | None = None,
+        worker: str | None = None,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
         if rootdir is None:
             if config is None:
@@ -175,11 +164,15 @@ class XProcess:
         self.store = RecordStore(self.rootdir)
         self.proc_wait_timeout = proc_wait_timeout
         self.log = log if log is not None else _logger
-        self.run = run or Run.of(run_id or uuid.uuid4().hex)
+        self.run = run or Run.of(uuid.uuid4().hex)
         self.run_id = self.run.id
+        self.worker = os.environ.get("PYTEST_XDIST_WORKER", "") if worker is None else worker
+        self.notify = notify if notify is not None else self.log.warning
+        # Set by the plugin while fixtures are torn down (see XProcessInfo.terminate).
+        self.tearing_down = False
         self.resources: list[StartedProcess] = []
-        # name -> (logpath, offset where this session's interest in its log begins)
-        self.watched: dict[str, tuple[Path, int]] = {}
+        self.watched = WatchedLogs()
+        self._caller = Caller(self.store, self.run, self.worker)
 
     def __enter__(self) -> XProcess:
         return self
@@ -192,7 +185,7 @@ class XProcess:
 
         Creates its control dir, as pytest-xprocess did: fixtures may put files there first.
         """
-        info = XProcessInfo(self.rootdir, name)
+        info = XProcessInfo(self.rootdir, name, owner=self)
         info.controldir.mkdir(parents=True, exist_ok=True)
         return info
 
@@ -201,124 +194,28 @@ class XProcess:
     ) -> tuple[int, Path]:
         """Make sure ``name`` runs and is ready; return ``(pid, logpath)``.
 
-        Starts it with ``preparefunc`` (a ProcessStarter subclass, or an old-style
+        Starts it with the starter ``preparefunc`` (a ProcessStarter subclass or instance, a
+        factory called as ``factory(control_dir, xprocess)``, or an old-style
         ``preparefunc(cwd) -> (pattern, args[, env])``) unless a ready process of that name is
         already running, from this run or an earlier one. Under xdist, concurrent callers start it
         once and all get the same pid. ``restart`` stops a running one first; ``persist_logs=False``
         starts a fresh log instead of appending.
         """
+        __tracebackhide__ = True
         validate_name(name)
-        if not restart:
-            record = self.store.read(name)
-            if record is not None and record.state == READY and record.is_alive():
-                return self._reused(name, preparefunc, record)
-        controldir = self.store.ensure_dirs(name)
-        with NameLock(self.store.lock_path(name), name, _lock_timeout(preparefunc)):
-            record = self.store.read(name)
-            alive = record is not None and record.is_alive()
-            if restart and alive and record is not None and _restarted_by_sibling(record, self):
-                restart = False  # another worker of this run restarted it a moment ago
-            if record is not None and not restart:
-                if record.state == READY and alive:
-                    return self._reused(name, preparefunc, record, locked=True)
-                if (
-                    record.state == FAILED
-                    and record.run_id == self.run_id
-                    and record.starter == starter_label(preparefunc)
-                ):
-                    raise rebuild_error(record.error_type, record.error_message, name)
-            try:
-                plan = make_plan(name, preparefunc, controldir, self)
-            except (InvalidStarterError, TypeError):
-                raise  # bad input: said at once, in every worker, and nothing is written
-            except Exception as exc:
-                if not alive:  # let the other workers fail the same way, without retrying
-                    self._record_failure(name, preparefunc, controldir, exc)
-                raise
-            if record is not None:
-                # A restart, a start its starter abandoned (it crashed mid-start), or what a dead
-                # process left in its session: nothing of the old one may outlive the new one.
-                XProcessInfo(self.rootdir, name, record).terminate()
-            return self._start(name, plan, controldir, persist_logs)
-
-    def _reused(
-        self, name: str, starter: Any, record: ProcessRecord, *, locked: bool = False
-    ) -> tuple[int, Path]:
-        logpath = Path(record.logpath)
-        if name not in self.watched:
-            self.watched[name] = (logpath, log_size(logpath))
-        if any(_stop_flags(starter)) and not uses(record.users, self.run.id):
-            # This run uses it too: its end (or interruption) is now what stops it.
-            if locked:
-                self._claim(record, starter)
-            else:
-                with NameLock(self.store.lock_path(name), name, _lock_timeout(starter)):
-                    fresh = self.store.read(name)
-                    if fresh is not None and fresh.state == READY and fresh.is_alive():
-                        self._claim(fresh, starter)
-                        record = fresh  # it may have been restarted meanwhile
-        return record.pid, logpath
-
-    def _claim(self, record: ProcessRecord, starter: Any) -> None:
-        record.users = add_user(record.users, self.run)
-        record.terminate_at_end, record.terminate_on_interrupt = _stop_flags(starter)
-        self.store.write(record)
-
-    def _start(
-        self, name: str, plan: Any, controldir: Path, persist_logs: bool
-    ) -> tuple[int, Path]:
-        logpath = self.store.log_path(name)
-        self.log.debug("%s$ %s", controldir, " ".join(plan.argv))
-        try:
-            popen, offset = spawn(plan, controldir, logpath, persist_logs=persist_logs)
-        except InvalidStarterError:
-            raise
-        except Exception as exc:
-            self._record_failure(name, plan.starter, controldir, exc)
-            raise
-        identity = identify(popen.pid)  # None only if it is already gone; readiness says why
-        create_time = identity.create_time if identity is not None else time.time()
-        record = ProcessRecord(
-            name=name,
-            pid=popen.pid,
-            create_time=create_time,
-            start_since_boot=identity.since_boot if identity is not None else None,
-            boot_id=BOOT_ID,
-            started_by=os.getpid(),
-            argv=plan.argv,
-            cwd=str(controldir),
-            logpath=str(logpath),
-            log_offset=offset,
-            started_at=time.time(),
-            state=STARTING,
-            run_id=self.run_id,
-            starter=plan.starter,
-            terminate_at_end=plan.terminate_at_end,
-            terminate_on_interrupt=plan.terminate_on_interrupt,
-            users=[self.run.entry()]
-            if plan.terminate_at_end or plan.terminate_on_interrupt
-            else [],
-            data=plan.data,
+        description = describe_starter(name, preparefunc, self.store.controldir(name), self)
+        outcome = ensure_process(
+            self._caller, description, restart=restart, persist_logs=persist_logs
         )
-        self.store.write(record)
-        info = XProcessInfo(self.rootdir, name, record)
-        self.resources.append(StartedProcess(name, popen, info))
-        self.watched[name] = (logpath, offset)
-        try:
-            wait_until_ready(plan, popen, logpath, offset)
-        except BaseException as exc:
-            info.terminate(timeout=5)
-            popen.poll()
-            record.state = FAILED
-            record.error_type = type(exc).__name__
-            record.error_message = str(exc) or repr(exc)
-            self.store.write(record)
-            raise
-        record.state = READY
-        record.data = check_json_data(name, plan.data)
-        self.store.write(record)
-        self.log.debug("%s process startup detected (pid %s)", name, popen.pid)
-        return popen.pid, logpath
+        record = outcome.record
+        logpath = Path(record.logpath)
+        if outcome.popen is not None:
+            info = XProcessInfo(self.rootdir, name, record, owner=self)
+            self.resources.append(StartedProcess(name, outcome.popen, info))
+        self.watched.watch(name, logpath, outcome.offset)
+        if outcome.reason:
+            self.notify(f"xprocess: restarted {name!r} (pid {record.pid}): {outcome.reason}")
+        return record.pid, logpath
 
     def shared(
         self,
@@ -358,26 +255,6 @@ class XProcess:
             dumps=dumps,
             loads=loads,
             worker=os.environ.get("PYTEST_XDIST_WORKER", ""),
-        )
-
-    def _record_failure(self, name: str, starter: Any, controldir: Path, exc: Exception) -> None:
-        """Record that preparing the start of ``name`` failed, for the other workers."""
-        self.store.write(
-            ProcessRecord(
-                name=name,
-                pid=0,
-                create_time=0.0,
-                argv=[],
-                cwd=str(controldir),
-                logpath=str(self.store.log_path(name)),
-                log_offset=0,
-                started_at=time.time(),
-                state=FAILED,
-                run_id=self.run_id,
-                starter=starter if isinstance(starter, str) else starter_label(starter),
-                error_type=type(exc).__name__,
-                error_message=str(exc),
-            )
         )
 
     def release(self) -> None:

@@ -9,11 +9,12 @@ import os
 import sys
 import uuid
 from collections.abc import Generator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from xprocess.logs import log_size, read_since
+if TYPE_CHECKING:
+    from xprocess.manager import XProcess
 
 __all__ = ["is_xdist_worker", "run_id_of"]
 
@@ -22,7 +23,7 @@ XKILL_HELP = "terminate every recorded external process tree and exit"
 LOG_SECTION_LIMIT = 64 * 1024
 
 _RUN_ID = pytest.StashKey[str]()
-_XPROCESS = pytest.StashKey[Any]()
+_XPROCESS = pytest.StashKey["XProcess"]()
 _MAIN_PID = pytest.StashKey[int]()
 _WORKERINPUT_KEY = "xprocess_run_id"
 _MAIN_PID_KEY = "xprocess_main_pid"
@@ -82,7 +83,7 @@ def pytest_configure_node(node: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def xprocess(request: pytest.FixtureRequest) -> Iterator[Any]:
+def xprocess(request: pytest.FixtureRequest) -> Iterator[XProcess]:
     """Start and find the external processes a run needs: ``xprocess.ensure(name, Starter)``."""
     from xprocess.manager import XProcess
     from xprocess.paths import records_root, run_marker
@@ -95,7 +96,16 @@ def xprocess(request: pytest.FixtureRequest) -> Iterator[Any]:
     marker = run_marker(root, run.id)
     marker.parent.mkdir(exist_ok=True)
     marker.touch()
-    with XProcess(config, root, run=run) as manager:
+    worker = str(getattr(config, "workerinput", {}).get("workerid", ""))
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def notify(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(line, yellow=True)
+        else:
+            print(line, file=sys.stderr)
+
+    with XProcess(config, root, run=run, worker=worker, notify=notify) as manager:
         config.stash[_XPROCESS] = manager
         yield manager
 
@@ -105,8 +115,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Note where each managed log ends, so a failure report shows only what this test caused."""
     manager = item.config.stash.get(_XPROCESS, None)
     if manager is not None:
-        for name, (logpath, _) in list(manager.watched.items()):
-            manager.watched[name] = (logpath, log_size(logpath))
+        manager.watched.mark()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """Let ``terminate()`` know it is called from a fixture's teardown (see XProcessInfo)."""
+    manager = item.config.stash.get(_XPROCESS, None)
+    if manager is None:
+        return (yield)
+    manager.tearing_down = True
+    try:
+        return (yield)
+    finally:
+        manager.tearing_down = False
 
 
 @pytest.hookimpl(wrapper=True)
@@ -118,12 +140,7 @@ def pytest_runtest_makereport(
     manager = item.config.stash.get(_XPROCESS, None)
     if manager is None or not report.failed:
         return report
-    for name, (logpath, offset) in sorted(manager.watched.items()):
-        text, cut = read_since(logpath, offset, LOG_SECTION_LIMIT)
-        if text:
-            if cut:
-                text = f"[... earlier output cut; whole log: {logpath}]\n{text}"
-            report.sections.append((f"{name} log", text))
+    report.sections.extend(manager.watched.sections(LOG_SECTION_LIMIT))
     return report
 
 
@@ -133,8 +150,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
     ``terminate_on_interrupt`` ones when the run was interrupted (Ctrl-C, internal error).
 
     A wrapper, so that it runs after fixture teardown and after xdist has shut its workers down;
-    in a worker it does nothing, since other workers may still use the processes.
+    in a worker it does nothing, since other workers may still use the processes. Fixtures
+    still set up when a run is cut short are torn down inside it.
     """
+    manager = session.config.stash.get(_XPROCESS, None)
+    if manager is not None:
+        manager.tearing_down = True
     try:
         return (yield)
     finally:
@@ -146,12 +167,9 @@ def _end_of_run(config: pytest.Config, exitstatus: int) -> None:
     from xprocess.paths import records_root, run_marker
 
     root = records_root(config, create=False)
-    run_id = run_id_of(config)
-    marker = run_marker(root, run_id)
-    if not marker.exists():
+    if not run_marker(root, run_id_of(config)).exists():
         return  # no worker of this run used xprocess: nothing to do, nothing to import
-    from xprocess.lifecycle import stop_run_processes
-    from xprocess.values import cleanup_run_values
+    from xprocess.end_of_run import finish_run
 
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
@@ -161,17 +179,8 @@ def _end_of_run(config: pytest.Config, exitstatus: int) -> None:
         else:
             print(line, file=sys.stderr)
 
-    # Values first: cleaning one up may need a process (drop a database in a server).
-    try:
-        cleanup_run_values(root, run_id, report)
-    finally:
-        interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
-        for name in stop_run_processes(root, run_id, interrupted=interrupted):
-            report(
-                f"xprocess: could not terminate {name!r} at the end of the run; "
-                "see pytest --xshow, and stop it with pytest --xkill"
-            )
-        marker.unlink(missing_ok=True)
+    interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+    finish_run(root, run_id_of(config), interrupted=interrupted, report=report)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

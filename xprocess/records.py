@@ -1,31 +1,28 @@
-"""Records on disk: one JSON file per managed process, written atomically.
+"""Records on disk: one JSON file per managed process, and the states a record goes through.
 
-Layout under the records root (``.pytest_cache/d/.xprocess`` by default)::
-
-    <root>/<name>/record.json   what is known of the process (see ProcessRecord)
-    <root>/<name>/xprocess.log  everything the process wrote, across starts
-    <root>/<name>/              the process's working directory ("control dir")
-    <root>/.locks/<name>.lock   held while the process is being checked or started
-
-A record is replaced with ``os.replace`` so a reader sees the old one or the new one, never a
-mix. A record that is missing, empty or unreadable reads as "no process" with a warning.
+Where the files live is ``layout.py``'s business. A record is replaced atomically, so a reader
+sees the old one or the new one, never a mix; a record that is missing, empty or unreadable reads
+as "no process" (an empty or unreadable one with a ``RecordWarning``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import tempfile
-import warnings
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from xprocess.liveness import find_process, is_alive
+from xprocess.layout import Layout, RecordWarning, atomic_write, read_or_warn, warn
+from xprocess.liveness import BOOT_ID, find_process, identify, is_alive
+
+if TYPE_CHECKING:
+    from xprocess.runs import Run
+    from xprocess.starter import LaunchPlan
 
 __all__ = [
     "FAILED",
@@ -42,14 +39,7 @@ STARTING = "starting"
 READY = "ready"
 FAILED = "failed"
 
-RECORD_FILE = "record.json"
-LOG_FILE = "xprocess.log"
-LOCKS_DIR = ".locks"
 _FORBIDDEN_IN_NAME = ("/", "\\", "\0")
-
-
-class RecordWarning(UserWarning):
-    """A record on disk could not be read and was treated as absent."""
 
 
 def validate_name(name: object) -> str:
@@ -74,7 +64,18 @@ def validate_name(name: object) -> str:
 
 @dataclasses.dataclass
 class ProcessRecord:
-    """What xprocess knows of one managed process.
+    """What xprocess knows of one managed process, and how that changes::
+
+        (no record) --starting()--> STARTING --ready()----> READY
+                                        |
+                                        +----failed()---> FAILED
+        (no record) --not_started()-----------------------> FAILED
+
+    A start writes a STARTING record as soon as the process is spawned, so a caller that dies
+    mid-start leaves a record the next caller recognises (and stops) instead of an unknown
+    process. A FAILED record carries the error, for the other workers of the same run: each is
+    told once (``replayed_to``), and the caller that made the attempt (``started_by``) starts
+    afresh when it asks again.
 
     ``create_time`` (seconds since the epoch) and ``start_since_boot`` (seconds after boot, on
     Linux) say when ``pid`` was created: a pid whose process started at another time has been
@@ -104,6 +105,80 @@ class ProcessRecord:
     start_since_boot: float | None = None
     boot_id: str = ""
     started_by: int = 0
+    replayed_to: list[int] = dataclasses.field(default_factory=list)
+    holders: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    released_in: str = ""
+    fingerprint: str = ""
+
+    @classmethod
+    def starting(
+        cls,
+        plan: LaunchPlan,
+        pid: int,
+        *,
+        cwd: Path,
+        logpath: Path,
+        offset: int,
+        run: Run,
+        holder: dict[str, Any] | None,
+    ) -> ProcessRecord:
+        """The record of ``plan``'s process, just spawned as ``pid`` by this process."""
+        identity = identify(pid)  # None only if it is already gone; readiness says why
+        stops = plan.terminate_at_end or plan.terminate_on_interrupt
+        return cls(
+            name=plan.name,
+            pid=pid,
+            create_time=identity.create_time if identity is not None else time.time(),
+            start_since_boot=identity.since_boot if identity is not None else None,
+            boot_id=BOOT_ID,
+            started_by=os.getpid(),
+            argv=plan.argv,
+            cwd=str(cwd),
+            logpath=str(logpath),
+            log_offset=offset,
+            started_at=time.time(),
+            state=STARTING,
+            run_id=run.id,
+            starter=plan.starter,
+            terminate_at_end=plan.terminate_at_end,
+            terminate_on_interrupt=plan.terminate_on_interrupt,
+            users=[run.entry()] if stops else [],
+            holders=[holder] if holder is not None else [],
+            data=plan.data,
+        )
+
+    @classmethod
+    def not_started(
+        cls, name: str, label: str, *, cwd: Path, logpath: Path, run_id: str, error: BaseException
+    ) -> ProcessRecord:
+        """A start of ``name`` that failed before any process was spawned."""
+        record = cls(
+            name=name,
+            pid=0,
+            create_time=0.0,
+            argv=[],
+            cwd=str(cwd),
+            logpath=str(logpath),
+            log_offset=0,
+            started_at=time.time(),
+            run_id=run_id,
+            starter=label,
+            started_by=os.getpid(),
+        )
+        record.failed(error)
+        return record
+
+    def ready(self, data: dict[str, Any]) -> None:
+        """STARTING -> READY: the process answered; ``data`` is what its starter recorded."""
+        self.state = READY
+        self.data = data
+
+    def failed(self, error: BaseException) -> None:
+        """-> FAILED: ``error`` is what every other caller of this run will be told, once."""
+        self.state = FAILED
+        self.error_type = type(error).__name__
+        self.error_message = str(error) or repr(error)
+        self.replayed_to = []
 
     def is_alive(self, *, ignore_zombies: bool = True) -> bool:
         """Whether the recorded process still runs (not a recycled pid)."""
@@ -137,26 +212,27 @@ _FIELDS = frozenset(f.name for f in dataclasses.fields(ProcessRecord))
 
 
 class RecordStore:
-    """The records root: where each named process keeps its record, log and working directory."""
+    """The records of processes under a records root."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.layout = Layout(root)
+        self.root = self.layout.root
 
     def controldir(self, name: str) -> Path:
-        return self.root / name
+        return self.layout.controldir(name)
 
     def record_path(self, name: str) -> Path:
-        return self.root / name / RECORD_FILE
+        return self.layout.record(name)
 
     def log_path(self, name: str) -> Path:
-        return self.root / name / LOG_FILE
+        return self.layout.log(name)
 
     def lock_path(self, name: str) -> Path:
-        return self.root / LOCKS_DIR / f"{name}.lock"
+        return self.layout.process_lock(name)
 
     def ensure_dirs(self, name: str) -> Path:
         """Create the control dir (and the lock dir) of ``name``; return the control dir."""
-        (self.root / LOCKS_DIR).mkdir(parents=True, exist_ok=True)
+        self.layout.locks.mkdir(parents=True, exist_ok=True)
         controldir = self.controldir(name)
         controldir.mkdir(exist_ok=True)
         return controldir
@@ -164,19 +240,14 @@ class RecordStore:
     def read(self, name: str) -> ProcessRecord | None:
         """The record of ``name``, or None when there is none or it cannot be read."""
         path = self.record_path(name)
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            _warn(f"cannot read the record of {name!r} at {path}: {exc}; treating it as absent")
+        text = read_or_warn(path, f"the record of {name!r}")
+        if text is None:
             return None
         try:
             return ProcessRecord.from_json(text)
         except (ValueError, TypeError) as exc:
             what = "empty" if not text.strip() else f"corrupt ({exc})"
-            _warn(
+            warn(
                 f"the record of {name!r} at {path} is {what}; treating it as 'no process'. "
                 "If a process of that name still runs, stop it by hand; the next start "
                 "replaces the record.",
@@ -189,31 +260,8 @@ class RecordStore:
 
     def names(self) -> list[str]:
         """Names that have a record, sorted."""
-        try:
-            entries = list(self.root.iterdir())
-        except FileNotFoundError:
-            return []
-        return sorted(
-            e.name for e in entries if not e.name.startswith(".") and (e / RECORD_FILE).exists()
-        )
+        return self.layout.process_names()
 
     def records(self) -> Iterator[tuple[str, ProcessRecord | None]]:
         for name in self.names():
             yield name, self.read(name)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: readers see the old content or the new, never a part."""
-    fd, tmp = tempfile.mkstemp(prefix=".record-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _warn(message: str) -> None:
-    warnings.warn(RecordWarning(message), stacklevel=3)

@@ -8,7 +8,17 @@ from typing import Any
 
 from xprocess.liveness import BOOT_ID, identify, is_alive
 
-__all__ = ["Run", "add_user", "remove_user"]
+__all__ = [
+    "Run",
+    "add_holder",
+    "add_user",
+    "drop_run",
+    "holder_entry",
+    "holds",
+    "release_holder",
+    "remove_user",
+    "uses",
+]
 
 
 @dataclass(frozen=True)
@@ -65,3 +75,36 @@ def remove_user(users: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]
 
 def uses(users: list[dict[str, Any]], run_id: str) -> bool:
     return any(u.get("run") == run_id for u in users)
+
+
+# Holders: the xdist workers of a run that use a process, from their ``ensure`` until their
+# teardown releases it. The last holder's release stops the process.
+
+
+def holder_entry(run: Run, worker: str) -> dict[str, Any]:
+    """This process, a worker (``gw0``) of ``run``, as a holder of a process."""
+    return {**Run.of(run.id, os.getpid()).entry(), "worker": worker}
+
+
+def holds(holders: list[dict[str, Any]], pid: int) -> bool:
+    return any(h.get("pid") == pid for h in holders)
+
+
+def add_holder(holders: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """``holders`` with ``entry`` added and holders whose process has gone dropped."""
+    kept = [h for h in holders if h.get("pid") != entry["pid"] and _running(h)]
+    return [*kept, entry]
+
+
+def release_holder(
+    holders: list[dict[str, Any]], run_id: str, pid: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Holder ``pid`` of run ``run_id`` lets go: the holders left (gone ones dropped), and whether
+    nobody else of that run holds the process any more (so it is to be stopped now)."""
+    left = [h for h in holders if h.get("pid") != pid and _running(h)]
+    return left, not any(h.get("run") == run_id for h in left)
+
+
+def drop_run(holders: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
+    """``holders`` without those of run ``run_id`` (it has ended) and without gone ones."""
+    return [h for h in holders if h.get("run") != run_id and _running(h)]

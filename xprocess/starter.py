@@ -1,11 +1,18 @@
-"""What to start and how to tell it is ready: ``ProcessStarter`` and its validation.
+"""What to start and how to tell it is ready: ``ProcessStarter``, read once.
 
-A starter is turned into a :class:`LaunchPlan` before anything is spawned; every mistake a user can
-make in a starter is reported then, as a ``ValueError`` (or ``TypeError``) naming the process.
+``ensure`` turns whatever it is given (a ``ProcessStarter`` subclass or instance, a factory such
+as ``functools.partial(Server, port=5)``, or an old-style ``preparefunc(cwd)``) into one
+:class:`StarterDescription` at its door: label, timeout, stop flags, fingerprint. When a start is
+needed, the description makes the :class:`LaunchPlan` (this is when ``args()`` runs). Nothing
+else inspects the starter. Every mistake a user can make in a starter is reported before anything
+is spawned, as a ``ValueError`` (or ``TypeError``) naming the process.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
+import hashlib
 import inspect
 import json
 import os
@@ -16,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from xprocess.errors import InvalidStarterError
+from xprocess.errors import ExecutableNotFoundError, InvalidStarterError
 
-__all__ = ["LaunchPlan", "ProcessStarter", "make_plan", "starter_label"]
+__all__ = ["LaunchPlan", "ProcessStarter", "StarterDescription", "describe_starter"]
 
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_MAX_READ_LINES = 50
@@ -101,37 +108,79 @@ class LaunchPlan:
     log_reader: Callable[[IO[str]], object] | None = None
 
 
-def starter_label(starter: object) -> str:
-    """A stable label for a starter class or prepare function, kept in the record."""
+KNOWN_ATTRIBUTES = frozenset(
+    {
+        "args",
+        "pattern",
+        "env",
+        "timeout",
+        "max_read_lines",
+        "popen_kwargs",
+        "terminate_on_interrupt",
+        "terminate_at_end",
+        "startup_check",
+        "data",
+        "control_dir",
+        "process",
+    }
+)
+# Other names of pytest-xprocess's ProcessStarter that subclasses may define or override.
+_ALSO_KNOWN = frozenset({"wait", "filter_lines", "get_lines", "log_line", "wait_callback"})
+
+
+@dataclass(frozen=True)
+class StarterDescription:
+    """A starter as ``ensure`` read it: everything decided before a start, and how to start.
+
+    ``label`` names the starter the same way in every worker (a failure recorded under one
+    label is shared only with callers of the same starter); ``fingerprint`` changes when the
+    starter's definition does (its source, or its plain settings), so a kept process started
+    from an older definition is restarted.
+    """
+
+    name: str
+    label: str
+    timeout: float
+    terminate_at_end: bool
+    terminate_on_interrupt: bool
+    fingerprint: str
+    make_plan: Callable[[], LaunchPlan] = field(repr=False, compare=False)
+
+    @property
+    def stops(self) -> bool:
+        """Whether the end (or interruption) of a run that uses it may stop the process."""
+        return self.terminate_at_end or self.terminate_on_interrupt
+
+
+def label_of(starter: object) -> str:
+    """A stable label for a starter class or prepare function, the same in every process."""
+    if isinstance(starter, functools.partial):
+        return label_of(starter.func)
+    if isinstance(starter, ProcessStarter) or not (isinstance(starter, type) or callable(starter)):
+        starter = type(starter)
     module = getattr(starter, "__module__", "") or ""
     qualname = getattr(starter, "__qualname__", "") or type(starter).__qualname__
     return f"{module}.{qualname}"
 
 
-def class_attribute(starter: object, attr: str, default: Any) -> Any:
-    """Read a plain class attribute of a starter class without instantiating it."""
+def describe_starter(
+    name: str, starter: Any, controldir: Path, xprocess: Any
+) -> StarterDescription:
+    """Read ``starter`` once: a class is instantiated as ``Starter(controldir, xprocess)``, a
+    two-argument factory is called so; a one-argument ``preparefunc(cwd)`` is called only when a
+    start is needed. Raises InvalidStarterError for what cannot be a starter."""
     if isinstance(starter, type):
-        value = inspect.getattr_static(starter, attr, default)
-        if not isinstance(value, (property, staticmethod, classmethod)) and not callable(value):
-            return value
-    return default
-
-
-def make_plan(name: str, starter: Any, controldir: Path, xprocess: Any) -> LaunchPlan:
-    """Build and validate the launch plan of ``name`` from a starter class or prepare function."""
-    if isinstance(starter, type):
-        return _plan_from_starter(name, starter(controldir, xprocess))
+        return _describe_instance(name, starter(controldir, xprocess))
     if isinstance(starter, ProcessStarter):
-        return _plan_from_starter(name, starter)
+        return _describe_instance(name, starter)
     if callable(starter):
+        label = label_of(starter)
         if _takes_two_arguments(starter):
-            # A factory called as pytest-xprocess 1.0 called starters: (control_dir, xprocess),
-            # e.g. functools.partial(Server, port=5); it returns a starter, or the old tuple.
             made = starter(controldir, xprocess)
-            if isinstance(made, ProcessStarter):
-                return _plan_from_starter(name, made)
-            return _plan_from_prepared(name, starter, made)
-        return _plan_from_preparefunc(name, starter, controldir)
+            if isinstance(made, ProcessStarter) or hasattr(made, "args"):
+                return _describe_instance(name, made)
+            return _describe_legacy(name, label, _fingerprint_of(starter), lambda: made)
+        return _describe_legacy(name, label, _fingerprint_of(starter), lambda: starter(controldir))
     raise InvalidStarterError(
         f"cannot start {name!r}: the starter must be a ProcessStarter subclass or a function "
         f"preparefunc(cwd) returning (pattern, args[, env]); got {starter!r}",
@@ -139,7 +188,119 @@ def make_plan(name: str, starter: Any, controldir: Path, xprocess: Any) -> Launc
     )
 
 
-def _plan_from_starter(name: str, starter: Any) -> LaunchPlan:
+def _describe_instance(name: str, starter: Any) -> StarterDescription:
+    _check_attribute_names(name, type(starter))
+    timeout = _validate_timeout(name, getattr(starter, "timeout", DEFAULT_TIMEOUT))
+    at_end = bool(getattr(starter, "terminate_at_end", False))
+    on_interrupt = bool(getattr(starter, "terminate_on_interrupt", False))
+
+    def make_plan() -> LaunchPlan:
+        return _plan_from_starter(name, starter, timeout, at_end, on_interrupt)
+
+    if not _args_is_a_method(starter):
+        # Nothing of the starter has to run to know the whole plan: check it now, so a bad
+        # one is refused before a running process of that name is stopped for a restart.
+        plan = make_plan()
+
+        def make_plan() -> LaunchPlan:
+            return plan
+
+    return StarterDescription(
+        name=name,
+        label=label_of(type(starter)),
+        timeout=timeout,
+        terminate_at_end=at_end,
+        terminate_on_interrupt=on_interrupt,
+        fingerprint=_fingerprint_of(type(starter), starter),
+        make_plan=make_plan,
+    )
+
+
+def _describe_legacy(
+    name: str, label: str, fingerprint: str, prepare: Callable[[], Any]
+) -> StarterDescription:
+    return StarterDescription(
+        name=name,
+        label=label,
+        timeout=DEFAULT_TIMEOUT,
+        terminate_at_end=False,
+        terminate_on_interrupt=False,
+        fingerprint=fingerprint,
+        make_plan=lambda: _plan_from_prepared(name, label, prepare()),
+    )
+
+
+def _args_is_a_method(starter: object) -> bool:
+    """Whether ``args`` is code that runs at start (and may prepare files, or pick a port)."""
+    found = inspect.getattr_static(type(starter), "args", None)
+    return inspect.isfunction(found) or isinstance(found, (staticmethod, classmethod))
+
+
+def _check_attribute_names(name: str, cls: type) -> None:
+    """Refuse a public attribute that is not a known name but close to one (``timout``)."""
+    known = sorted(KNOWN_ATTRIBUTES)
+    for klass in cls.__mro__:
+        if klass is ProcessStarter or klass is object:
+            break
+        for attr in vars(klass):
+            if attr.startswith("_") or attr in KNOWN_ATTRIBUTES or attr in _ALSO_KNOWN:
+                continue
+            close = difflib.get_close_matches(attr, known, n=1, cutoff=0.8)
+            if close:
+                raise InvalidStarterError(
+                    f"cannot start {name!r}: unknown attribute {attr!r} in starter "
+                    f"{klass.__qualname__} — did you mean {close[0]!r}? (if it is a name of your "
+                    "own, prefix it with '_')",
+                    name=name,
+                )
+
+
+def _fingerprint_of(definition: object, instance: object = None) -> str:
+    """A hash of what defines a starter: its source, and its plain (data) settings."""
+    target = definition.func if isinstance(definition, functools.partial) else definition
+    parts: list[str] = [label_of(definition), _source_of(target)]
+    if isinstance(definition, functools.partial):
+        parts.append(repr((definition.args, sorted(definition.keywords.items()))))
+    settings: dict[str, str] = {}
+    if isinstance(definition, type):
+        for klass in reversed(definition.__mro__):
+            if klass is object:
+                continue
+            settings.update({k: _plain(v) for k, v in vars(klass).items() if _is_setting(k, v)})
+    if instance is not None:
+        own = {
+            k: _plain(v)
+            for k, v in vars(instance).items()
+            if _is_setting(k, v) and k not in ("control_dir", "process", "data")
+        }
+        settings.update(own)
+    parts.append(json.dumps(sorted(settings.items())))
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "replace")).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=256)
+def _source_of(definition: object) -> str:
+    try:
+        return inspect.getsource(definition)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return ""
+
+
+def _is_setting(key: str, value: object) -> bool:
+    return not key.startswith("__") and isinstance(
+        value, (str, bytes, int, float, bool, type(None), list, tuple, dict, Path, re.Pattern)
+    )
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, re.Pattern):
+        return f"re:{value.pattern}"
+    return repr(value)
+
+
+def _plan_from_starter(
+    name: str, starter: Any, timeout: float, at_end: bool, on_interrupt: bool
+) -> LaunchPlan:
     raw_args = starter.args
     if callable(raw_args):
         raw_args = raw_args()
@@ -169,15 +330,15 @@ def _plan_from_starter(name: str, starter: Any) -> LaunchPlan:
         env=_validate_env(name, getattr(starter, "env", None)),
         pattern=pattern,
         check=check,
-        timeout=_validate_timeout(name, getattr(starter, "timeout", DEFAULT_TIMEOUT)),
+        timeout=timeout,
         max_read_lines=_validate_max_read_lines(
             name, getattr(starter, "max_read_lines", DEFAULT_MAX_READ_LINES)
         ),
         popen_kwargs=dict(getattr(starter, "popen_kwargs", None) or {}),
-        terminate_on_interrupt=bool(getattr(starter, "terminate_on_interrupt", False)),
-        terminate_at_end=bool(getattr(starter, "terminate_at_end", False)),
+        terminate_on_interrupt=on_interrupt,
+        terminate_at_end=at_end,
         data=check_json_data(name, data if isinstance(data, dict) else {}),
-        starter=starter_label(type(starter)),
+        starter=label_of(type(starter)),
     )
 
 
@@ -191,14 +352,10 @@ def _takes_two_arguments(function: Callable[..., Any]) -> bool:
     return True
 
 
-def _plan_from_preparefunc(name: str, prepare: Callable[..., Any], cwd: Path) -> LaunchPlan:
-    return _plan_from_prepared(name, prepare, prepare(cwd))
-
-
-def _plan_from_prepared(name: str, prepare: Callable[..., Any], result: Any) -> LaunchPlan:
+def _plan_from_prepared(name: str, label: str, result: Any) -> LaunchPlan:
     if not isinstance(result, (tuple, list)) or len(result) not in (2, 3):
         raise InvalidStarterError(
-            f"cannot start {name!r}: preparefunc {starter_label(prepare)} must return "
+            f"cannot start {name!r}: preparefunc {label} must return "
             f"(pattern, args) or (pattern, args, env), got {result!r}",
             name=name,
         )
@@ -222,7 +379,7 @@ def _plan_from_prepared(name: str, prepare: Callable[..., Any], result: Any) -> 
         popen_kwargs={},
         terminate_on_interrupt=False,
         terminate_at_end=False,
-        starter=starter_label(prepare),
+        starter=label,
         log_reader=_legacy_reader(wait) if callable(wait) else None,
     )
 
@@ -272,18 +429,20 @@ def check_executable(
     if os.sep in program or (os.altsep and os.altsep in program):
         path = Path(program) if os.path.isabs(program) else cwd / program
         if not path.is_file() or not os.access(path, os.X_OK):
-            raise InvalidStarterError(
+            raise ExecutableNotFoundError(
                 f"cannot start {name!r}: {program!r} is not an executable file"
                 f" (looked at {path}); command: {' '.join(argv)}",
                 name=name,
+                filename=program,
             )
         return
     search = (env if env is not None else os.environ).get("PATH", os.defpath)
     if shutil.which(program, path=search) is None:
-        raise InvalidStarterError(
+        raise ExecutableNotFoundError(
             f"cannot start {name!r}: executable {program!r} was not found on PATH "
             f"({search}); install it or give its full path. Command: {' '.join(argv)}",
             name=name,
+            filename=program,
         )
 
 
@@ -292,9 +451,9 @@ def _compile_pattern(name: str, pattern: object) -> re.Pattern[str] | None:
         return None
     if isinstance(pattern, re.Pattern):
         return pattern
-    if not isinstance(pattern, str) or not pattern:
+    if not isinstance(pattern, str):
         raise InvalidStarterError(
-            f"cannot start {name!r}: pattern must be a non-empty regex string, got {pattern!r}",
+            f"cannot start {name!r}: pattern must be a regex string, got {pattern!r}",
             name=name,
         )
     try:
@@ -314,7 +473,13 @@ def _validate_env(name: str, env: object) -> dict[str, str] | None:
         raise InvalidStarterError(
             f"cannot start {name!r}: env must be a mapping of strings, got {env!r}", name=name
         )
-    return {str(k): str(v) for k, v in env.items()}
+    for key, value in env.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(
+                f"cannot start {name!r}: env must map strings to strings, but the value of "
+                f"{key!r} is {value!r} ({type(value).__name__}); use str(...) or leave it out"
+            )
+    return dict(env)
 
 
 def _validate_timeout(name: str, timeout: object) -> float:

@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING
 import psutil
 
 if TYPE_CHECKING:
+    import subprocess
+
     from xprocess.records import ProcessRecord
 
 __all__ = [
     "KILL_GRACE",
     "reap_if_child",
     "stop_record",
+    "stop_spawned",
     "terminate_orphaned_session",
     "terminate_tree",
     "wait_gone",
@@ -185,3 +188,19 @@ def stop_record(record: ProcessRecord, *, kill_proc_tree: bool = True, timeout: 
     if kill_proc_tree:  # the process is gone; what it started in its session may not be
         return terminate_orphaned_session(record.pid, timeout=timeout)
     return 0
+
+
+def stop_spawned(
+    popen: subprocess.Popen[bytes], record: ProcessRecord | None, *, timeout: float
+) -> int:
+    """Stop a process this process just spawned (and what it started), then reap it."""
+    try:
+        if record is not None:
+            return stop_record(record, timeout=timeout)
+        try:
+            root = psutil.Process(popen.pid)
+        except psutil.Error:
+            return 0
+        return terminate_tree(root, timeout=timeout)
+    finally:
+        popen.poll()

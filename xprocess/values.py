@@ -1,9 +1,7 @@
 """Shared values: computed once per test run for every xdist worker, cleaned up once at its end.
 
-A value lives in a small JSON record, like a process does::
-
-    <root>/.values/<name>/run-<run id>.json   a value of one run (cleaned up when it ends)
-    <root>/.values/<name>/kept.json           a value kept across runs (``key=`` given)
+A value lives in a small JSON record, like a process does (see ``layout.py``): one per run
+(cleaned up when it ends), or one kept across runs (``key=`` given).
 
 The worker that takes the value's lock first computes it and writes the record; the others wait
 for the lock and read it. The cleanup runs in the process that outlives every worker (the xdist
@@ -25,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from xprocess.errors import InvalidStarterError, SharedValueError, rebuild_error
+from xprocess.layout import Layout, atomic_write, read_or_warn, warn
 from xprocess.locking import NameLock
-from xprocess.records import FAILED, READY, atomic_write, validate_name
+from xprocess.records import FAILED, READY, validate_name
 
 __all__ = [
     "ValueRecord",
@@ -37,7 +36,6 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 300.0
-KEPT = "kept.json"
 
 
 @dataclasses.dataclass
@@ -60,41 +58,57 @@ class ValueRecord:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
 
+    @classmethod
+    def failed(cls, name: str, run_id: str, error: BaseException, worker: str) -> ValueRecord:
+        """The record of a computation of ``name`` that raised ``error``."""
+        return cls(
+            name=name,
+            run_id=run_id,
+            state=FAILED,
+            error_type=type(error).__name__,
+            error_message=str(error),
+            computed_at=time.time(),
+            computed_by=worker,
+        )
+
+
+_VALUE_FIELDS = frozenset(f.name for f in dataclasses.fields(ValueRecord))
+
 
 class ValueStore:
-    """The ``.values`` directory under a records root."""
+    """The shared values under a records root."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root) / ".values"
-        self.locks = Path(root) / ".locks" / "values"
+        self.layout = Layout(root)
 
     def run_path(self, name: str, run_id: str) -> Path:
-        return self.root / name / f"run-{run_id}.json"
+        return self.layout.value_of_run(name, run_id)
 
     def kept_path(self, name: str) -> Path:
-        return self.root / name / KEPT
+        return self.layout.kept_value(name)
 
     def lock_path(self, name: str) -> Path:
-        return self.locks / f"{name}.lock"
+        return self.layout.value_lock(name)
 
     def read(self, path: Path) -> ValueRecord | None:
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            known = {f.name for f in dataclasses.fields(ValueRecord)}
-            return ValueRecord(**{k: v for k, v in raw.items() if k in known})
-        except FileNotFoundError:
+        """The value record at ``path``; None (with a RecordWarning if it is unreadable)."""
+        text = read_or_warn(path, "a shared value's record")
+        if text is None:
             return None
-        except (OSError, ValueError, TypeError):
-            return None  # unreadable: computed afresh, as if absent
+        try:
+            raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise ValueError("a record must be a JSON object")
+            return ValueRecord(**{k: v for k, v in raw.items() if k in _VALUE_FIELDS})
+        except (ValueError, TypeError, RecursionError) as exc:
+            warn(f"the shared value's record at {path} is unreadable ({exc}); computing it anew")
+            return None
 
     def write(self, path: Path, record: ValueRecord) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, record.to_json())
 
-    def all(self) -> Iterator[tuple[Path, ValueRecord | None]]:
-        if not self.root.is_dir():
-            return
-        for path in sorted(self.root.glob("*/*.json")):
+    def all(self, run_id: str | None = None) -> Iterator[tuple[Path, ValueRecord | None]]:
+        for path in self.layout.value_files(run_id):
             yield path, self.read(path)
 
 
@@ -193,7 +207,7 @@ def shared_value(
     loads = loads or json.loads
     store = ValueStore(root)
     run_path = store.run_path(name, run_id)
-    store.locks.mkdir(parents=True, exist_ok=True)
+    store.lock_path(name).parent.mkdir(parents=True, exist_ok=True)
     with NameLock(store.lock_path(name), name, timeout, what="shared value"):
         record = store.read(run_path)
         if record is not None and record.state == FAILED:
@@ -223,18 +237,7 @@ def shared_value(
                     f"shared value {name!r}: dumps must return a str, got {type(payload).__name__}"
                 )
         except Exception as exc:
-            store.write(
-                run_path,
-                ValueRecord(
-                    name=name,
-                    run_id=run_id,
-                    state=FAILED,
-                    error_type=type(exc).__name__,
-                    error_message=str(exc),
-                    computed_at=time.time(),
-                    computed_by=worker,
-                ),
-            )
+            store.write(run_path, ValueRecord.failed(name, run_id, exc, worker))
             raise
         record = ValueRecord(
             name=name,
@@ -257,10 +260,7 @@ def cleanup_run_values(root: Path, run_id: str, report: Callable[[str], None]) -
     shows it and ``--xkill`` tries it again.
     """
     store = ValueStore(root)
-    if not store.root.is_dir():
-        return
-    for path in sorted(store.root.glob(f"*/run-{run_id}.json")):
-        record = store.read(path)
+    for path, record in store.all(run_id):
         if record is None or record.state != READY or record.cleanup is None:
             path.unlink(missing_ok=True)
             continue

@@ -1,0 +1,120 @@
+"""The on-disk layout under a records root: every path, the atomic write and the tolerant read.
+
+Layout under the records root (``.pytest_cache/d/.xprocess`` by default)::
+
+    <root>/<name>/                        the control dir: the process's working directory
+    <root>/<name>/record.json             what is known of the process (records.ProcessRecord)
+    <root>/<name>/xprocess.log            everything the process wrote, across starts
+    <root>/.locks/<name>.lock             held while a process is checked, started or stopped
+    <root>/.locks/values/<name>.lock      held while a shared value is computed
+    <root>/.values/<name>/run-<run>.json  a shared value of one run (values.ValueRecord)
+    <root>/.values/<name>/kept.json       a shared value kept across runs
+    <root>/.runs/<run id>                 "this run used xprocess": its end has work to do
+
+Files are replaced with ``os.replace`` so a reader sees the old content or the new, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["Layout", "RecordWarning", "atomic_write", "read_or_warn"]
+
+RECORD_FILE = "record.json"
+LOG_FILE = "xprocess.log"
+KEPT_FILE = "kept.json"
+
+
+class RecordWarning(UserWarning):
+    """A record on disk could not be read and was treated as absent."""
+
+
+class Layout:
+    """Every path of the records root ``root``; nothing else builds one."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.locks = self.root / ".locks"
+        self.values = self.root / ".values"
+        self.runs = self.root / ".runs"
+
+    # Processes
+    def controldir(self, name: str) -> Path:
+        return self.root / name
+
+    def record(self, name: str) -> Path:
+        return self.root / name / RECORD_FILE
+
+    def log(self, name: str) -> Path:
+        return self.root / name / LOG_FILE
+
+    def process_lock(self, name: str) -> Path:
+        return self.locks / f"{name}.lock"
+
+    def process_names(self) -> list[str]:
+        """Names that have a record, sorted."""
+        try:
+            entries = list(self.root.iterdir())
+        except OSError:
+            return []
+        return sorted(
+            e.name for e in entries if not e.name.startswith(".") and (e / RECORD_FILE).exists()
+        )
+
+    # Shared values
+    def value_of_run(self, name: str, run_id: str) -> Path:
+        return self.values / name / f"run-{run_id}.json"
+
+    def kept_value(self, name: str) -> Path:
+        return self.values / name / KEPT_FILE
+
+    def value_lock(self, name: str) -> Path:
+        return self.locks / "values" / f"{name}.lock"
+
+    def value_files(self, run_id: str | None = None) -> Iterator[Path]:
+        """Every value record (of run ``run_id`` only, if given), sorted."""
+        if not self.values.is_dir():
+            return iter(())
+        pattern = "*/*.json" if run_id is None else f"*/run-{run_id}.json"
+        return iter(sorted(self.values.glob(pattern)))
+
+    # Runs
+    def run_marker(self, run_id: str) -> Path:
+        """An empty file that says run ``run_id`` used the records under this root."""
+        return self.runs / run_id
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: readers see the old content or the new, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".record-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_or_warn(path: Path, what: str) -> str | None:
+    """The text of ``path``; None when it does not exist, or (with a RecordWarning) when it
+    cannot be read. ``what`` names the record in the warning ("the record of 'db'")."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        warn(f"cannot read {what} at {path}: {exc}; treating it as absent")
+        return None
+
+
+def warn(message: str) -> None:
+    warnings.warn(RecordWarning(message), stacklevel=3)

@@ -1,0 +1,259 @@
+"""Making sure a named process runs: decide (reuse, replay a failure, start), then do it.
+
+:func:`decide` is the whole policy, a pure function of the record, its liveness and the request;
+:func:`ensure_process` is the mechanism around it: the per-name lock that makes concurrent callers
+(xdist workers, parallel runs) start a process once, the spawn, the wait for readiness and the
+record of each step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import subprocess
+from dataclasses import dataclass, field
+
+from xprocess.errors import InvalidStarterError, rebuild_error
+from xprocess.launch import spawn
+from xprocess.locking import NameLock
+from xprocess.readiness import wait_until_ready
+from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
+from xprocess.runs import Run, add_holder, add_user, holder_entry, holds, uses
+from xprocess.starter import LaunchPlan, StarterDescription, check_json_data
+from xprocess.termination import stop_record, stop_spawned
+
+__all__ = ["Action", "Caller", "Decision", "Outcome", "decide", "ensure_process"]
+
+# Extra time a waiting caller allows beyond the starter's timeout: the holder of the lock may first
+# have to stop an old process (20 s of grace, then SIGKILL sweeps) before it starts the new one.
+LOCK_SLACK = 60.0
+
+_logger = logging.getLogger("xprocess")
+
+
+class Action(enum.Enum):
+    REUSE = "reuse"
+    REPLAY = "replay a failure"
+    START = "start"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What ``ensure`` does: ``action``; before a start, whether something recorded must be
+    stopped first (``stop_first``), and why a running process is replaced (``reason``)."""
+
+    action: Action
+    stop_first: bool = False
+    reason: str = ""
+
+
+def decide(
+    record: ProcessRecord | None,
+    *,
+    alive: bool,
+    restart: bool,
+    run_id: str,
+    caller: int,
+    label: str,
+    fingerprint: str,
+) -> Decision:
+    """Reuse, replay a failure, or start (stopping what the record describes first).
+
+    ``caller`` is the pid asking. A ``restart`` asked for again by another worker of the run that
+    already restarted it reuses that restart. A failure of this run's start is replayed once to
+    each other caller of the same starter; the caller that made the attempt, or one that was
+    already told, starts afresh. A kept process started from another definition of its starter
+    (an edited conftest) is restarted.
+    """
+    if record is None:
+        return Decision(Action.START)
+    if (
+        restart
+        and alive
+        and record.state == READY
+        and record.run_id == run_id
+        and record.started_by not in (0, caller)
+    ):
+        restart = False  # another worker of this run restarted it a moment ago
+    if not restart and record.state == READY and alive:
+        changed = record.fingerprint and fingerprint and record.fingerprint != fingerprint
+        if changed and record.run_id != run_id:
+            return Decision(Action.START, stop_first=True, reason="its starter has changed")
+        return Decision(Action.REUSE)
+    if (
+        not restart
+        and record.state == FAILED
+        and record.run_id == run_id
+        and record.starter == label
+        and caller != record.started_by
+        and caller not in record.replayed_to
+    ):
+        return Decision(Action.REPLAY)
+    return Decision(Action.START, stop_first=True)
+
+
+@dataclass
+class Caller:
+    """Who asks: the records, the run, and the xdist worker id ("" outside a worker)."""
+
+    store: RecordStore
+    run: Run
+    worker: str = ""
+    pid: int = field(default_factory=os.getpid)
+
+    def needs_claim(self, record: ProcessRecord, description: StarterDescription) -> bool:
+        """Whether reusing ``record`` must first note this caller as one of its users."""
+        return (description.stops and not uses(record.users, self.run.id)) or (
+            bool(self.worker) and not holds(record.holders, self.pid)
+        )
+
+    def claim(self, record: ProcessRecord, description: StarterDescription) -> None:
+        """Note this run as a user (the end of the run may stop the process) and this worker
+        as a holder (its teardown releases it)."""
+        if description.stops:
+            record.users = add_user(record.users, self.run)
+            record.terminate_at_end = description.terminate_at_end
+            record.terminate_on_interrupt = description.terminate_on_interrupt
+        if self.worker:
+            record.holders = add_holder(record.holders, holder_entry(self.run, self.worker))
+        self.store.write(record)
+
+
+@dataclass
+class Outcome:
+    """What ``ensure_process`` did: the ready record, and the Popen and log offset if this call
+    started the process."""
+
+    record: ProcessRecord
+    popen: subprocess.Popen[bytes] | None = None
+    offset: int | None = None
+    reason: str = ""
+
+
+def ensure_process(
+    caller: Caller,
+    description: StarterDescription,
+    *,
+    restart: bool = False,
+    persist_logs: bool = True,
+) -> Outcome:
+    """Make sure ``description.name`` runs and is ready; start it at most once for all callers."""
+    __tracebackhide__ = True
+    name = description.name
+    store = caller.store
+    if not restart:  # the common case, without the lock: a ready process of that name runs
+        record = store.read(name)
+        if (
+            record is not None
+            and record.state == READY
+            and (not record.fingerprint or record.fingerprint == description.fingerprint)
+            and record.is_alive()
+            and not caller.needs_claim(record, description)
+        ):
+            return Outcome(record)
+    store.ensure_dirs(name)
+    with NameLock(store.lock_path(name), name, description.timeout + LOCK_SLACK):
+        record = store.read(name)
+        alive = record is not None and record.is_alive()
+        decision = decide(
+            record,
+            alive=alive,
+            restart=restart,
+            run_id=caller.run.id,
+            caller=caller.pid,
+            label=description.label,
+            fingerprint=description.fingerprint,
+        )
+        if decision.action is Action.REUSE:
+            assert record is not None
+            if caller.needs_claim(record, description):
+                caller.claim(record, description)
+            return Outcome(record)
+        if decision.action is Action.REPLAY:
+            assert record is not None
+            record.replayed_to.append(caller.pid)
+            store.write(record)
+            raise rebuild_error(record.error_type, record.error_message, name)
+        if decision.stop_first and record is not None:
+            # A restart, a start its caller abandoned (it crashed mid-start), or what a dead
+            # process left behind: nothing of the old one may outlive the new one, and the
+            # starter's args() (which may prepare files) runs only once it is gone.
+            stop_record(record)
+        plan = _plan(caller, description)
+        started = _start(caller, description, plan, persist_logs)
+        started.reason = decision.reason
+        return started
+
+
+def _plan(caller: Caller, description: StarterDescription) -> LaunchPlan:
+    __tracebackhide__ = True
+    try:
+        return description.make_plan()
+    except (InvalidStarterError, TypeError):
+        raise  # bad input: said at once, in every worker, and nothing is written
+    except Exception as exc:  # the starter's args() failed: the other workers fail the same way
+        _record_not_started(caller, description, exc)
+        raise
+
+
+def _record_not_started(caller: Caller, description: StarterDescription, exc: Exception) -> None:
+    store = caller.store
+    name = description.name
+    store.write(
+        ProcessRecord.not_started(
+            name,
+            description.label,
+            cwd=store.controldir(name),
+            logpath=store.log_path(name),
+            run_id=caller.run.id,
+            error=exc,
+        )
+    )
+
+
+def _start(
+    caller: Caller, description: StarterDescription, plan: LaunchPlan, persist_logs: bool
+) -> Outcome:
+    __tracebackhide__ = True
+    store = caller.store
+    name = plan.name
+    controldir = store.controldir(name)
+    logpath = store.log_path(name)
+    _logger.debug("%s$ %s", controldir, " ".join(plan.argv))
+    try:
+        popen, offset = spawn(plan, controldir, logpath, persist_logs=persist_logs)
+    except InvalidStarterError:
+        raise
+    except Exception as exc:
+        _record_not_started(caller, description, exc)
+        raise
+    record: ProcessRecord | None = None
+    try:
+        holder = holder_entry(caller.run, caller.worker) if caller.worker else None
+        record = ProcessRecord.starting(
+            plan,
+            popen.pid,
+            cwd=controldir,
+            logpath=logpath,
+            offset=offset,
+            run=caller.run,
+            holder=holder,
+        )
+        record.fingerprint = description.fingerprint
+        store.write(record)
+        wait_until_ready(plan, popen, logpath, offset)
+        record.ready(check_json_data(name, plan.data))
+        store.write(record)
+    except BaseException as exc:
+        # Whatever failed once the process exists (readiness, a full disk writing the record,
+        # Ctrl-C), nothing that was spawned may outlive this call.
+        stop_spawned(popen, record, timeout=5)
+        if record is not None:
+            record.failed(exc)
+            with contextlib.suppress(OSError):
+                store.write(record)
+        raise
+    _logger.debug("%s process startup detected (pid %s)", name, popen.pid)
+    return Outcome(record, popen, offset)
