@@ -5,10 +5,11 @@ The work itself is done by the engine modules; this module only connects it to p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -97,17 +98,25 @@ def xprocess(request: pytest.FixtureRequest) -> Iterator[XProcess]:
     marker.parent.mkdir(exist_ok=True)
     marker.touch()
     worker = str(getattr(config, "workerinput", {}).get("workerid", ""))
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-
-    def notify(line: str) -> None:
-        if reporter is not None:
-            reporter.write_line(line, yellow=True)
-        else:
-            print(line, file=sys.stderr)
-
-    with XProcess(config, root, run=run, worker=worker, notify=notify) as manager:
+    with XProcess(config, root, run=run, worker=worker, notify=_notifier(config)) as manager:
         config.stash[_XPROCESS] = manager
         yield manager
+
+
+def _notifier(config: pytest.Config) -> Callable[[str], None]:
+    """A function that shows a line in the terminal at once, even while output is captured."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def notify(line: str) -> None:
+        if reporter is None:
+            print(line, file=sys.stderr)
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.ensure_newline()
+            reporter.write_line(line, yellow=True)
+
+    return notify
 
 
 @pytest.hookimpl(tryfirst=True)

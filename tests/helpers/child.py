@@ -1,7 +1,8 @@
 """A stand-in for a server, driven by command-line flags, used by the tests and benchmarks.
 
-It appends its pid to --count-file (so tests can count starts), prints --before lines of noise,
-waits --delay seconds, prints --ready, then runs until terminated (or exits with --exit-code).
+It appends its pid to --count-file (so tests can count starts), exits at once the first time
+with --fail-once, prints --before lines of noise, waits --delay seconds, prints --ready, then
+runs until terminated (or exits with --exit-code).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ def main() -> None:
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--listen", type=int, default=None, help="TCP port to accept on")
     parser.add_argument("--print-time", action="store_true", help="print the ready time too")
+    parser.add_argument(
+        "--fail-once", default=None, help="exit 3 before --ready unless this file exists (made)"
+    )
     args = parser.parse_args()
 
     if args.ignore_term:
@@ -33,6 +37,10 @@ def main() -> None:
     if args.count_file:
         with open(args.count_file, "a") as f:
             f.write(f"{os.getpid()}\n")
+    if args.fail_once and not os.path.exists(args.fail_once):
+        open(args.fail_once, "w").close()
+        print("failing this first time", flush=True)
+        sys.exit(3)
     kids = [
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         for _ in range(args.children)
