@@ -471,3 +471,28 @@ def test_show(server, xprocess):
     )
     pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=1)
     nothing_left(pytester)
+
+
+def test_a_finalizer_run_while_switching_params_counts_as_a_teardown(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        """
+import pytest
+from pathlib import Path
+
+@pytest.fixture(scope="session", params=["first", "second"])
+def server(request, xprocess):
+    yield request.param
+    with open(Path(__file__).parent / "seen", "a") as f:
+        f.write(f"{request.param} {xprocess.in_teardown()}\\n")
+
+@pytest.fixture
+def body_sees(xprocess):
+    return xprocess.in_teardown()
+"""
+    )
+    pytester.makepyfile("def test_x(server, body_sees):\n    assert body_sees is False\n")
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=2)
+    # "first" is finalized while "second" is set up; "second" in the last test's teardown.
+    assert (pytester.path / "seen").read_text().split("\n")[:2] == ["first True", "second True"]

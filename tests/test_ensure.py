@@ -63,9 +63,7 @@ def test_start(xprocess):
     pytester.runpytest_subprocess("--xkill").stdout.fnmatch_lines([f"{pids[0]} srv TERMINATED"])
 
 
-def test_restart_stops_the_running_process_and_starts_another(
-    xp: XProcess, tmp_path: Path
-) -> None:
+def test_restart_stops_the_running_process_and_starts_another(xp: XProcess, tmp_path: Path) -> None:
     server = starter("--count-file", tmp_path / "starts")
     first, _ = xp.ensure("srv", server)
     second, _ = xp.ensure("srv", server, restart=True)

@@ -108,7 +108,7 @@ class XProcessInfo:
         if timeout < 0:
             return -1
         owner = self._owner
-        if owner is not None and owner.worker and owner.tearing_down:
+        if owner is not None and owner.worker and owner.in_teardown():
             return release_process(
                 self.store,
                 record,
@@ -168,8 +168,10 @@ class XProcess:
         self.run_id = self.run.id
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "") if worker is None else worker
         self.notify = notify if notify is not None else self.log.warning
-        # Set by the plugin while fixtures are torn down (see XProcessInfo.terminate).
+        # Whether a fixture is being torn down now (see XProcessInfo.terminate): the plugin sets
+        # ``tearing_down`` around teardowns and may replace ``in_teardown`` with a finer test.
         self.tearing_down = False
+        self.in_teardown: Callable[[], bool] = lambda: self.tearing_down
         self.resources: list[StartedProcess] = []
         self.watched = WatchedLogs()
         self._caller = Caller(self.store, self.run, self.worker)

@@ -99,8 +99,24 @@ def xprocess(request: pytest.FixtureRequest) -> Iterator[XProcess]:
     marker.touch()
     worker = str(getattr(config, "workerinput", {}).get("workerid", ""))
     with XProcess(config, root, run=run, worker=worker, notify=_notifier(config)) as manager:
+        manager.in_teardown = lambda: manager.tearing_down or _in_fixture_finalizer()
         config.stash[_XPROCESS] = manager
         yield manager
+
+
+def _in_fixture_finalizer() -> bool:
+    """Whether a fixture's finalizer is running now: in a teardown, or when a parametrized
+    fixture is finalized during the setup of a test that needs another of its params."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "finish" and code.co_filename.endswith(_FIXTURES_MODULE):
+            return True
+        frame = frame.f_back
+    return False
+
+
+_FIXTURES_MODULE = os.path.join("_pytest", "fixtures.py")
 
 
 def _notifier(config: pytest.Config) -> Callable[[str], None]:
