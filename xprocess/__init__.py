@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         SharedValueError,
         StartupError,
         StartupTimeoutError,
+        UnsupportedPlatformError,
         XProcessError,
     )
     from xprocess.manager import XProcess, XProcessInfo
@@ -35,6 +36,7 @@ __all__ = [
     "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
+    "UnsupportedPlatformError",
     "XProcess",
     "XProcessError",
     "XProcessInfo",
@@ -50,6 +52,7 @@ _WHERE = {
     "ProcessExitedError": "xprocess.errors",
     "StartupError": "xprocess.errors",
     "StartupTimeoutError": "xprocess.errors",
+    "UnsupportedPlatformError": "xprocess.errors",
     "XProcessError": "xprocess.errors",
     "XProcess": "xprocess.manager",
     "XProcessInfo": "xprocess.manager",

@@ -16,6 +16,7 @@ __all__ = [
     "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
+    "UnsupportedPlatformError",
     "XProcessError",
 ]
 
@@ -57,6 +58,10 @@ class SharedValueError(XProcessError, RuntimeError):
     """Computing a shared value failed in another worker; the message is that failure's."""
 
 
+class UnsupportedPlatformError(XProcessError, RuntimeError):
+    """xprocess cannot manage processes on this platform (Windows)."""
+
+
 _BY_NAME: dict[str, type[XProcessError]] = {
     cls.__name__: cls
     for cls in (
@@ -67,6 +72,7 @@ _BY_NAME: dict[str, type[XProcessError]] = {
         StartupTimeoutError,
         InvalidStarterError,
         SharedValueError,
+        UnsupportedPlatformError,
     )
 }
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xprocess.capabilities import require_supported
 from xprocess.errors import InvalidStarterError, rebuild_error
 from xprocess.launch import spawn
 from xprocess.liveness import BOOT_ID, identify
@@ -208,6 +209,7 @@ class XProcess:
         starts a fresh log instead of appending.
         """
         validate_name(name)
+        require_supported(f"start {name!r}", name)
         if not restart:
             record = self.store.read(name)
             if record is not None and record.state == READY and record.is_alive():
@@ -284,6 +286,7 @@ class XProcess:
             create_time=create_time,
             start_since_boot=identity.since_boot if identity is not None else None,
             boot_id=BOOT_ID,
+            leads_session=bool(identity is not None and identity.leads_session),
             started_by=os.getpid(),
             argv=plan.argv,
             cwd=str(controldir),

@@ -2,7 +2,7 @@
 
 The process writes to its log file; readiness is read from there, never from a pipe (a pipe that
 nobody drains blocks the child once it fills). Two things wake the waiter at once instead of a
-fixed polling interval:
+fixed polling interval (the constants are those of ``xprocess.capabilities``):
 
 * new bytes in the log: inotify on Linux (``HAVE_INOTIFY``); elsewhere adaptive polling that
   starts at 1 ms and backs off to tens of milliseconds;
@@ -12,7 +12,6 @@ fixed polling interval:
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import subprocess
@@ -22,11 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from xprocess.capabilities import HAVE_PIDFD, LIBC
 from xprocess.errors import PatternNotFoundError, ProcessExitedError, StartupTimeoutError
 from xprocess.logs import read_tail
 from xprocess.starter import LaunchPlan
 
-__all__ = ["HAVE_INOTIFY", "HAVE_PIDFD", "LogWatcher", "wait_until_ready"]
+__all__ = ["LogWatcher", "wait_until_ready"]
 
 _IN_MODIFY = 0x00000002
 _FIRST_DELAY = 0.001
@@ -37,22 +37,6 @@ _CHUNK = 1 << 20
 TAIL_LINES = 20
 
 
-def _load_inotify() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.inotify_init1.argtypes = [ctypes.c_int]
-        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_LIBC = _load_inotify()
-HAVE_INOTIFY = _LIBC is not None
-HAVE_PIDFD = hasattr(os, "pidfd_open")
-
-
 _local = threading.local()
 
 
@@ -60,7 +44,7 @@ def _thread_inotify() -> int:
     """This thread's inotify instance (created on first use, kept open), or -1."""
     fd: int = getattr(_local, "inotify_fd", -2)
     if fd == -2:
-        fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC) if _LIBC is not None else -1
+        fd = LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC) if LIBC is not None else -1
         _local.inotify_fd = fd
     return fd
 
@@ -84,8 +68,8 @@ class LogWatcher:
         self.delay = _FIRST_DELAY
         self._max_delay = _MAX_DELAY_POLLING
         fd = _thread_inotify()
-        if fd >= 0 and _LIBC is not None:
-            wd = _LIBC.inotify_add_watch(fd, os.fsencode(logpath), _IN_MODIFY)
+        if fd >= 0 and LIBC is not None:
+            wd = LIBC.inotify_add_watch(fd, os.fsencode(logpath), _IN_MODIFY)
             if wd >= 0:
                 self._inotify_fd, self._inotify_wd = fd, wd
                 self._watched.add(fd)
@@ -131,8 +115,8 @@ class LogWatcher:
     def close(self) -> None:
         # The inotify instance stays open for the next watcher: closing one waits for an RCU
         # grace period in the kernel, several milliseconds that ensure() would spend for nothing.
-        if self._inotify_wd >= 0 and _LIBC is not None:
-            _LIBC.inotify_rm_watch(self._inotify_fd, self._inotify_wd)
+        if self._inotify_wd >= 0 and LIBC is not None:
+            LIBC.inotify_rm_watch(self._inotify_fd, self._inotify_wd)
         if self._pidfd >= 0:
             os.close(self._pidfd)
         self._inotify_fd = self._inotify_wd = self._pidfd = -1
