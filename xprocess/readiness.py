@@ -5,7 +5,7 @@ nobody drains blocks the child once it fills). Two things wake the waiter at onc
 fixed polling interval (the constants are those of ``xprocess.capabilities``):
 
 * new bytes in the log: inotify on Linux (``HAVE_INOTIFY``); elsewhere adaptive polling that
-  starts at 1 ms and backs off to tens of milliseconds;
+  starts at 1 ms and backs off to 10 ms;
 * the process exiting: a pidfd on Linux (``HAVE_PIDFD``), so an early exit is noticed within a
   millisecond rather than at the timeout; elsewhere ``Popen.poll`` on every wake-up.
 """
@@ -31,6 +31,8 @@ __all__ = ["LogWatcher", "wait_until_ready"]
 _IN_MODIFY = 0x00000002
 _FIRST_DELAY = 0.001
 _MAX_DELAY_POLLING = 0.025
+# Without inotify the log itself is polled: often enough to stay within 10 ms of a ready line.
+_MAX_DELAY_LOG_POLLING = 0.01
 # With inotify and a pidfd every interesting event wakes us; the timeout is only a safety net.
 _MAX_DELAY_EVENTS = 0.05
 _CHUNK = 1 << 20
@@ -80,15 +82,16 @@ class LogWatcher:
                 self._watched.add(self._pidfd)
             except OSError:
                 self._pidfd = -1
-        if self._inotify_fd >= 0 and self._pidfd >= 0:
+        if self._inotify_fd < 0:
+            self._max_delay = _MAX_DELAY_LOG_POLLING
+        elif self._pidfd >= 0:
             self._max_delay = _MAX_DELAY_EVENTS
 
     def stop_following_log(self) -> None:
         """Wake only for the process's exit from now on (a startup_check is being retried: log
         lines must not make it run a thousand times a second)."""
         self._watched.discard(self._inotify_fd)
-        if self._pidfd < 0:
-            self._max_delay = _MAX_DELAY_POLLING
+        self._max_delay = _MAX_DELAY_EVENTS if self._pidfd >= 0 else _MAX_DELAY_POLLING
 
     def _ready(self, timeout: float) -> set[int]:
         # poll(), unlike select(), takes descriptors above 1023, which a busy test process has.
