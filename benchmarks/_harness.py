@@ -1,229 +1,241 @@
-"""Plumbing for the benchmark: the two venvs, running pytest in a project, finding stray processes.
+"""Plumbing of the benchmark: the sides measured, a generated project and its pytest runs, and
+finding whatever a project left running.
 
 Every pytest the benchmark runs gets ``XPROCESS_BENCH_TOKEN=<run id>/<project>`` in its
-environment. Whatever it starts inherits that variable, so after a project is done the harness
-finds every process it left, whichever tool started it and whether or not a record of it exists,
-by reading ``/proc/<pid>/environ``. That is why the harness needs Linux.
+environment. Whatever it starts inherits that variable, so after a project the harness finds
+every process it left, whichever plugin started it and whether or not a record of it exists.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = [
-    "BENCH_DIR",
-    "ENV_VAR",
-    "ROOT",
-    "Tool",
-    "alive",
-    "cmdline",
-    "current_tool",
-    "kill_and_wait",
-    "prepare_venvs",
-    "pytest_env",
-    "tagged_pids",
-]
+import psutil
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 VENVS = BENCH_DIR / ".venvs"
+CHILD = ROOT / "tests" / "helpers" / "child.py"
 ENV_VAR = "XPROCESS_BENCH_TOKEN"
-XPROCESS_KIND = "xprocess"
-PYTEST_XPROCESS_KIND = "pytest-xprocess"
+PYTEST_XPROCESS = "pytest-xprocess"
 PYTEST_XPROCESS_PIN = "pytest-xprocess==1.0.2"
-# Versions read from the xprocess venv and pinned in the other one, so both run the same pytest.
+# Pinned in the pytest-xprocess venv to the versions this interpreter has: both run one pytest.
 SHARED_DISTS = ("pytest", "pytest-xdist", "psutil")
-_SPEC_FILE = ".bench-spec.json"
+# PYTHONDONTWRITEBYTECODE makes every run compile the editable checkout again, and
+# PYTHONUNBUFFERED turns a child's block-buffered output into one write per line.
+_DROPPED = frozenset({ENV_VAR, "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "XPROCESS_PORTABLE"})
+
+Samples = dict[str, list[float]]
 
 
-@dataclass
-class Tool:
-    """One side of the comparison: which plugin, and the interpreter that has it installed."""
+class BenchError(Exception):
+    """A scenario could not be measured (a generated test failed, a run timed out, ...)."""
 
-    kind: str  # "xprocess" or "pytest-xprocess"
+
+@dataclass(frozen=True)
+class Side:
+    """One column of the table: a plugin, the interpreter that has it, and extra environment."""
+
+    name: str  # "xprocess", "portable" (xprocess with XPROCESS_PORTABLE=1) or "pytest-xprocess"
     python: Path
-    versions: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _versions(python: Path) -> dict[str, str]:
+def versions(python: Path) -> dict[str, str]:
     script = (
         "import importlib.metadata as m, json, sys\n"
         "out = {'python': sys.version.split()[0]}\n"
         "for name in sys.argv[1:]:\n"
-        "    try:\n"
-        "        out[name] = m.version(name)\n"
-        "    except m.PackageNotFoundError:\n"
-        "        pass\n"
+        "    try: out[name] = m.version(name)\n"
+        "    except m.PackageNotFoundError: pass\n"
         "print(json.dumps(out))\n"
     )
-    names = [*SHARED_DISTS, "xprocess", "pytest-xprocess"]
+    names = [*SHARED_DISTS, "xprocess", PYTEST_XPROCESS]
     result = subprocess.run(
         [str(python), "-c", script, *names], capture_output=True, text=True, check=True
     )
-    versions: dict[str, str] = json.loads(result.stdout)
-    return versions
+    found: dict[str, str] = json.loads(result.stdout)
+    return found
 
 
-def _pip(python: Path, *args: str) -> None:
-    cmd = [str(python), "-m", "pip", "--disable-pip-version-check", "install", "-q", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"pip failed: {' '.join(cmd)}\n{result.stdout}\n{result.stderr}")
+def sides(against: bool, base_python: str, rebuild: bool) -> list[Side]:
+    """The running interpreter on both of xprocess's paths, and pytest-xprocess if ``against``."""
+    ours = Path(sys.executable)
+    have = versions(ours)
+    if "xprocess" not in have:
+        raise SystemExit(f"{ours} has no xprocess installed: pip install -e '.[dev]' first")
+    chosen = [Side("xprocess", ours), Side("portable", ours, {"XPROCESS_PORTABLE": "1"})]
+    if against:
+        pins = [f"{name}=={have[name]}" for name in SHARED_DISTS if name in have]
+        theirs = _venv(VENVS / PYTEST_XPROCESS, base_python, [PYTEST_XPROCESS_PIN, *pins], rebuild)
+        chosen.insert(0, Side(PYTEST_XPROCESS, theirs))
+    return chosen
 
 
-def _venv(
-    name: str, base_python: str, requirements: list[str], rebuild: bool, fingerprint: str = ""
-) -> Path:
-    """Create (or reuse, when built the same way) ``.venvs/<name>``."""
-    where = VENVS / name
-    python = where / "bin" / "python"
-    spec = json.dumps(
-        {"base": base_python, "requirements": requirements, "fingerprint": fingerprint},
-        sort_keys=True,
-    )
-    spec_file = where / _SPEC_FILE
-    if (
-        not rebuild
-        and python.exists()
-        and spec_file.exists()
-        and spec_file.read_text(encoding="utf-8") == spec
-    ):
-        _log(f"reusing venv {where}")
+def _venv(where: Path, base_python: str, requirements: list[str], rebuild: bool) -> Path:
+    """Create ``where`` with ``requirements``, or reuse it when it was built the same way."""
+    python, spec_file = where / "bin" / "python", where / ".bench-spec.json"
+    spec = json.dumps({"base": base_python, "requirements": requirements})
+    if not rebuild and python.exists() and spec_file.exists() and spec_file.read_text() == spec:
         return python
-    if where.exists():
-        shutil.rmtree(where)
-    _log(f"building venv {where}: {' '.join(requirements)}")
+    shutil.rmtree(where, ignore_errors=True)
+    say(f"building venv {where}: {' '.join(requirements)}")
     subprocess.run([base_python, "-m", "venv", str(where)], check=True)
-    _pip(python, *requirements)
-    spec_file.write_text(spec, encoding="utf-8")
+    pip = [str(python), "-m", "pip", "--disable-pip-version-check", "install", "-q"]
+    subprocess.run([*pip, *requirements], check=True)
+    spec_file.write_text(spec)
     return python
 
 
-def _checkout_fingerprint() -> str:
-    """Changes when the checkout's dependencies do, so its venv is rebuilt then."""
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
-def prepare_venvs(base_python: str, rebuild: bool) -> list[Tool]:
-    """Build or reuse both venvs; returns [pytest-xprocess, xprocess]."""
-    VENVS.mkdir(parents=True, exist_ok=True)
-    ours = _venv(
-        XPROCESS_KIND,
-        base_python,
-        ["-e", str(ROOT), "pytest-xdist"],
-        rebuild,
-        fingerprint=_checkout_fingerprint(),
-    )
-    our_versions = _versions(ours)
-    pins = [f"{name}=={our_versions[name]}" for name in SHARED_DISTS if name in our_versions]
-    theirs = _venv(PYTEST_XPROCESS_KIND, base_python, [PYTEST_XPROCESS_PIN, *pins], rebuild)
-    return [
-        Tool(PYTEST_XPROCESS_KIND, theirs, _versions(theirs)),
-        Tool(XPROCESS_KIND, ours, our_versions),
-    ]
+# Imported by every generated test module.
+BENCHHELP = '''\
+"""Helpers of the generated benchmark tests (written by benchmarks/run.py)."""
+
+import json, re, sys
+from pathlib import Path
+
+from xprocess import ProcessStarter
+
+HERE = Path(__file__).resolve().parent
+COUNT_FILE = HERE / "started.txt"
+CHILD = @@CHILD@@
+SEED = @@SEED@@
+# Ready at once and about 1 ms to start, so its own start-up does not hide the plugin's cost.
+SHELL_READY = ["/bin/sh", "-c", "echo ready; exec sleep 600"]
 
 
-def current_tool() -> Tool:
-    """The running interpreter as the xprocess side (it must have this checkout installed)."""
-    python = Path(sys.executable)
-    versions = _versions(python)
-    if "xprocess" not in versions:
-        raise SystemExit(
-            f"{python} has no 'xprocess' distribution installed; install this checkout into it "
-            "(pip install -e .) or run without --xprocess-only"
-        )
-    if "pytest-xdist" not in versions:
-        _log("note: pytest-xdist is not installed here; the xdist scenario will fail")
-    return Tool(XPROCESS_KIND, python, versions)
+def child(*flags, buffered=False):
+    """The helper child's command; buffered=True keeps Python's stdout block-buffered."""
+    return [sys.executable, *([] if buffered else ["-u"]), CHILD, *map(str, flags)]
 
 
-# Variables that would change what is measured: PYTHONDONTWRITEBYTECODE makes every run compile
-# the editable checkout again (the PyPI install has its .pyc files), PYTHONUNBUFFERED turns a
-# child's block-buffered output into one write per line.
-_DROPPED = frozenset({ENV_VAR, "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"})
+def starter(command, ready="^ready", wait=30.0, read_lines=50):
+    return type("Starter", (ProcessStarter,), dict(
+        args=list(command), pattern=ready, timeout=wait, max_read_lines=read_lines))
 
 
-def pytest_env(token: str) -> dict[str, str]:
-    """The environment of a benchmark pytest run: ours, less what steers pytest or skews the
-    measurement, plus the token."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PYTEST_", "COV_CORE_")) and key not in _DROPPED
-    }
-    env[ENV_VAR] = token
-    return env
+def ready_stamp(logpath, text):
+    """The wall-clock time the child printed after ``text`` in its latest such line."""
+    with open(str(logpath), "rb") as log:
+        log.seek(max(0, log.seek(0, 2) - 16384))
+        tail = log.read().decode("utf-8", "replace")
+    return float(re.findall(re.escape(text) + r" (\\d+\\.\\d+)", tail)[-1])
 
 
-# --- processes (Linux /proc) -------------------------------------------------------------------
+def save(key, values):
+    results = HERE / "results.json"
+    data = json.loads(results.read_text()) if results.exists() else {}
+    data.setdefault(key, []).extend(float(v) for v in values)
+    results.write_text(json.dumps(data))
+'''
 
 
-def _stat_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    tail = raw[raw.rfind(b")") + 2 :]
-    return tail[:1].decode("ascii", "replace") or None
+@dataclass
+class Project:
+    """A generated pytest project in ``path``, run by ``side``."""
 
+    side: Side
+    path: Path
+    token: str
+    seed: int
+    notes: list[str] = field(default_factory=list)
 
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    state = _stat_state(pid)
-    return state is not None and state not in ("Z", "X")
+    def setup(self) -> None:
+        self.path.mkdir(parents=True)
+        self.write("pytest.ini", "[pytest]\n")
+        text = BENCHHELP.replace("@@CHILD@@", repr(str(CHILD))).replace("@@SEED@@", str(self.seed))
+        self.write("benchhelp.py", text)
 
+    def write(self, name: str, text: str) -> None:
+        (self.path / name).write_text(text, encoding="utf-8")
 
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
+    @property
+    def records_root(self) -> Path:
+        return self.path / ".pytest_cache" / "d" / ".xprocess"
 
-
-def tagged_pids(token_prefix: str) -> list[int]:
-    """Live processes whose environment carries a token starting with ``token_prefix``."""
-    needle = f"{ENV_VAR}={token_prefix}".encode()
-    found = []
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
+    def pytest(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        """Run ``<side's python> -m pytest ARGS`` in the project."""
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("PYTEST_", "COV_CORE_")) and key not in _DROPPED
+        }
+        env.update(self.side.env, **{ENV_VAR: self.token})
+        cmd = [str(self.side.python), "-m", "pytest", *args]
         try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                items = f.read().split(b"\0")
-        except OSError:
+            return subprocess.run(
+                cmd,
+                cwd=self.path,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"{' '.join(cmd)} did not finish within {timeout:g} s") from exc
+
+    def timed(self, *args: str) -> float:
+        """Wall time of one pytest run that must pass, from the harness's side."""
+        start = time.perf_counter()
+        result = self.pytest(*args)
+        elapsed = time.perf_counter() - start
+        if result.returncode != 0:
+            raise BenchError(f"pytest {' '.join(args)} exited {result.returncode}:\n{tail(result)}")
+        return elapsed
+
+    def run_tests(self, *args: str) -> Samples:
+        """Run the project's tests; return the samples they saved in results.json."""
+        self.timed("-q", "-p", "no:randomly", *args)
+        results = self.path / "results.json"
+        raw = json.loads(results.read_text()) if results.exists() else {}
+        return {str(k): [float(v) for v in vs] for k, vs in raw.items()}
+
+    def xkill(self) -> str:
+        return self.pytest("--xkill", timeout=300).stdout
+
+
+def tail(result: subprocess.CompletedProcess[str], lines: int = 40) -> str:
+    return "\n".join((result.stdout + result.stderr).splitlines()[-lines:])
+
+
+def tagged(token_prefix: str) -> list[psutil.Process]:
+    """Live processes whose environment carries a token starting with ``token_prefix``."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            token = proc.environ().get(ENV_VAR, "")
+            if token.startswith(token_prefix) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.Error, OSError):
             continue
-        if any(item.startswith(needle) for item in items) and alive(int(entry)):
-            found.append(int(entry))
-    return sorted(found)
+    return found
 
 
-def kill_and_wait(pids: list[int], timeout: float = 10.0) -> list[int]:
-    """SIGKILL ``pids`` and poll until they are gone; returns those still alive at the deadline."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    left = [pid for pid in pids if alive(pid)]
-    while left and time.monotonic() < deadline:
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-        left = [pid for pid in left if alive(pid)]
-    return left
+def describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} {' '.join(proc.cmdline())}"
+    except psutil.Error:
+        return str(proc.pid)
+
+
+def kill_all(procs: list[psutil.Process]) -> list[int]:
+    """SIGKILL ``procs`` and wait for them; returns the pids still alive after 10 s."""
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    return [proc.pid for proc in alive]

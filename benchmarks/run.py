@@ -1,34 +1,31 @@
-"""Measure xprocess side by side with pytest-xprocess 1.0.2, through real pytest runs.
+"""Measure xprocess through real pytest runs, on its fast and its portable paths.
 
 Usage::
 
-    python benchmarks/run.py                       # every scenario, 5 repeats, both tools
-    python benchmarks/run.py --repeat 3 --only readiness,reuse --json results.json
-    python benchmarks/run.py --quick --xprocess-only --only reuse   # smoke test, no venvs
+    python benchmarks/run.py                                # every scenario, 5 repeats
+    python benchmarks/run.py --quick --only reuse,terminate  # a smoke test
+    python benchmarks/run.py --against pytest-xprocess --json results.json
 
-Both plugins install a module named ``xprocess``, so each gets its own venv under
-``benchmarks/.venvs/`` (built on first use, reused afterwards): one with this checkout installed
-editable, one with ``pytest-xprocess==1.0.2`` from PyPI. Both get pytest-xdist, and the second
-is pinned to the pytest, pytest-xdist and psutil versions the first resolved to.
-
-Each scenario writes a small pytest project into a temporary directory and runs it with
-``<venv>/bin/python -m pytest``; the tests time themselves and write their samples to a JSON
-file. Scenarios run interleaved: for each repeat, each scenario runs with pytest-xprocess, then
-with xprocess. The table gives median / worst over all samples of all repeats.
+Each scenario writes a small pytest project into a temporary directory and runs it with this
+interpreter (which must have this checkout installed) twice: as is, and with
+``XPROCESS_PORTABLE=1``, the paths macOS takes. ``--against pytest-xprocess`` also runs it with
+pytest-xprocess 1.0.2, installed in ``benchmarks/.venvs/pytest-xprocess`` on first use (both
+plugins provide the ``xprocess`` module, so they cannot share a venv). Scenarios run
+interleaved: for each repeat, each scenario runs on each side in turn. Cells give median / worst
+over all samples of all repeats. The targets are xprocess's own goals for its fast path; the
+portable path's are ten times theirs.
 
 Nothing is left running: after each project ``pytest --xkill`` runs in it, then every process
-that still carries the project's token in its environment is killed (and counted). Linux only
-(it reads /proc).
+that still carries the project's token in its environment is killed (and reported).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -39,305 +36,256 @@ from pathlib import Path
 from typing import Any
 
 from _harness import (
-    ROOT,
-    Tool,
-    cmdline,
-    current_tool,
-    kill_and_wait,
-    prepare_venvs,
-    tagged_pids,
+    PYTEST_XPROCESS,
+    BenchError,
+    Project,
+    Samples,
+    Side,
+    describe,
+    kill_all,
+    say,
+    sides,
+    tagged,
+    versions,
 )
-from _report import build_rows, render_table, row_json
-from _scenarios import SCENARIOS, BenchError, Project, Scenario, Settings, settings_for
+from _scenarios import SCENARIOS, Row, Scenario
 
-Samples = dict[str, list[float]]
+PORTABLE_FACTOR = 10
+_UNITS = {"s": (1.0, "s"), "ms": (1e-3, "ms"), "us": (1e-6, "µs")}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    names = ", ".join(s.name for s in SCENARIOS)
+    names = {s.name: s for s in SCENARIOS}
     parser = argparse.ArgumentParser(
         prog="python benchmarks/run.py",
-        description=(
-            "Benchmark xprocess against pytest-xprocess 1.0.2 with the same scenarios, run "
-            "through real pytest runs in two venvs under benchmarks/.venvs/. Prints a table: "
-            "scenario, pytest-xprocess, xprocess (median / worst), ratio of medians, the "
-            "target xprocess must meet, and whether it does. Linux only."
-        ),
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog="scenarios:\n" + "\n".join(f"  {s.name:<11} {s.summary}" for s in SCENARIOS),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--repeat", type=int, metavar="N", help="default 5; 1 with --quick")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests")
+    parser.add_argument("--only", metavar="SCENARIO[,..]", help="run only these scenarios")
     parser.add_argument(
-        "--repeat",
-        type=int,
-        default=None,
-        metavar="N",
-        help="run every scenario N times with each tool, interleaved (default 5; 1 with --quick)",
+        "--against",
+        choices=[PYTEST_XPROCESS],
+        help="also measure pytest-xprocess 1.0.2 (in a venv built on first use)",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny sample counts and sizes, for smoke tests; the numbers mean little",
-    )
-    parser.add_argument("--json", metavar="FILE", help="also write every number to FILE")
-    parser.add_argument(
-        "--only", metavar="SCENARIO[,..]", help=f"run only these scenarios ({names})"
-    )
-    parser.add_argument(
-        "--xprocess-only",
-        "--venv-for-current",
-        dest="xprocess_only",
-        action="store_true",
-        help="build no venv: measure xprocess with the running interpreter (which must have "
-        "this checkout and pytest-xdist installed) and skip pytest-xprocess",
-    )
+    parser.add_argument("--no-portable", action="store_true", help="skip the portable paths")
+    parser.add_argument("--json", metavar="FILE", help="also write every sample to FILE")
     parser.add_argument(
         "--python",
         default=getattr(sys, "_base_executable", sys.executable),
-        help="the interpreter the venvs are built from (default: this one's base interpreter)",
+        help="the interpreter the pytest-xprocess venv is built from",
     )
-    parser.add_argument(
-        "--rebuild", action="store_true", help="rebuild both venvs even if they look current"
-    )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the generated projects (their path is printed)"
-    )
-    parser.add_argument(
-        "--table-from",
-        metavar="FILE",
-        help="run nothing: print the table again from a file written by --json",
-    )
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the pytest-xprocess venv")
     args = parser.parse_args(argv)
-    if args.repeat is None:
-        args.repeat = 1 if args.quick else 5
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    valid = {s.name for s in SCENARIOS}
-    if args.only:
-        chosen = [name.strip() for name in args.only.split(",") if name.strip()]
-        unknown = [name for name in chosen if name not in valid]
-        if unknown or not chosen:
-            parser.error(
-                f"unknown scenario(s) {', '.join(unknown) or '(none)'}; choose from {names}"
-            )
-        args.only = chosen
-    else:
-        args.only = [s.name for s in SCENARIOS]
+    args.repeat = args.repeat or (1 if args.quick else 5)
+    chosen = [n.strip() for n in (args.only or ",".join(names)).split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in names]
+    if unknown or not chosen:
+        parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(names)}")
+    args.scenarios = [names[n] for n in chosen]
     return args
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 class Bench:
-    """Runs the scenarios, keeps every sample, and cleans up after each project."""
+    """Runs the scenarios on every side, keeps every sample, and cleans up after each project."""
 
-    def __init__(self, tools: list[Tool], settings: Settings, keep: bool) -> None:
-        self.tools = tools
-        self.settings = settings
-        self.keep = keep
+    def __init__(self, sides: list[Side], quick: bool) -> None:
+        self.sides, self.quick = sides, quick
         self.run_id = uuid.uuid4().hex[:12]
         self.workdir = Path(tempfile.mkdtemp(prefix="xprocess-bench-"))
-        self.samples: dict[str, Samples] = {tool.kind: {} for tool in tools}
+        self.samples: dict[str, Samples] = {side.name: {} for side in sides}
         self.failed: set[tuple[str, str]] = set()
-        self.errors: list[dict[str, str]] = []
-        self.leftovers: list[dict[str, Any]] = []
-        self.notes: list[dict[str, Any]] = []
+        self.messages: list[str] = []
         self.counter = 0
 
     def run(self, scenarios: list[Scenario], repeat: int) -> None:
-        for index in range(repeat):
-            for scenario in scenarios:
-                for tool in self.tools:
-                    if (tool.kind, scenario.name) in self.failed:
-                        continue
-                    self.run_one(scenario, tool, seed=index)
-
-    def run_one(self, scenario: Scenario, tool: Tool, seed: int) -> None:
-        self.counter += 1
-        name = f"{self.counter:03d}-{scenario.name}-{tool.kind}"
-        project = Project(
-            tool=tool,
-            path=self.workdir / name,
-            token=f"{self.run_id}/{name}",
-            settings=self.settings,
-            seed=seed,
-        )
-        say(f"[{time.strftime('%H:%M:%S')}] {scenario.name} with {tool.kind} (run {seed + 1})")
         try:
-            project.setup()
-            got = scenario.run(project)
-            missing = [key for key in scenario.metrics(self.settings) if key not in got]
-            if missing:
-                raise BenchError(f"the run produced no samples for {', '.join(missing)}")
-            into = self.samples[tool.kind]
-            for key, values in got.items():
-                into.setdefault(key, []).extend(values)
-        except BenchError as exc:
-            self.fail(scenario, tool, str(exc))
-        except Exception:
-            self.fail(scenario, tool, traceback.format_exc())
+            for seed in range(repeat):
+                for scenario in scenarios:
+                    for side in self.sides:
+                        if (side.name, scenario.name) not in self.failed:
+                            self.run_one(scenario, side, seed)
         finally:
-            self.clean(project, scenario)
-            self.notes += [
-                {"scenario": scenario.name, "tool": tool.kind, "run": seed + 1, "note": note}
-                for note in project.notes
-            ]
-
-    def fail(self, scenario: Scenario, tool: Tool, message: str) -> None:
-        say(f"  FAILED: {scenario.name} with {tool.kind}:\n{message}")
-        self.failed.add((tool.kind, scenario.name))
-        self.errors.append({"scenario": scenario.name, "tool": tool.kind, "error": message})
-
-    def clean(self, project: Project, scenario: Scenario) -> None:
-        """--xkill in the project, then kill (and note) whatever of it still runs."""
-        try:
-            if scenario.cleanup is not None and project.path.exists():
-                scenario.cleanup(project)
-            if project.path.exists():
-                project.xkill()
-        except Exception:
-            say(f"  cleanup of {project.path} failed:\n{traceback.format_exc()}")
-        left = tagged_pids(project.token)
-        if left:
-            commands = [f"{pid} {cmdline(pid)}" for pid in left]
-            self.leftovers.append(
-                {"scenario": scenario.name, "tool": project.tool.kind, "processes": commands}
-            )
-            survivors = kill_and_wait(left)
-            if survivors:
-                say(f"  WARNING: could not kill {survivors}")
-        if not self.keep:
-            shutil.rmtree(project.path, ignore_errors=True)
-
-    def final_sweep(self) -> None:
-        """Whatever is still tagged with this invocation's id (after an interruption, say)."""
-        left = tagged_pids(self.run_id + "/")
-        if left:
-            say(f"killing {len(left)} process(es) still running: {left}")
-            kill_and_wait(left)
-        if self.keep:
-            say(f"projects kept in {self.workdir}")
-        else:
+            left = tagged(self.run_id + "/")
+            if left:
+                say(f"killing {len(left)} process(es) still running")
+                kill_all(left)
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def run_one(self, scenario: Scenario, side: Side, seed: int) -> None:
+        self.counter += 1
+        name = f"{self.counter:03d}-{scenario.name}-{side.name}"
+        project = Project(side, self.workdir / name, f"{self.run_id}/{name}", seed)
+        say(f"[{time.strftime('%H:%M:%S')}] {scenario.name} on {side.name} (run {seed + 1})")
+        size = scenario.quick if self.quick else scenario.full
+        try:
+            project.setup()
+            got = scenario.run(project, size)
+            wanted = {m for row in scenario.rows(size) for m in row.metrics}
+            if wanted - set(got):
+                raise BenchError(f"no samples for {', '.join(sorted(wanted - set(got)))}")
+            for key, values in got.items():
+                self.samples[side.name].setdefault(key, []).extend(values)
+        except Exception as exc:
+            detail = str(exc) if isinstance(exc, BenchError) else traceback.format_exc()
+            say(f"  FAILED: {detail}")
+            self.failed.add((side.name, scenario.name))
+            self.messages.append(f"error in {scenario.name} on {side.name}:\n{detail}")
+        finally:
+            self.clean(project, scenario)
+        self.messages += [f"note ({scenario.name}, {side.name}): {note}" for note in project.notes]
 
-def _git(*args: str) -> str:
-    try:
-        result = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return result.stdout.strip()
+    def clean(self, project: Project, scenario: Scenario) -> None:
+        """--xkill in the project, then kill (and report) whatever of it still runs."""
+        try:
+            if scenario.cleanup is not None:
+                scenario.cleanup(project)
+            project.xkill()
+        except Exception:
+            say(f"  cleanup of {project.path} failed:\n{traceback.format_exc()}")
+        left = tagged(project.token)
+        if left:
+            listed = "\n  ".join(describe(proc) for proc in left)
+            self.messages.append(
+                f"left running by {scenario.name} on {project.side.name} after --xkill, "
+                f"killed:\n  {listed}"
+            )
+            kill_all(left)
+        shutil.rmtree(project.path, ignore_errors=True)
 
 
-def describe_machine(tools: list[Tool]) -> dict[str, Any]:
-    versions = {tool.kind: tool.versions for tool in tools}
-    return {
-        "commit": _git("rev-parse", "HEAD"),
-        "xprocess_changed_since_commit": bool(_git("status", "--porcelain", "--", "xprocess")),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "checkout": str(ROOT),
-    }
-
-
-def table_from(path: str) -> int:
-    """Print the table of an earlier run from its --json file."""
-    report = json.loads(Path(path).read_text(encoding="utf-8"))
-    samples: dict[str, Samples] = report["samples"]
-    failed = {(error["tool"], error["scenario"]) for error in report["errors"]}
-    chosen = set(report["scenarios"])
-    rows = build_rows(settings_for(bool(report["quick"])))
-    print(
-        render_table(
-            rows,
-            samples.get("pytest-xprocess"),
-            samples.get("xprocess"),
-            failed,
-            lambda name: name in chosen,
-        )
+def _fmt(seconds: float, unit: str) -> str:
+    scale, _ = _UNITS[unit]
+    value = seconds / scale
+    return (
+        f"{value:.0f}"
+        if abs(value) >= 100
+        else f"{value:.1f}"
+        if abs(value) >= 10
+        else f"{value:.2f}"
     )
-    return 0
+
+
+def _stat(values: list[float], name: str) -> float:
+    return statistics.median(values) if name == "median" else max(values)
+
+
+def cell(
+    row: Row, samples: Samples, failed: bool, factor: float
+) -> tuple[str, float | None, bool | None]:
+    """(text, median, met) of ``row``'s metrics; ``factor`` scales the time targets."""
+    if failed:
+        return "error", None, False
+    series = [samples.get(metric, []) for metric in row.metrics]
+    if not all(series):
+        return "no data", None, False
+    if row.kind == "count":
+        texts = [f"{min(v):g}" if min(v) == max(v) else f"{min(v):g}-{max(v):g}" for v in series]
+        exact = all(set(v) == {want} for v, want in zip(series, row.expect, strict=True))
+        return " / ".join(texts), None, exact
+    values = series[0]
+    median, unit = statistics.median(values), _UNITS[row.unit][1]
+    met = (
+        all(_stat(values, stat) <= limit * factor for stat, limit in row.limits)
+        if row.limits
+        else None
+    )
+    return f"{_fmt(median, row.unit)} / {_fmt(max(values), row.unit)} {unit}", median, met
+
+
+def _target(row: Row) -> str:
+    if row.kind == "count":
+        return " / ".join(f"{v:g}" for v in row.expect)
+    unit = _UNITS[row.unit][1]
+    return (
+        ", ".join(f"{stat} ≤ {_fmt(limit, row.unit)} {unit}" for stat, limit in row.limits) or "—"
+    )
+
+
+def _ratio(top: float | None, bottom: float | None) -> str:
+    if top is None or bottom is None or top <= 0 or bottom <= 0:
+        return "—"
+    ratio = top / bottom
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+
+
+def _met(value: bool | None) -> str:
+    return "—" if value is None else "yes" if value else "NO"
+
+
+def table(bench: Bench, scenarios: list[Scenario]) -> tuple[str, list[dict[str, Any]]]:
+    """A reStructuredText simple table of every row, and the same as JSON-ready dicts."""
+    names = [side.name for side in bench.sides]
+    header = ["scenario", *names]
+    if "portable" in names:
+        header.append("portable / xprocess")
+    if PYTEST_XPROCESS in names:
+        header.append("pytest-xprocess / xprocess")
+    header += ["target (xprocess)", "met"]
+    lines, report = [header], []
+    for scenario in scenarios:
+        for row in scenario.rows(scenario.quick if bench.quick else scenario.full):
+            cells = {
+                name: cell(
+                    row,
+                    bench.samples[name],
+                    (name, scenario.name) in bench.failed,
+                    PORTABLE_FACTOR if name == "portable" else 1,
+                )
+                for name in names
+            }
+            line = [row.label, *(cells[name][0] for name in names)]
+            fast = cells["xprocess"][1]
+            if "portable" in names:
+                line.append(_ratio(cells["portable"][1], fast))
+            if PYTEST_XPROCESS in names:
+                line.append(_ratio(cells[PYTEST_XPROCESS][1], fast))
+            met = [_met(cells[name][2]) for name in ("xprocess", "portable") if name in names]
+            lines.append([*line, _target(row), " / ".join(met)])
+            report.append({"scenario": scenario.name, "label": row.label, "cells": cells})
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    rule = "  ".join("=" * w for w in widths)
+    rows = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    ]
+    return "\n".join([rule, rows[0], rule, *rows[1:], rule]), report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.table_from:
-        return table_from(args.table_from)
-    if not Path("/proc/self/environ").exists():
-        say("this benchmark needs Linux: it finds the processes it started through /proc")
-        return 2
-    settings = settings_for(args.quick)
-    tools = [current_tool()] if args.xprocess_only else prepare_venvs(args.python, args.rebuild)
-    chosen = [s for s in SCENARIOS if s.name in args.only]
-    bench = Bench(tools, settings, args.keep)
+    chosen = sides(args.against == PYTEST_XPROCESS, args.python, args.rebuild)
+    if args.no_portable:
+        chosen = [side for side in chosen if side.name != "portable"]
+    bench = Bench(chosen, args.quick)
     started = time.time()
-    try:
-        bench.run(chosen, args.repeat)
-    finally:
-        bench.final_sweep()
-    elapsed = time.time() - started
-
-    by_kind = {tool.kind: bench.samples.get(tool.kind) for tool in tools}
-    theirs = by_kind.get("pytest-xprocess")
-    ours = by_kind.get("xprocess")
-    rows = build_rows(settings)
-    machine = describe_machine(tools)
-    pytest_version = next(iter(machine["versions"].values())).get("pytest", "?")
+    bench.run(args.scenarios, args.repeat)
+    have = versions(chosen[-1].python)
     print(
-        f"{machine['cpus']} CPUs, Python {machine['python']}, pytest {pytest_version}, "
-        f"{machine['platform']}; {args.repeat} repeat(s)"
-        f"{' (--quick)' if args.quick else ''}; {elapsed:.0f} s in all"
+        f"{platform.platform()}, Python {have['python']}, pytest {have.get('pytest', '?')}; "
+        f"{args.repeat} repeat(s){' (--quick)' if args.quick else ''}; "
+        f"{time.time() - started:.0f} s in all"
     )
-    commit = machine["commit"][:10] or "?"
-    changed = (
-        " (with uncommitted changes to xprocess/)"
-        if machine["xprocess_changed_since_commit"]
-        else ""
-    )
-    print(f"checkout {commit}{changed}")
     print(
-        "cells: median / worst over all samples of all repeats; "
-        "ratio: pytest-xprocess median / xprocess median\n"
+        "cells: median / worst over all samples; ratios of medians; the portable path's "
+        f"targets are {PORTABLE_FACTOR}x these; met: xprocess / portable\n"
     )
-    print(render_table(rows, theirs, ours, bench.failed, lambda name: name in args.only))
-    killed: dict[tuple[str, str], int] = {}
-    for leftover in bench.leftovers:
-        key = (leftover["tool"], leftover["scenario"])
-        killed[key] = killed.get(key, 0) + len(leftover["processes"])
-    if killed:
-        print("\nleft running after the closing --xkill, then killed by the harness:")
-        for (tool_kind, scenario_name), count in sorted(killed.items()):
-            print(f"  {tool_kind}, {scenario_name}: {count} process(es) in all repeats")
-    for note in bench.notes:
-        print(f"\nnote ({note['tool']}, {note['scenario']}, run {note['run']}): {note['note']}")
-    for error in bench.errors:
-        print(f"\nerror in {error['scenario']} with {error['tool']}:\n{error['error']}")
-
+    text, rows = table(bench, args.scenarios)
+    print(text)
+    for message in bench.messages:
+        print(f"\n{message}")
     if args.json:
         report = {
-            "machine": machine,
-            "repeat": args.repeat,
-            "quick": args.quick,
-            "scenarios": args.only,
-            "seconds": elapsed,
-            "rows": [
-                row_json(row, by_kind, bench.failed) for row in rows if row.scenario in args.only
-            ],
+            "argv": sys.argv[1:],
+            "rows": rows,
             "samples": bench.samples,
-            "errors": bench.errors,
-            "leftovers": bench.leftovers,
-            "notes": bench.notes,
+            "messages": bench.messages,
         }
         Path(args.json).write_text(json.dumps(report, indent=1), encoding="utf-8")
-    # pytest-xprocess failing a scenario (under xdist it can read a PID file another worker is
-    # still writing) is a measurement like any other; only xprocess failing one fails the run.
-    return 1 if any(error["tool"] == "xprocess" for error in bench.errors) else 0
+    # pytest-xprocess failing a scenario is a measurement like any other (under xdist it can read
+    # a PID file another worker is still writing); only xprocess failing one fails the run.
+    return 1 if any(side != PYTEST_XPROCESS for side, _ in bench.failed) else 0
 
 
 if __name__ == "__main__":

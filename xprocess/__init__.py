@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         SharedValueError,
         StartupError,
         StartupTimeoutError,
+        UnsupportedPlatformError,
         XProcessError,
     )
     from xprocess.manager import XProcess, XProcessInfo
@@ -37,6 +38,7 @@ __all__ = [
     "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
+    "UnsupportedPlatformError",
     "XProcess",
     "XProcessError",
     "XProcessInfo",
@@ -53,6 +55,7 @@ _WHERE = {
     "ProcessExitedError": "xprocess.errors",
     "StartupError": "xprocess.errors",
     "StartupTimeoutError": "xprocess.errors",
+    "UnsupportedPlatformError": "xprocess.errors",
     "XProcessError": "xprocess.errors",
     "XProcess": "xprocess.manager",
     "XProcessInfo": "xprocess.manager",

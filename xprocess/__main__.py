@@ -24,6 +24,9 @@ class _KillByName:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_cmdline_main(self, config: pytest.Config) -> int:
+        from xprocess.plugin import refuse_if_unsupported
+
+        refuse_if_unsupported("kill")
         from xprocess.commands import kill
         from xprocess.paths import candidate_roots
 

@@ -18,6 +18,7 @@ __all__ = [
     "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
+    "UnsupportedPlatformError",
     "XProcessError",
 ]
 
@@ -77,6 +78,10 @@ class SharedValueError(XProcessError, RuntimeError):
     """Computing a shared value failed in another worker; the message is that failure's."""
 
 
+class UnsupportedPlatformError(XProcessError, RuntimeError):
+    """xprocess cannot manage processes on this platform (Windows)."""
+
+
 _BY_NAME: dict[str, type[XProcessError]] = {
     cls.__name__: cls
     for cls in (
@@ -88,6 +93,7 @@ _BY_NAME: dict[str, type[XProcessError]] = {
         InvalidStarterError,
         ExecutableNotFoundError,
         SharedValueError,
+        UnsupportedPlatformError,
     )
 }
 

@@ -4,28 +4,35 @@ A pid alone is not enough: once a process ends, the OS may hand its pid to an un
 A record therefore keeps when the process was created, and a pid whose current process was
 created at another time is treated as dead: never reported live, never signalled.
 
-On Linux (``HAVE_PROC_STAT``) the start time is read from ``/proc/<pid>/stat`` in clock ticks since
-boot, which no change of the wall clock affects, and the kernel's boot id tells one boot from
-another. Elsewhere psutil's create time (seconds since the epoch) is compared.
+With ``HAVE_PROC_STAT`` (Linux) the start time is read from ``/proc/<pid>/stat`` in clock ticks
+since boot, which no change of the wall clock affects, and the kernel's boot id tells one boot
+from another. Elsewhere psutil's create time (seconds since the epoch) is compared. Both are
+as fine as the kernel keeps them: one clock tick (10 ms) on Linux. A pid handed out again within
+that tick would pass, so a record also says whether its process leads its own session, as every
+process xprocess starts does for its whole life (a session leader cannot leave its session, and
+its session id is its pid): a pid whose process does not lead a session is not ours.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import psutil
 
-__all__ = ["BOOT_ID", "HAVE_PROC_STAT", "Identity", "find_process", "identify", "is_alive"]
+from xprocess.capabilities import HAVE_PROC_STAT
 
-HAVE_PROC_STAT = os.path.exists("/proc/self/stat") and hasattr(time, "CLOCK_BOOTTIME")
+__all__ = ["BOOT_ID", "Identity", "find_process", "identify", "is_alive"]
+
 _TICKS = os.sysconf("SC_CLK_TCK") if HAVE_PROC_STAT else 100
-# Start times are whole clock ticks: the same process always reads the same value.
-_SAME_START = 0.5 / _TICKS if HAVE_PROC_STAT else 0.01
+# Start times are whole clock ticks on Linux, microseconds on macOS: the same process always
+# reads the same value, another one (created a tick later) differs by a whole tick.
+_SAME_START = 0.5 / _TICKS
 
 
 def _read_boot_id() -> str:
+    if not HAVE_PROC_STAT:
+        return ""
     try:
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
             return f.read().strip()
@@ -34,19 +41,27 @@ def _read_boot_id() -> str:
 
 
 BOOT_ID = _read_boot_id()
+# The epoch time of boot as psutil computes it (``btime`` of /proc/stat), so that a create time
+# computed here equals psutil's: a record written on one path is read correctly on the other.
+_BOOT_EPOCH = psutil.boot_time() if HAVE_PROC_STAT else 0.0
+
+
+def _leads_session(pid: int) -> bool | None:
+    try:
+        return os.getsid(pid) == pid
+    except (OSError, AttributeError):  # gone, not visible, or no sessions (Windows)
+        return None
 
 
 @dataclass(frozen=True)
 class Identity:
-    """When a process started: since boot (Linux; None elsewhere) and as a wall-clock time."""
+    """When a process started: since boot (Linux; None elsewhere) and as a wall-clock time;
+    whether it has exited unreaped, and whether it leads its session (None if unknown)."""
 
     since_boot: float | None
     create_time: float
     zombie: bool
-
-
-def _boot_epoch() -> float:
-    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    leads_session: bool | None = None
 
 
 def identify(pid: int) -> Identity | None:
@@ -62,13 +77,15 @@ def identify(pid: int) -> Identity | None:
         # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
         fields = data[data.rindex(b")") + 2 :].split()
         since_boot = int(fields[19]) / _TICKS
-        return Identity(since_boot, _boot_epoch() + since_boot, fields[0] == b"Z")
+        zombie = fields[0] == b"Z"
+        return Identity(since_boot, _BOOT_EPOCH + since_boot, zombie, _leads_session(pid))
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
-            return Identity(None, proc.create_time(), proc.status() == psutil.STATUS_ZOMBIE)
+            create_time, zombie = proc.create_time(), proc.status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
         return None
+    return Identity(None, create_time, zombie, _leads_session(pid))
 
 
 def is_alive(
@@ -78,18 +95,24 @@ def is_alive(
     boot_id: str = "",
     *,
     ignore_zombies: bool = True,
+    leads_session: bool = False,
 ) -> bool:
-    """Whether ``pid`` still holds the process recorded with these start times."""
+    """Whether ``pid`` still holds the process recorded with these start times.
+
+    ``leads_session``: the recorded process led its own session, so one that does not is another.
+    """
     if not pid or pid <= 0:
         return False
     now = identify(pid)
     if now is None or (ignore_zombies and now.zombie):
         return False
+    if leads_session and now.leads_session is False:
+        return False
     if now.since_boot is not None and since_boot is not None and boot_id and BOOT_ID:
         return boot_id == BOOT_ID and abs(now.since_boot - since_boot) < _SAME_START
     if create_time is None:
         return True
-    return abs(now.create_time - create_time) < max(_SAME_START, 0.01)
+    return abs(now.create_time - create_time) < _SAME_START
 
 
 def find_process(
@@ -99,6 +122,7 @@ def find_process(
     boot_id: str = "",
     *,
     ignore_zombies: bool = True,
+    leads_session: bool = False,
 ) -> psutil.Process | None:
     """The psutil handle of the recorded process if it still runs (see ``is_alive``), else None."""
     if not pid or pid <= 0:
@@ -110,6 +134,14 @@ def find_process(
     # Checked after the handle is made: if the process is ours now, it was ours when the handle
     # was made (a pid is not reused while its process lives), and psutil refuses to signal a pid
     # that changed hands after that.
-    if not is_alive(pid, create_time, since_boot, boot_id, ignore_zombies=ignore_zombies):
+    alive = is_alive(
+        pid,
+        create_time,
+        since_boot,
+        boot_id,
+        ignore_zombies=ignore_zombies,
+        leads_session=leads_session,
+    )
+    if not alive:
         return None
     return proc

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from xprocess.capabilities import require_supported
 from xprocess.logs import WatchedLogs
 from xprocess.records import ProcessRecord, RecordStore, validate_name
 from xprocess.release import release_process
@@ -205,6 +206,7 @@ class XProcess:
         """
         __tracebackhide__ = True
         validate_name(name)
+        require_supported(f"start {name!r}", name)
         description = describe_starter(name, preparefunc, self.store.controldir(name), self)
         outcome = ensure_process(
             self._caller, description, restart=restart, persist_logs=persist_logs

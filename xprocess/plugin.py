@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from xprocess.manager import XProcess
 
 __all__ = ["is_xdist_worker", "run_id_of"]
@@ -52,6 +54,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     """Answer --xshow/--xkill before any collection, and end the run with their exit code."""
     if not (config.option.xshow or config.option.xkill):
         return None
+    refuse_if_unsupported("--xkill" if config.option.xkill else "--xshow")
     from xprocess.commands import kill, show
     from xprocess.paths import candidate_roots
 
@@ -63,6 +66,17 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if config.option.xkill:
         return kill(roots, write)
     return show(roots, write)
+
+
+def refuse_if_unsupported(option: str) -> None:
+    """End the run with a usage error naming ``option`` where xprocess cannot work (Windows)."""
+    from xprocess.capabilities import require_supported
+    from xprocess.errors import UnsupportedPlatformError
+
+    try:
+        require_supported(f"answer {option}")
+    except UnsupportedPlatformError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -86,6 +100,7 @@ def pytest_configure_node(node: Any) -> None:
 @pytest.fixture(scope="session")
 def xprocess(request: pytest.FixtureRequest) -> Iterator[XProcess]:
     """Start and find the external processes a run needs: ``xprocess.ensure(name, Starter)``."""
+
     from xprocess.manager import XProcess
     from xprocess.paths import records_root, run_marker
     from xprocess.runs import Run

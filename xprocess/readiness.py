@@ -2,17 +2,16 @@
 
 The process writes to its log file; readiness is read from there, never from a pipe (a pipe that
 nobody drains blocks the child once it fills). Two things wake the waiter at once instead of a
-fixed polling interval:
+fixed polling interval (the constants are those of ``xprocess.capabilities``):
 
 * new bytes in the log: inotify on Linux (``HAVE_INOTIFY``); elsewhere adaptive polling that
-  starts at 1 ms and backs off to tens of milliseconds;
+  starts at 1 ms and backs off to 10 ms;
 * the process exiting: a pidfd on Linux (``HAVE_PIDFD``), so an early exit is noticed within a
   millisecond rather than at the timeout; elsewhere ``Popen.poll`` on every wake-up.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import subprocess
@@ -22,35 +21,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from xprocess.capabilities import HAVE_PIDFD, LIBC
 from xprocess.errors import PatternNotFoundError, ProcessExitedError, StartupTimeoutError
 from xprocess.logs import read_tail
 from xprocess.starter import LaunchPlan
 
-__all__ = ["HAVE_INOTIFY", "HAVE_PIDFD", "LogWatcher", "wait_until_ready"]
+__all__ = ["LogWatcher", "wait_until_ready"]
 
 _IN_MODIFY = 0x00000002
 _FIRST_DELAY = 0.001
 _MAX_DELAY_POLLING = 0.025
+# Without inotify the log itself is polled: often enough to stay within 10 ms of a ready line.
+_MAX_DELAY_LOG_POLLING = 0.01
 # With inotify and a pidfd every interesting event wakes us; the timeout is only a safety net.
 _MAX_DELAY_EVENTS = 0.05
 _CHUNK = 1 << 20
 TAIL_LINES = 20
-
-
-def _load_inotify() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.inotify_init1.argtypes = [ctypes.c_int]
-        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_LIBC = _load_inotify()
-HAVE_INOTIFY = _LIBC is not None
-HAVE_PIDFD = hasattr(os, "pidfd_open")
 
 
 _local = threading.local()
@@ -60,7 +46,7 @@ def _thread_inotify() -> int:
     """This thread's inotify instance (created on first use, kept open), or -1."""
     fd: int = getattr(_local, "inotify_fd", -2)
     if fd == -2:
-        fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC) if _LIBC is not None else -1
+        fd = LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC) if LIBC is not None else -1
         _local.inotify_fd = fd
     return fd
 
@@ -84,8 +70,8 @@ class LogWatcher:
         self.delay = _FIRST_DELAY
         self._max_delay = _MAX_DELAY_POLLING
         fd = _thread_inotify()
-        if fd >= 0 and _LIBC is not None:
-            wd = _LIBC.inotify_add_watch(fd, os.fsencode(logpath), _IN_MODIFY)
+        if fd >= 0 and LIBC is not None:
+            wd = LIBC.inotify_add_watch(fd, os.fsencode(logpath), _IN_MODIFY)
             if wd >= 0:
                 self._inotify_fd, self._inotify_wd = fd, wd
                 self._watched.add(fd)
@@ -96,15 +82,16 @@ class LogWatcher:
                 self._watched.add(self._pidfd)
             except OSError:
                 self._pidfd = -1
-        if self._inotify_fd >= 0 and self._pidfd >= 0:
+        if self._inotify_fd < 0:
+            self._max_delay = _MAX_DELAY_LOG_POLLING
+        elif self._pidfd >= 0:
             self._max_delay = _MAX_DELAY_EVENTS
 
     def stop_following_log(self) -> None:
         """Wake only for the process's exit from now on (a startup_check is being retried: log
         lines must not make it run a thousand times a second)."""
         self._watched.discard(self._inotify_fd)
-        if self._pidfd < 0:
-            self._max_delay = _MAX_DELAY_POLLING
+        self._max_delay = _MAX_DELAY_EVENTS if self._pidfd >= 0 else _MAX_DELAY_POLLING
 
     def _ready(self, timeout: float) -> set[int]:
         # poll(), unlike select(), takes descriptors above 1023, which a busy test process has.
@@ -131,8 +118,8 @@ class LogWatcher:
     def close(self) -> None:
         # The inotify instance stays open for the next watcher: closing one waits for an RCU
         # grace period in the kernel, several milliseconds that ensure() would spend for nothing.
-        if self._inotify_wd >= 0 and _LIBC is not None:
-            _LIBC.inotify_rm_watch(self._inotify_fd, self._inotify_wd)
+        if self._inotify_wd >= 0 and LIBC is not None:
+            LIBC.inotify_rm_watch(self._inotify_fd, self._inotify_wd)
         if self._pidfd >= 0:
             os.close(self._pidfd)
         self._inotify_fd = self._inotify_wd = self._pidfd = -1

@@ -79,7 +79,8 @@ class ProcessRecord:
 
     ``create_time`` (seconds since the epoch) and ``start_since_boot`` (seconds after boot, on
     Linux) say when ``pid`` was created: a pid whose process started at another time has been
-    recycled and is not ours. ``log_offset`` is the byte offset of
+    recycled and is not ours; nor is one that does not lead its session when ``leads_session``
+    says ours did. ``log_offset`` is the byte offset of
     the log where this start's output begins. ``state`` is ``starting``, ``ready`` or ``failed``.
     ``users`` lists the test runs using a process that is to be stopped when they end (each with
     the pid and start time of the run's main process, to tell a run that crashed).
@@ -109,6 +110,7 @@ class ProcessRecord:
     holders: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     released_in: str = ""
     fingerprint: str = ""
+    leads_session: bool = False
 
     @classmethod
     def starting(
@@ -131,6 +133,7 @@ class ProcessRecord:
             create_time=identity.create_time if identity is not None else time.time(),
             start_since_boot=identity.since_boot if identity is not None else None,
             boot_id=BOOT_ID,
+            leads_session=bool(identity is not None and identity.leads_session),
             started_by=os.getpid(),
             argv=plan.argv,
             cwd=str(cwd),
@@ -188,11 +191,18 @@ class ProcessRecord:
             self.start_since_boot,
             self.boot_id,
             ignore_zombies=ignore_zombies,
+            leads_session=self.leads_session,
         )
 
     def find_process(self) -> psutil.Process | None:
         """A psutil handle of the recorded process if it still runs, else None."""
-        return find_process(self.pid, self.create_time, self.start_since_boot, self.boot_id)
+        return find_process(
+            self.pid,
+            self.create_time,
+            self.start_since_boot,
+            self.boot_id,
+            leads_session=self.leads_session,
+        )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from xprocess.capabilities import HAVE_PROC
+
 if TYPE_CHECKING:
     import subprocess
 
@@ -84,9 +86,9 @@ def _signal_all(procs: list[psutil.Process], sig: int) -> None:
 
 
 def _all_pids() -> list[int]:
-    if os.path.isdir("/proc"):
+    if HAVE_PROC:
         return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-    return psutil.pids()
+    return [pid for pid in psutil.pids() if pid > 0]  # getsid(0) would be our own session
 
 
 def _session_members(sid: int) -> list[psutil.Process]:
