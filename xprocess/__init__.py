@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xprocess.errors import (
+        CleanupWarning,
         InvalidStarterError,
         PatternNotFoundError,
         ProcessExitedError,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "CleanupWarning",
     "InvalidStarterError",
     "PatternNotFoundError",
     "ProcessExitedError",
@@ -45,6 +47,7 @@ __all__ = [
 # Names are imported on first use: pytest imports this package (for the plugin) in every run,
 # including runs that never use it, and psutil and friends cost start-up time.
 _WHERE = {
+    "CleanupWarning": "xprocess.errors",
     "InvalidStarterError": "xprocess.errors",
     "PatternNotFoundError": "xprocess.errors",
     "ProcessExitedError": "xprocess.errors",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 
 __all__ = [
+    "CleanupWarning",
     "InvalidStarterError",
     "PatternNotFoundError",
     "ProcessExitedError",
@@ -55,6 +56,10 @@ class InvalidStarterError(XProcessError, ValueError):
 
 class SharedValueError(XProcessError, RuntimeError):
     """Computing a shared value failed in another worker; the message is that failure's."""
+
+
+class CleanupWarning(UserWarning):
+    """The cleanup of a stale shared value raised; the new value was computed anyway."""
 
 
 _BY_NAME: dict[str, type[XProcessError]] = {
