@@ -15,6 +15,7 @@ if TYPE_CHECKING:
         InvalidStarterError,
         PatternNotFoundError,
         ProcessExitedError,
+        ServerNotFoundError,
         SharedValueError,
         StartupError,
         StartupTimeoutError,
@@ -34,6 +35,7 @@ __all__ = [
     "ProcessExitedError",
     "ProcessStarter",
     "RecordWarning",
+    "ServerNotFoundError",
     "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
@@ -60,6 +62,7 @@ _WHERE = {
     "RecordWarning": "xprocess.records",
     "ProcessStarter": "xprocess.starter",
     "SharedValueError": "xprocess.errors",
+    "ServerNotFoundError": "xprocess.errors",
 }
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidStarterError",
     "PatternNotFoundError",
     "ProcessExitedError",
+    "ServerNotFoundError",
     "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
@@ -58,6 +59,10 @@ class SharedValueError(XProcessError, RuntimeError):
     """Computing a shared value failed in another worker; the message is that failure's."""
 
 
+class ServerNotFoundError(XProcessError, FileNotFoundError):
+    """A server program (``postgres``, ``redis-server``) is not where it was looked for."""
+
+
 class CleanupWarning(UserWarning):
     """The cleanup of a stale shared value raised; the new value was computed anyway."""
 
@@ -72,6 +77,7 @@ _BY_NAME: dict[str, type[XProcessError]] = {
         StartupTimeoutError,
         InvalidStarterError,
         SharedValueError,
+        ServerNotFoundError,
     )
 }
 
