@@ -50,6 +50,7 @@ def find_program(
     directories; of several matches, the highest version wins.
     """
     companions = tuple(companions)
+    search = tuple(search)
 
     def complete(directory: Path) -> bool:
         return all((directory / name).is_file() for name in (program, *companions))
@@ -71,8 +72,9 @@ def find_program(
     for found in sorted(candidates, key=_version_order, reverse=True):
         if complete(Path(found)):
             return Path(found) / program
+    places = ", ".join(["PATH", *search])
     raise ServerNotFoundError(
-        f"{program} is not installed (not on PATH, nor in {', '.join(search)}); "
+        f"{program} is not installed (looked in {places}); "
         f"install it ({install}) or set {setting} to where it is",
     )
 
