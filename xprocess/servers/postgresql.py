@@ -277,10 +277,15 @@ class PostgreSQLServer:
         from psycopg import sql
 
         name = f"{self._prefix}{worker_id()}_{next(self._numbers)}"
+        admin = self._admin_connection()
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if self.template_dbname is not None:
             statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(self.template_dbname))
-        self._admin_connection().execute(statement)
+        if admin.info.server_version >= 150000:
+            # For a small database, copying its files (and a checkpoint without fsync) is about
+            # twice as fast as the default of PostgreSQL 15, writing each block through the WAL.
+            statement += sql.SQL(" STRATEGY FILE_COPY")
+        admin.execute(statement)
         return name
 
     def drop_database(self, name: str) -> None:
