@@ -195,7 +195,11 @@ class Sampler(threading.Thread):
                 total += proc.memory_full_info().pss
             except psutil.Error:
                 continue
-            if parent not in SERVER_NAMES:  # a postmaster or a redis-server, not a backend
+            # A server is a postmaster (its command has -D; its children show a title instead)
+            # or a redis-server that is not a fork of one; a child orphaned while its server
+            # stops is not another server.
+            command = proc.info["cmdline"] or []
+            if ("-D" in command) if proc.info["name"] == "postgres" else parent not in SERVER_NAMES:
                 self.servers.add(key)
         self.peak_pss = max(self.peak_pss, total)
         return found
@@ -227,7 +231,7 @@ def make_project(base: Path, scenario: str, side: str, owner: str | None) -> Pat
 
 
 def run_pytest(
-    venv: Path, project: Path, workers: int, user: str | None, *extra: str
+    venv: Path, project: Path, workers: int, user: str | None, *extra: str, kept: bool = False
 ) -> dict[str, Any]:
     """One pytest run, sampled: wall time, servers, peak PSS, first test, exit code."""
     token = uuid.uuid4().hex
@@ -254,7 +258,7 @@ def run_pytest(
     sampler.stop.set()
     sampler.join()
     # What is still stopping gets a few seconds; what runs after them was left behind.
-    _, left = psutil.wait_procs(sampler.sample(), timeout=5)
+    _, left = ([], []) if kept else psutil.wait_procs(sampler.sample(), timeout=5)
     for proc in left:
         print(f"  left running: pid {proc.pid} {' '.join(proc.info['cmdline'] or [])}")
     times = [float(t) for t in first.read_text().split()] if first.exists() else []
@@ -338,7 +342,7 @@ def kept_runs(base: Path, venv: Path, user: str | None, errors: list[str]) -> li
     project = make_project(base / "kept", "postgresql", XPROCESS, user)
     firsts = []
     for _ in range(3):
-        sample = run_pytest(venv, project, 4, user, "--xpostgresql-keep")
+        sample = run_pytest(venv, project, 4, user, "--xpostgresql-keep", kept=True)
         if sample["returncode"] != 0:
             errors.append(f"kept run: exit {sample['returncode']}\n{sample['tail']}")
         firsts.append(sample["first_test"])
