@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,6 +120,10 @@ def have_postgres() -> bool:
 def need_server(example: Example) -> None:
     if example is REDIS:
         need(shutil.which("redis-server") is not None, "redis-server", example.install)
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            need(False, "redis-py", "pip install 'xprocess[redis]'")
     elif example is POSTGRES:
         need(have_postgres(), "PostgreSQL (postgres, initdb)", example.install)
         try:
@@ -319,43 +322,26 @@ def test_postgresql_starts_a_fresh_cluster_in_each_run(pytester: pytest.Pytester
 def hide_server(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, example: Example
 ) -> None:
-    """Make the copied example unable to find its server: an empty PATH, no Debian directory."""
+    """Make the copied example unable to find its server: an empty PATH, no install places."""
     empty = pytester.mkdir("empty-path")
     monkeypatch.setenv("PATH", str(empty))
-    if example is POSTGRES:
-        conftest = pytester.path / "conftest.py"
-        text = conftest.read_text(encoding="utf-8")
-        assert POSTGRES_SEARCH in text
-        conftest.write_text(
-            text.replace(POSTGRES_SEARCH, str(pytester.path / "no-postgresql" / "*" / "bin")),
-            encoding="utf-8",
+    module = "postgresql" if example is POSTGRES else "redis"
+    with (pytester.path / "conftest.py").open("a", encoding="utf-8") as conftest:
+        conftest.write(
+            f"\nimport xprocess.servers.{module}\nxprocess.servers.{module}.SEARCH_DIRS = ()\n"
         )
 
 
 @pytest.mark.parametrize("example", [REDIS, POSTGRES], ids=lambda e: e.name)
-def test_a_missing_server_skips_its_tests_outside_ci(
+def test_a_missing_server_fails_its_tests_with_how_to_install_it(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, example: Example
 ) -> None:
     copy_example(pytester, example)
     hide_server(pytester, monkeypatch, example)
-    monkeypatch.delenv("CI", raising=False)
-    result = run(pytester)
-    result.assert_outcomes(skipped=4)
-    assert result.ret == 0
-    result.stdout.fnmatch_lines([f"SKIPPED *{example.install}*"])
-
-
-@pytest.mark.parametrize("example", [REDIS, POSTGRES], ids=lambda e: e.name)
-def test_a_missing_server_fails_its_tests_on_ci(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, example: Example
-) -> None:
-    copy_example(pytester, example)
-    hide_server(pytester, monkeypatch, example)
-    monkeypatch.setenv("CI", "true")
     result = run(pytester)
     result.assert_outcomes(errors=4)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert re.search(re.escape(example.install), result.stdout.str())
+    result.stdout.fnmatch_lines([f"E *ServerNotFoundError: * is not installed *{example.install}*"])
     assert "SKIPPED" not in result.stdout.str()
 
 

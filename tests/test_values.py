@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import HEADER, child_args
+from xprocess import ProcessStarter, SharedValueError, XProcess
+
 VALUES = """
 import json, os
 from pathlib import Path
@@ -251,3 +254,102 @@ class Server(ProcessStarter):
     info = XProcessInfo(pytester.path / ".pytest_cache" / "d" / ".xprocess", "server")
     assert info.pid is not None
     assert not info.isrunning()
+
+
+def test_a_stale_value_whose_cleanup_raises_is_reported_and_replaced(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeconftest(
+        VALUES.replace(
+            "def drop_database(value):\n",
+            "def drop_database(value):\n    raise OSError('server of ' + value['url'] + ' gone')\n",
+        )
+    )
+    pytester.makepyfile(TESTS)
+    monkeypatch.setenv("VALUE_KEY", "v1")
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=12)
+    monkeypatch.setenv("VALUE_KEY", "v2")
+    result = pytester.runpytest_subprocess("-n", "2", "-W", "always")
+    result.assert_outcomes(passed=12, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*CleanupWarning: shared value 'database': the cleanup of its stale value "
+            "(key 'v1'*raised OSError: server of db://test-* gone*",
+            "*Traceback (most recent call last):*",
+            "*in drop_database*",
+        ]
+    )
+    assert len(kinds(pytester, "computed")) == 2
+    # The next run with the same key reuses the new value: the failure is not met again.
+    again = pytester.runpytest_subprocess("-n", "2")
+    again.assert_outcomes(passed=12)
+    assert len(kinds(pytester, "computed")) == 2
+    pytester.runpytest_subprocess("--xkill")
+
+
+def test_xkill_cleans_up_values_while_their_server_still_runs(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        HEADER
+        + """
+from xprocess.manager import XProcessInfo
+
+ROOT = Path(__file__).parent
+
+class Server(ProcessStarter):
+    pattern = "ready"
+    args = child()
+
+def create_table():
+    return "table"
+
+def drop_table(value):
+    info = XProcessInfo(ROOT / ".pytest_cache" / "d" / ".xprocess", "server")
+    (ROOT / "events").write_text("dropped while server " + str(info.isrunning()))
+
+@pytest.fixture(scope="session")
+def table(xprocess):
+    xprocess.ensure("server", Server)
+    return xprocess.shared("table", create_table, cleanup=drop_table, key="k", process="server")
+"""
+    )
+    pytester.makepyfile("def test_it(table):\n    assert table == 'table'\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    result = pytester.runpytest_subprocess("--xkill")
+    result.stdout.fnmatch_lines(["- table VALUE CLEANED UP", "* server TERMINATED"])
+    assert (pytester.path / "events").read_text() == "dropped while server True"
+
+
+class Server(ProcessStarter):
+    pattern = "ready"
+    args = child_args()
+
+
+@pytest.mark.parametrize("key", [None, "k"], ids=["this-run", "kept"])
+def test_a_value_tied_to_a_process_is_computed_again_once_the_process_restarted(
+    tmp_path: Path, key: str | None
+) -> None:
+    computed: list[int] = []
+
+    def compute() -> int:
+        computed.append(len(computed))
+        return len(computed)
+
+    with XProcess(None, tmp_path) as xprocess:
+        xprocess.ensure("server", Server)
+        try:
+            first = xprocess.shared("port", compute, key=key, process="server")
+            assert xprocess.shared("port", compute, key=key, process="server") == first
+            xprocess.ensure("server", Server, restart=True)
+            second = xprocess.shared("port", compute, key=key, process="server")
+            assert (first, second) == (1, 2)
+            assert xprocess.shared("port", compute, key=key, process="server") == second
+        finally:
+            xprocess.getinfo("server").terminate()
+
+
+def test_a_value_tied_to_a_process_that_does_not_run_is_refused(tmp_path: Path) -> None:
+    with XProcess(None, tmp_path) as xprocess, pytest.raises(SharedValueError) as raised:
+        xprocess.shared("port", lambda: 1, process="server")
+    message = str(raised.value)
+    assert "tied to the process 'server', which is not running" in message
+    assert "xprocess.ensure('server', ...)" in message

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xprocess.errors import (
+        CleanupWarning,
         ExecutableNotFoundError,
         InvalidStarterError,
         PatternNotFoundError,
         ProcessExitedError,
+        ServerNotFoundError,
         SharedValueError,
         StartupError,
         StartupTimeoutError,
@@ -29,12 +31,14 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "CleanupWarning",
     "ExecutableNotFoundError",
     "InvalidStarterError",
     "PatternNotFoundError",
     "ProcessExitedError",
     "ProcessStarter",
     "RecordWarning",
+    "ServerNotFoundError",
     "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
@@ -50,6 +54,7 @@ __all__ = [
 # including runs that never use it, and psutil and friends cost start-up time.
 _WHERE = {
     "ExecutableNotFoundError": "xprocess.errors",
+    "CleanupWarning": "xprocess.errors",
     "InvalidStarterError": "xprocess.errors",
     "PatternNotFoundError": "xprocess.errors",
     "ProcessExitedError": "xprocess.errors",
@@ -63,6 +68,7 @@ _WHERE = {
     "RecordWarning": "xprocess.records",
     "ProcessStarter": "xprocess.starter",
     "SharedValueError": "xprocess.errors",
+    "ServerNotFoundError": "xprocess.errors",
 }
 
 

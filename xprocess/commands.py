@@ -72,7 +72,8 @@ def show(roots: Iterable[Path], write: Write) -> int:
 def kill(roots: Iterable[Path], write: Write, names: list[str] | None = None) -> int:
     """Terminate recorded process trees (all, or those in ``names``).
 
-    Without ``names``, shared values are cleared too (their cleanup run where it can be).
+    Without ``names``, shared values are cleared first (their cleanup run where it can be, while
+    the processes they may need still run), then the processes are terminated.
     Returns 0 when each is gone, 1 when one could not be terminated or a name has no record.
     """
     roots = list(roots)
@@ -84,12 +85,13 @@ def kill(roots: Iterable[Path], write: Write, names: list[str] | None = None) ->
             status = 1
     elif not infos and not any(describe_values(root) for root in roots):
         write("no processes recorded")
+    if names is None:
+        # Values first, as at the end of a run: cleaning one up may need its server.
+        for root in roots:
+            status = clear_values(root, write) or status
     for info in infos:
         result = stop_record(info.record) if info.record is not None else 0
         write(f"{info.pid if info.pid is not None else '-'} {info.name} {_STATUS[result]}")
         if result < 0:
             status = 1
-    if names is None:
-        for root in roots:
-            status = clear_values(root, write) or status
     return status

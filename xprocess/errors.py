@@ -11,10 +11,12 @@ import builtins
 import errno
 
 __all__ = [
+    "CleanupWarning",
     "ExecutableNotFoundError",
     "InvalidStarterError",
     "PatternNotFoundError",
     "ProcessExitedError",
+    "ServerNotFoundError",
     "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
@@ -82,6 +84,14 @@ class UnsupportedPlatformError(XProcessError, RuntimeError):
     """xprocess cannot manage processes on this platform (Windows)."""
 
 
+class ServerNotFoundError(XProcessError, FileNotFoundError):
+    """A server program (``postgres``, ``redis-server``) is not where it was looked for."""
+
+
+class CleanupWarning(UserWarning):
+    """The cleanup of a stale shared value raised; the new value was computed anyway."""
+
+
 _BY_NAME: dict[str, type[XProcessError]] = {
     cls.__name__: cls
     for cls in (
@@ -94,6 +104,7 @@ _BY_NAME: dict[str, type[XProcessError]] = {
         ExecutableNotFoundError,
         SharedValueError,
         UnsupportedPlatformError,
+        ServerNotFoundError,
     )
 }
 

@@ -231,6 +231,7 @@ class XProcess:
         timeout: float = DEFAULT_VALUE_TIMEOUT,
         dumps: Callable[[Any], str] | None = None,
         loads: Callable[[str], Any] | None = None,
+        process: str | None = None,
     ) -> Any:
         """A value computed once per test run and shared by every xdist worker.
 
@@ -240,7 +241,8 @@ class XProcess:
         Ctrl-C or a crashed worker); it must be a module-level function. With ``key``, the value
         is kept across runs while the key stays the same, and recomputed (after ``cleanup`` of
         the old one) when it changes. Values are stored as JSON unless ``dumps``/``loads`` turn
-        them into a string and back.
+        them into a string and back. With ``process`` (the name of a running process), the value
+        belongs to that process's instance: it is computed again once the process was restarted.
 
         Example::
 
@@ -259,6 +261,7 @@ class XProcess:
             dumps=dumps,
             loads=loads,
             worker=os.environ.get("PYTEST_XDIST_WORKER", ""),
+            process=process,
         )
 
     def release(self) -> None:

@@ -18,14 +18,16 @@ import json
 import os
 import sys
 import time
+import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from xprocess.errors import InvalidStarterError, SharedValueError, rebuild_error
+from xprocess.errors import CleanupWarning, InvalidStarterError, SharedValueError, rebuild_error
 from xprocess.layout import Layout, atomic_write, read_or_warn, warn
 from xprocess.locking import NameLock
-from xprocess.records import FAILED, READY, validate_name
+from xprocess.records import FAILED, READY, RecordStore, validate_name
 
 __all__ = [
     "ValueRecord",
@@ -54,6 +56,8 @@ class ValueRecord:
     error_type: str = ""
     error_message: str = ""
     cleanup_error: str = ""
+    # The process instance the value belongs to (``process=``): its name, pid and create time.
+    process: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
@@ -182,6 +186,7 @@ def shared_value(
     dumps: Callable[[Any], str] | None = None,
     loads: Callable[[str], Any] | None = None,
     worker: str = "",
+    process: str | None = None,
 ) -> Any:
     """Return the value ``name`` of this run, computing it if no worker has yet.
 
@@ -203,24 +208,29 @@ def shared_value(
             f"shared value {name!r}: key must be a string (e.g. a hash of the inputs), got {key!r}",
             name=name,
         )
+    if process is not None:
+        validate_name(process)
     dumps = dumps or json.dumps
     loads = loads or json.loads
     store = ValueStore(root)
     run_path = store.run_path(name, run_id)
     store.lock_path(name).parent.mkdir(parents=True, exist_ok=True)
     with NameLock(store.lock_path(name), name, timeout, what="shared value"):
+        instance = _instance_of(root, name, process) if process is not None else None
         record = store.read(run_path)
         if record is not None and record.state == FAILED:
             raise _rebuild(record)
-        if record is not None:
+        if record is not None and record.process == instance:
             return loads(record.payload)
         kept_path = store.kept_path(name)
         if key is not None:
             kept = store.read(kept_path)
+            if kept is not None and kept.state == READY and kept.process != instance:
+                kept = None  # its process was restarted: the value died with the old instance
             if kept is not None and kept.key == key:
                 return loads(kept.payload)
             if kept is not None and cleanup is not None:
-                cleanup(loads(kept.payload))  # the old value is stale: its key changed
+                _clean_up_stale(name, kept, cleanup, loads)
             kept_path.unlink(missing_ok=True)
         try:
             value = compute()
@@ -248,9 +258,48 @@ def shared_value(
             loads=loads_reference,
             computed_at=time.time(),
             computed_by=worker,
+            process=instance,
         )
         store.write(kept_path if key is not None else run_path, record)
         return loads(payload)
+
+
+def _instance_of(root: Path, name: str, process: str) -> dict[str, Any]:
+    """The running instance of ``process`` that the value ``name`` is tied to."""
+    record = RecordStore(root).read(process)
+    if record is None or record.state != READY or not record.is_alive():
+        raise SharedValueError(
+            f"shared value {name!r} is tied to the process {process!r}, which is not running; "
+            f"start it first (xprocess.ensure({process!r}, ...)) in the fixture that computes "
+            "the value",
+            name=name,
+        )
+    return {"name": process, "pid": record.pid, "create_time": record.create_time}
+
+
+def _clean_up_stale(
+    name: str, stale: ValueRecord, cleanup: Callable[[Any], object], loads: Callable[[str], Any]
+) -> None:
+    """Run the cleanup of a kept value whose key changed; a failure is reported, not raised.
+
+    The new value is computed anyway: a stale value that cannot be cleaned up (its server is
+    gone, say) must not block every later run.
+    """
+    try:
+        cleanup(loads(stale.payload))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        warnings.warn(
+            CleanupWarning(
+                f"shared value {name!r}: the cleanup of its stale value (key {stale.key!r}, "
+                f"computed {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(stale.computed_at))}"
+                f") raised {type(exc).__name__}: {exc}; the new value is computed anyway.\n"
+                f"{details}"
+            ),
+            stacklevel=3,
+        )
 
 
 def cleanup_run_values(root: Path, run_id: str, report: Callable[[str], None]) -> None:
@@ -294,6 +343,8 @@ def describe_values(root: Path) -> list[str]:
             lines.append(f"- {path.parent.name} VALUE unreadable record {path}")
             continue
         notes = [f"run {record.run_id[:8]}"]
+        if record.process is not None:
+            notes.append(f"tied to {record.process.get('name')} pid {record.process.get('pid')}")
         if record.key is not None:
             notes.append(f"kept, key {record.key[:16]}")
         if record.cleanup_error:

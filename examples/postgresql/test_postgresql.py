@@ -1,8 +1,4 @@
-"""Tests that use the shared PostgreSQL server through psycopg.
-
-Workers share one server: tests keep their data in temporary tables (private to a connection)
-or in transactions that they roll back, so they do not see each other's.
-"""
+"""Tests that each get a database of their own, copied from the template built from schema.sql."""
 
 from __future__ import annotations
 
@@ -11,36 +7,35 @@ from typing import Any
 import psycopg
 
 from xprocess import XProcess
+from xprocess.servers.postgresql import PostgreSQLServer
+
+Connection = psycopg.Connection[tuple[Any, ...]]
 
 
-def test_server_answers(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-    row = conn.execute("SELECT version()").fetchone()
-    assert row is not None
-    assert row[0].startswith("PostgreSQL ")
-
-
-def test_insert_and_query(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-    conn.execute("CREATE TEMPORARY TABLE fruit (name text PRIMARY KEY, count int NOT NULL)")
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO fruit (name, count) VALUES (%s, %s)",
-            [("apple", 3), ("pear", 5), ("plum", 7)],
-        )
-    row = conn.execute("SELECT sum(count) FROM fruit WHERE name <> %s", ("pear",)).fetchone()
+def test_the_schema_is_loaded(postgresql: Connection) -> None:
+    row = postgresql.execute("SELECT sum(count) FROM fruit WHERE name <> %s", ("pear",)).fetchone()
     assert row == (10,)
 
 
-def test_rollback_discards_changes(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-    conn.execute("CREATE TEMPORARY TABLE note (body text)")
-    conn.commit()
-    conn.execute("INSERT INTO note VALUES ('draft')")
-    conn.rollback()
-    assert conn.execute("SELECT count(*) FROM note").fetchone() == (0,)
+def test_changes_stay_in_this_tests_database(postgresql: Connection) -> None:
+    postgresql.execute("DELETE FROM fruit")
+    postgresql.execute("CREATE TABLE note (body text)")
+    postgresql.commit()
+    assert postgresql.execute("SELECT count(*) FROM fruit").fetchone() == (0,)
+
+
+def test_each_test_starts_from_the_template(postgresql: Connection) -> None:
+    assert postgresql.execute("SELECT count(*) FROM fruit").fetchone() == (3,)
+    exists = postgresql.execute("SELECT to_regclass('note') IS NOT NULL").fetchone()
+    assert exists == (False,)
 
 
 def test_the_server_is_the_recorded_one(
-    conn: psycopg.Connection[tuple[Any, ...]], xprocess: XProcess
+    postgresql: Connection, postgresql_proc: PostgreSQLServer, xprocess: XProcess
 ) -> None:
     recorded = xprocess.getinfo("postgresql")
-    row = conn.execute("SELECT inet_server_port(), current_setting('data_directory')").fetchone()
+    row = postgresql.execute(
+        "SELECT inet_server_port(), current_setting('data_directory')"
+    ).fetchone()
     assert row == (recorded.data["port"], recorded.data["datadir"])
+    assert postgresql_proc.port == recorded.data["port"]

@@ -1,43 +1,39 @@
-"""Tests that talk to the shared Redis server over a plain socket.
-
-Workers share one server, so every test uses keys of its own (named after the test).
-"""
+"""Tests that use the shared Redis server through redis-py, each on its worker's own database."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
-from redis_client import Redis, RedisError
+import redis
 
 from xprocess import XProcess
+from xprocess.servers.redis import RedisServer
 
 
-def test_ping_over_a_raw_socket(redis_port: int) -> None:
-    with socket.create_connection(("127.0.0.1", redis_port), timeout=10) as sock:
+def test_ping_over_a_raw_socket(redis_proc: RedisServer) -> None:
+    with socket.create_connection((redis_proc.host, redis_proc.port), timeout=10) as sock:
         sock.sendall(b"*1\r\n$4\r\nPING\r\n")
         assert sock.recv(64) == b"+PONG\r\n"
 
 
-def test_set_and_get(redis: Redis, request: pytest.FixtureRequest) -> None:
-    key = request.node.name
-    assert redis("SET", key, "hello") == "OK"
-    assert redis("GET", key) == b"hello"
-    assert redis("DEL", key) == 1
-    assert redis("GET", key) is None
+def test_starts_from_an_empty_database(redisdb: redis.Redis) -> None:
+    assert redisdb.dbsize() == 0
+    assert redisdb.set("greeting", "hello")
+    assert redisdb.get("greeting") == "hello"
 
 
-def test_counter_and_error_reply(redis: Redis, request: pytest.FixtureRequest) -> None:
-    key = request.node.name
-    assert [redis("INCR", key) for _ in range(3)] == [1, 2, 3]
-    with pytest.raises(RedisError, match="wrong number of arguments"):
-        redis("INCR")
+def test_counter_and_error_reply(redisdb: redis.Redis) -> None:
+    assert [redisdb.incr("counter") for _ in range(3)] == [1, 2, 3]
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        redisdb.execute_command("INCR")
 
 
-def test_the_server_is_the_recorded_one(redis: Redis, xprocess: XProcess) -> None:
-    info = redis("INFO", "server")
-    assert isinstance(info, bytes)
-    fields = dict(line.split(":", 1) for line in info.decode().splitlines() if ":" in line)
+def test_the_server_is_the_recorded_one(redisdb: redis.Redis, xprocess: XProcess) -> None:
+    info = redisdb.info("server")
     recorded = xprocess.getinfo("redis")
-    assert int(fields["tcp_port"]) == recorded.data["port"]
-    assert int(fields["process_id"]) == recorded.pid
+    assert info["tcp_port"] == recorded.data["port"]
+    assert info["process_id"] == recorded.pid
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    assert redisdb.connection_pool.connection_kwargs["db"] == int(worker[2:])

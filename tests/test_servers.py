@@ -1,0 +1,270 @@
+"""xprocess.servers through real PostgreSQL and Redis servers, in whole pytest runs.
+
+PostgreSQL costs seconds to initdb, so the PostgreSQL tests share one kept server per test module
+(and xdist worker): every project they create keeps its records in one shared cache directory,
+and each project uses a database prefix (``dbname=``) of its own, so their templates and test
+databases do not meet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_examples import have_postgres, need
+from xprocess.errors import InvalidStarterError, ServerNotFoundError
+from xprocess.manager import XProcessInfo
+from xprocess.servers import postgresql as pg
+from xprocess.servers import redis as rd
+
+PG_CONFTEST = """
+from pathlib import Path
+import psycopg
+from xprocess.servers import postgresql as pg
+
+ROOT = Path(__file__).parent
+
+def add_cherry(host, port, user, dbname, password):
+    with open(ROOT / "loads", "a") as f:
+        f.write(dbname + "\\n")
+    with psycopg.connect(host=host, port=port, user=user, dbname=dbname) as conn:
+        conn.execute("INSERT INTO fruit VALUES ('cherry')")
+
+postgresql_proc = pg.postgresql_proc(keep=True, dbname={dbname!r}, load=["schema.sql", add_cherry])
+postgresql = pg.postgresql("postgresql_proc")
+"""
+
+SCHEMA = "CREATE TABLE fruit (name text);\nINSERT INTO fruit VALUES ('apple');\n"
+
+PG_TESTS = """
+import os
+from pathlib import Path
+import pytest
+
+@pytest.mark.parametrize("i", range({count}))
+def test_db(postgresql, i):
+    db = postgresql.execute("SELECT current_database()").fetchone()[0]
+    with open(Path(__file__).parent / "seen", "a") as f:
+        f.write(os.environ.get("PYTEST_XDIST_WORKER", "main") + " " + db + "\\n")
+    names = [row[0] for row in postgresql.execute("SELECT name FROM fruit ORDER BY name")]
+    assert names == {names!r}
+    assert postgresql.execute("SELECT to_regclass('mine')").fetchone() == (None,)
+    postgresql.execute("CREATE TABLE mine (x int)")
+    postgresql.commit()
+"""
+
+
+def need_postgresql() -> None:
+    need(have_postgres(), "PostgreSQL (postgres, initdb)", "apt-get install postgresql")
+
+
+def records(cache: Path) -> Path:
+    return cache / "d" / ".xprocess"
+
+
+@pytest.fixture(scope="module")
+def pg_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A cache directory shared by the module's projects: its kept server is theirs."""
+    cache = tmp_path_factory.mktemp("pg-cache")
+    yield cache
+    info = XProcessInfo(records(cache), "postgresql")
+    info.terminate()
+    datadir = info.data.get("datadir")
+    if datadir:
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, pg_cache: Path) -> pytest.Pytester:
+    need_postgresql()
+    pytester.makeconftest(PG_CONFTEST.format(dbname=prefix_of(pytester)))
+    (pytester.path / "schema.sql").write_text(SCHEMA, encoding="utf-8")
+    pytester.makeini("[pytest]\n")
+    return pytester
+
+
+def run_pg(project: pytest.Pytester, pg_cache: Path, *args: str) -> pytest.RunResult:
+    return project.runpytest_subprocess("-o", f"cache_dir={pg_cache}", *args, timeout=180)
+
+
+def seen(project: pytest.Pytester) -> list[tuple[str, str]]:
+    lines = (project.path / "seen").read_text().split("\n")
+    return [(line.split()[0], line.split()[1]) for line in lines if line]
+
+
+def loads(project: pytest.Pytester) -> list[str]:
+    path = project.path / "loads"
+    return path.read_text().split() if path.exists() else []
+
+
+def databases(pg_cache: Path, pattern: str) -> list[str]:
+    """Names of the kept server's databases that match the LIKE ``pattern``."""
+    import psycopg
+
+    data = XProcessInfo(records(pg_cache), "postgresql").data
+    with psycopg.connect(**pg.connect_kwargs(data, "postgres")) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (pattern,)
+        )
+        return [row[0] for row in rows]
+
+
+def prefix_of(project: pytest.Pytester) -> str:
+    """The project's database prefix: its templates and test databases start with it."""
+    return "t" + hashlib.sha1(str(project.path).encode()).hexdigest()[:10]
+
+
+def test_each_test_gets_its_own_copy_of_the_template_in_every_worker(
+    project: pytest.Pytester, pg_cache: Path
+) -> None:
+    project.makepyfile(PG_TESTS.format(count=8, names=["apple", "cherry"]))
+    run_pg(project, pg_cache, "-n", "4").assert_outcomes(passed=8)
+    entries = seen(project)
+    assert len({worker for worker, _ in entries}) > 1
+    assert len({db for _, db in entries}) == 8, "two tests were given the same database"
+
+
+def test_the_template_is_built_once_across_workers_and_kept_across_runs(
+    project: pytest.Pytester, pg_cache: Path
+) -> None:
+    project.makepyfile(PG_TESTS.format(count=8, names=["apple", "cherry"]))
+    run_pg(project, pg_cache, "-n", "4").assert_outcomes(passed=8)
+    run_pg(project, pg_cache, "-n", "4").assert_outcomes(passed=8)
+    (template,) = loads(project)
+    assert databases(pg_cache, f"{prefix_of(project)}%") == [template]
+
+
+def test_the_template_is_rebuilt_when_a_loaded_file_changes(
+    project: pytest.Pytester, pg_cache: Path
+) -> None:
+    project.makepyfile(PG_TESTS.format(count=2, names=["apple", "cherry"]))
+    run_pg(project, pg_cache).assert_outcomes(passed=2)
+    with (project.path / "schema.sql").open("a") as schema:
+        schema.write("INSERT INTO fruit VALUES ('banana');\n")
+    project.makepyfile(PG_TESTS.format(count=2, names=["apple", "banana", "cherry"]))
+    run_pg(project, pg_cache).assert_outcomes(passed=2)
+    first, second = loads(project)
+    assert first != second
+    # The stale template was dropped; only the new one is left.
+    assert databases(pg_cache, f"{prefix_of(project)}%") == [second]
+
+
+def test_test_databases_are_dropped_after_x(project: pytest.Pytester, pg_cache: Path) -> None:
+    project.makepyfile(
+        PG_TESTS.format(count=6, names=["apple", "cherry"])
+        + "\ndef test_fails(postgresql):\n    assert False\n"
+    )
+    result = run_pg(project, pg_cache, "-n", "2", "-x", "-p", "no:randomly")
+    assert result.parseoutcomes()["failed"] == 1
+    assert databases(pg_cache, f"{prefix_of(project)}%") == loads(project)
+
+
+def test_the_database_of_a_crashed_worker_is_dropped_at_the_end_of_the_run(
+    project: pytest.Pytester, pg_cache: Path
+) -> None:
+    project.makepyfile(
+        PG_TESTS.format(count=4, names=["apple", "cherry"])
+        + "\nimport signal\n\ndef test_crashes(postgresql):\n"
+        "    db = postgresql.execute('SELECT current_database()').fetchone()[0]\n"
+        "    (Path(__file__).parent / 'crashed').write_text(db)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = run_pg(project, pg_cache, "-n", "2")
+    result.stdout.fnmatch_lines(["*crashed*"])
+    assert result.parseoutcomes()["passed"] == 4
+    crashed = (project.path / "crashed").read_text()
+    assert crashed.startswith(prefix_of(project))
+    assert databases(pg_cache, f"{prefix_of(project)}%") == loads(project)
+
+
+def test_a_configured_postgres_that_is_not_there_is_named_in_the_error(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini("[pytest]\nxpostgresql_exec = /nonexistent/bin/postgres\n")
+    pytester.makeconftest(
+        "from xprocess.servers import postgresql as pg\n"
+        "postgresql_proc = pg.postgresql_proc()\n"
+        "postgresql = pg.postgresql()\n"
+    )
+    pytester.makepyfile("def test_it(postgresql):\n    pass\n")
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E *ServerNotFoundError: xpostgresql_exec is '/nonexistent/bin/postgres', but "
+            "/nonexistent/bin does not hold postgres, initdb; point xpostgresql_exec at *"
+        ]
+    )
+
+
+REDIS_PROJECT = """
+import os
+from pathlib import Path
+import pytest
+from xprocess.servers import redis
+
+redis_proc = redis.redis_proc()
+redisdb = redis.redisdb("redis_proc", decode=True)
+
+@pytest.mark.parametrize("i", range(8))
+def test_keys(redisdb, i):
+    with open(Path(__file__).parent / "seen", "a") as f:
+        db = redisdb.connection_pool.connection_kwargs["db"]
+        f.write(os.environ.get("PYTEST_XDIST_WORKER", "main") + " " + str(db) + "\\n")
+    assert redisdb.keys() == []
+    redisdb.set("left", "behind")
+"""
+
+
+def test_redis_gives_each_worker_its_own_database_flushed_between_tests(
+    pytester: pytest.Pytester,
+) -> None:
+    need(shutil.which("redis-server") is not None, "redis-server", "apt-get install redis-server")
+    pytester.makepyfile(REDIS_PROJECT)
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=8)
+    pairs = set(seen(pytester))
+    assert len({worker for worker, _ in pairs}) == 2
+    assert {(worker, f"{int(worker[2:])}") for worker, _ in pairs} == pairs
+
+
+def test_a_worker_beyond_the_redis_databases_gets_an_error_saying_what_to_raise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw4")
+    server = rd.RedisServer("redis", "127.0.0.1", 1, databases=4)
+    with pytest.raises(ValueError, match="worker gw4 needs database 4, but the server has 4; "):
+        server.worker_db()
+
+
+@pytest.mark.parametrize(
+    ("module", "require", "extra"),
+    [("psycopg", pg.require_psycopg, "postgresql"), ("redis", rd.require_redis, "redis")],
+)
+def test_a_missing_client_library_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, module: str, require: Any, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ModuleNotFoundError, match=rf'pip install "xprocess\[{extra}\]"'):
+        require()
+
+
+def test_a_database_prefix_that_is_not_an_identifier_is_refused() -> None:
+    with pytest.raises(InvalidStarterError, match="dbname='my-tests' cannot prefix"):
+        pg.postgresql_proc(dbname="my-tests")
+
+
+def test_a_loader_that_is_neither_a_file_nor_a_function_is_refused() -> None:
+    with pytest.raises(InvalidStarterError, match="each item of load= must be the path"):
+        pg.postgresql_proc(load=[42])  # type: ignore[list-item]
+
+
+def test_a_directory_without_initdb_is_not_taken_for_postgresql(tmp_path: Path) -> None:
+    (tmp_path / "postgres").write_text("")
+    with pytest.raises(ServerNotFoundError, match="does not hold postgres, initdb"):
+        pg.find_postgres(tmp_path)

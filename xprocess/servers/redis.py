@@ -1,0 +1,208 @@
+"""Redis for tests: one server for every xdist worker, a logical database of each worker's own.
+
+In ``conftest.py``::
+
+    from xprocess.servers import redis
+
+    redis_proc = redis.redis_proc()
+    redisdb = redis.redisdb("redis_proc")
+
+``redis_proc`` (session scope) starts ``redis-server`` once for the whole run, through
+``xprocess.ensure``, on a free port of 127.0.0.1 with no persistence. ``redisdb`` (function scope)
+gives each test a ``redis.Redis`` client on its worker's own logical database (worker ``gwN`` gets
+database N), flushed before and after the test. The server is started with enough databases for
+many workers (``databases=``, 256 by default), so workers never share one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from xprocess.errors import InvalidStarterError
+from xprocess.ports import free_port
+from xprocess.records import validate_name
+from xprocess.servers._common import (
+    find_program,
+    flag_setting,
+    require_extra,
+    text_setting,
+    worker_id,
+)
+from xprocess.starter import ProcessStarter
+
+if TYPE_CHECKING:
+    import redis
+
+    from xprocess.manager import XProcess
+
+__all__ = ["RedisServer", "RedisStarter", "find_redis_server", "redis_proc", "redisdb"]
+
+SEARCH_DIRS: tuple[str, ...] = ("/usr/bin", "/usr/local/bin", "/opt/homebrew/bin", "/usr/sbin")
+INSTALL = "apt-get install redis-server, or brew install redis"
+EXEC_SETTING = "xredis_exec"
+KEEP_SETTING = "xredis_keep"
+HOST = "127.0.0.1"
+DEFAULT_DATABASES = 256
+_WORKER_NUMBER = re.compile(r"gw(\d+)")
+
+
+def require_redis() -> ModuleType:
+    """The redis client module, or an error saying to install ``xprocess[redis]``."""
+    return require_extra("redis", "redis", "xprocess.servers.redis")
+
+
+def find_redis_server(configured: str | os.PathLike[str] | None = None) -> Path:
+    """The ``redis-server`` program: configured, on PATH, or in the usual places."""
+    return find_program(
+        "redis-server",
+        configured=os.fspath(configured) if configured is not None else None,
+        setting=EXEC_SETTING,
+        search=SEARCH_DIRS,
+        install=INSTALL,
+    )
+
+
+class RedisStarter(ProcessStarter):
+    """``redis-server`` on a free port of 127.0.0.1, keeping nothing on disk.
+
+    The fixture factory makes a subclass with ``program``, ``databases`` and ``options`` set.
+    """
+
+    # Redis 7 says "Ready to accept connections", older ones "... is now ready to accept ...".
+    pattern = "(?i)ready to accept connections"
+    timeout = 30
+    terminate_at_end = True
+    program: str = ""
+    databases: int = DEFAULT_DATABASES
+    options: tuple[str, ...] = ()
+
+    def args(self) -> list[object]:
+        program = self.program or str(find_redis_server())
+        port = free_port()
+        self.data.update(host=HOST, port=port, databases=self.databases)
+        return [
+            program,
+            "--port",
+            port,
+            "--bind",
+            HOST,
+            # No persistence: nothing is written next to the server.
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--databases",
+            self.databases,
+            *self.options,
+        ]
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    """The running server, as the ``redis_proc`` fixture gives it."""
+
+    name: str
+    host: str
+    port: int
+    databases: int
+
+    def worker_db(self) -> int:
+        """The logical database of this xdist worker: N for ``gwN``, 0 without xdist."""
+        match = _WORKER_NUMBER.fullmatch(worker_id())
+        number = int(match.group(1)) if match else 0
+        if number >= self.databases:
+            raise InvalidStarterError(
+                f"redis_proc {self.name!r}: xdist worker {worker_id()} needs database {number}, "
+                f"but the server has {self.databases}; pass a larger databases= to redis_proc "
+                "(a kept server must then be restarted: pytest --xkill)",
+                name=self.name,
+            )
+        return number
+
+    def client(self, db: int | None = None, **kwargs: Any) -> redis.Redis:
+        """A ``redis.Redis`` client on database ``db`` (default: this worker's)."""
+        module = require_redis()
+        number = self.worker_db() if db is None else db
+        client: redis.Redis = module.Redis(host=self.host, port=self.port, db=number, **kwargs)
+        return client
+
+
+def redis_proc(
+    name: str = "redis",
+    *,
+    executable: str | os.PathLike[str] | None = None,
+    keep: bool | None = None,
+    databases: int = DEFAULT_DATABASES,
+    options: Sequence[str] = (),
+) -> Any:
+    """A session fixture: the Redis server ``name``, one for every xdist worker.
+
+    ``executable``: the ``redis-server`` program (default: the ``xredis_exec`` setting, then PATH,
+    then the usual places). ``keep``: leave it running after the run (default: the
+    ``xredis_keep`` setting, else stopped at the end). ``databases``: how many logical databases
+    it has (one per worker). ``options``: more ``redis-server`` arguments (``"--maxmemory"``,
+    ``"64mb"``).
+    """
+    validate_name(name)
+    if isinstance(databases, bool) or not isinstance(databases, int) or databases < 1:
+        raise InvalidStarterError(
+            f"redis_proc {name!r}: databases must be a positive number, got {databases!r}",
+            name=name,
+        )
+    arguments = tuple(str(option) for option in options)
+
+    @pytest.fixture(scope="session")
+    def redis_proc_fixture(request: pytest.FixtureRequest, xprocess: XProcess) -> RedisServer:
+        config = request.config
+        require_redis()
+        program = find_redis_server(executable or text_setting(config, EXEC_SETTING))
+        stays = keep if keep is not None else flag_setting(config, KEEP_SETTING)
+        starter = type(
+            "RedisStarter",
+            (RedisStarter,),
+            {
+                "program": str(program),
+                "databases": databases,
+                "options": arguments,
+                "terminate_at_end": not stays,
+            },
+        )
+        xprocess.ensure(name, starter)
+        data = xprocess.getinfo(name).data
+        return RedisServer(name, data["host"], data["port"], data["databases"])
+
+    return redis_proc_fixture
+
+
+def redisdb(proc_fixture_name: str = "redis_proc", *, decode: bool = False) -> Any:
+    """A function fixture: a ``redis.Redis`` client on this worker's database, flushed around it.
+
+    ``decode``: replies as ``str`` instead of ``bytes`` (``decode_responses``).
+    """
+    if not isinstance(proc_fixture_name, str) or not proc_fixture_name:
+        raise InvalidStarterError(
+            f"redisdb(): pass the name of the server fixture (as a string), got "
+            f"{proc_fixture_name!r}"
+        )
+
+    @pytest.fixture
+    def redisdb_fixture(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+        server: RedisServer = request.getfixturevalue(proc_fixture_name)
+        client = server.client(decode_responses=decode)
+        try:
+            # Before as well as after: a crashed worker of an earlier run may have left keys.
+            client.flushdb()
+            yield client
+            client.flushdb()
+        finally:
+            client.close()
+
+    return redisdb_fixture
