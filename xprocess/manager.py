@@ -178,6 +178,9 @@ class XProcess:
         self.run = run or Run.of(run_id or uuid.uuid4().hex)
         self.run_id = self.run.id
         self.resources: list[StartedProcess] = []
+        # Where to say that a start is slow, and when it is ready (the pytest plugin sets it to
+        # write to the terminal); None says nothing.
+        self.progress: Callable[[str], None] | None = None
         # name -> (logpath, offset where this session's interest in its log begins)
         self.watched: dict[str, tuple[Path, int]] = {}
 
@@ -207,6 +210,7 @@ class XProcess:
         once and all get the same pid. ``restart`` stops a running one first; ``persist_logs=False``
         starts a fresh log instead of appending.
         """
+        __tracebackhide__ = True
         validate_name(name)
         if not restart:
             record = self.store.read(name)
@@ -267,6 +271,7 @@ class XProcess:
     def _start(
         self, name: str, plan: Any, controldir: Path, persist_logs: bool
     ) -> tuple[int, Path]:
+        __tracebackhide__ = True
         logpath = self.store.log_path(name)
         self.log.debug("%s$ %s", controldir, " ".join(plan.argv))
         try:
@@ -305,7 +310,7 @@ class XProcess:
         self.resources.append(StartedProcess(name, popen, info))
         self.watched[name] = (logpath, offset)
         try:
-            wait_until_ready(plan, popen, logpath, offset)
+            wait_until_ready(plan, popen, logpath, offset, self.progress)
         except BaseException as exc:
             info.terminate(timeout=5)
             popen.poll()

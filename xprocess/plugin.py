@@ -5,10 +5,11 @@ The work itself is done by the engine modules; this module only connects it to p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -96,8 +97,44 @@ def xprocess(request: pytest.FixtureRequest) -> Iterator[Any]:
     marker.parent.mkdir(exist_ok=True)
     marker.touch()
     with XProcess(config, root, run=run) as manager:
+        manager.progress = _progress_writer(config)
         config.stash[_XPROCESS] = manager
         yield manager
+
+
+def _progress_writer(config: pytest.Config) -> Callable[[str], None]:
+    """Where the engine says that a start is slow: the terminal, past pytest's capturing.
+
+    Under xdist a worker has no terminal of its own: the line goes to its stderr, which the
+    workers share with the controller, so it reaches the same terminal.
+    """
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    reporter = (
+        None if is_xdist_worker(config) else config.pluginmanager.get_plugin("terminalreporter")
+    )
+
+    def write(line: str) -> None:
+        with (
+            capture.global_and_fixture_disabled()
+            if capture is not None
+            else contextlib.nullcontext()
+        ):
+            if reporter is not None:
+                reporter.write_line(line)
+            else:
+                print(line, file=sys.stderr, flush=True)
+
+    return write
+
+
+def _failed_start_of(call: pytest.CallInfo[None]) -> str | None:
+    """The process whose failed start ``call`` raised: its error already holds its log tail."""
+    if call.excinfo is None:
+        return None
+    from xprocess.errors import XProcessError
+
+    error = call.excinfo.value
+    return error.name if isinstance(error, XProcessError) else None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -118,7 +155,10 @@ def pytest_runtest_makereport(
     manager = item.config.stash.get(_XPROCESS, None)
     if manager is None or not report.failed:
         return report
+    shown = _failed_start_of(call)
     for name, (logpath, offset) in sorted(manager.watched.items()):
+        if name == shown:
+            continue  # the log tail is in the error: once is enough
         text, cut = read_since(logpath, offset, LOG_SECTION_LIMIT)
         if text:
             if cut:

@@ -13,20 +13,38 @@ fixed polling interval:
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+import queue
+import re
 import select
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from xprocess.errors import PatternNotFoundError, ProcessExitedError, StartupTimeoutError
+from xprocess.errors import (
+    PatternNotFoundError,
+    ProcessExitedError,
+    StartupTimeoutError,
+    XProcessError,
+)
 from xprocess.logs import read_tail
+from xprocess.probes import BoundProbe, ProbeFailed
 from xprocess.starter import LaunchPlan
 
-__all__ = ["HAVE_INOTIFY", "HAVE_PIDFD", "LogWatcher", "wait_until_ready"]
+__all__ = [
+    "HAVE_INOTIFY",
+    "HAVE_PIDFD",
+    "SLOW_START_NOTICE",
+    "LogWatcher",
+    "is_not_ready_error",
+    "is_programming_error",
+    "wait_until_ready",
+]
 
 _IN_MODIFY = 0x00000002
 _FIRST_DELAY = 0.001
@@ -35,6 +53,13 @@ _MAX_DELAY_POLLING = 0.025
 _MAX_DELAY_EVENTS = 0.05
 _CHUNK = 1 << 20
 TAIL_LINES = 20
+# After this many seconds without readiness, say what is being waited for (a silent 20 s start
+# looks like a hang).
+SLOW_START_NOTICE = 2.0
+# How often a check that has not returned yet is looked at: for an exit, the deadline, a notice.
+_CHECK_WAKE = 0.05
+
+Report = Callable[[str], None]
 
 
 def _load_inotify() -> ctypes.CDLL | None:
@@ -182,6 +207,42 @@ def _tail_text(logpath: Path, offset: int) -> str:
     return "\n".join(f"    {line}" for line in lines)
 
 
+_PYTHON_NAME = re.compile(r"^(python|pypy)[\d.]*$")
+
+
+def _is_python(popen: subprocess.Popen[bytes] | None, plan: LaunchPlan) -> bool:
+    names = [os.path.basename(plan.argv[0])]
+    if popen is not None:
+        try:
+            import psutil
+
+            names.append(psutil.Process(popen.pid).name())
+        except Exception:  # gone, or no permission: the command line is all there is
+            pass
+    return any(_PYTHON_NAME.match(name) for name in names)
+
+
+def _buffering_hint(
+    plan: LaunchPlan, popen: subprocess.Popen[bytes] | None, logpath: Path, offset: int
+) -> str:
+    """Why a Python process that wrote nothing may look silent: its output is in its buffer."""
+    if read_tail(logpath, offset, 1) or not _is_python(popen, plan):
+        return ""
+    env = plan.env if plan.env is not None else os.environ
+    if env.get("PYTHONUNBUFFERED"):
+        how = (
+            "PYTHONUNBUFFERED is set, so the likely cause is a buffer of the program's own (a "
+            "file it opened, a logging handler): flush it after writing the ready line"
+        )
+    else:
+        how = (
+            "its output is most likely waiting in its buffer (Python buffers output to a file, "
+            "and the starter's env sets PYTHONUNBUFFERED to an empty value): run it with -u, "
+            "set PYTHONUNBUFFERED=1, or flush after printing"
+        )
+    return f"\n  It is a Python interpreter that wrote nothing; {how}."
+
+
 def _exited(
     popen: subprocess.Popen[bytes] | None, plan: LaunchPlan, logpath: Path, offset: int
 ) -> ProcessExitedError | None:
@@ -196,16 +257,47 @@ def _exited(
 
 
 def _timed_out(
-    plan: LaunchPlan, logpath: Path, offset: int, waiting_for: str, cause: BaseException | None
+    plan: LaunchPlan,
+    popen: subprocess.Popen[bytes] | None,
+    logpath: Path,
+    offset: int,
+    waiting_for: str,
+    advice: str,
 ) -> StartupTimeoutError:
-    reason = f"\n  the last startup_check raised: {cause!r}" if cause is not None else ""
     return StartupTimeoutError(
-        f"{plan.name!r} was not ready within {plan.timeout:g} s: {waiting_for}.{reason}\n"
+        f"{plan.name!r} was not ready within {plan.timeout:g} s: {waiting_for}.\n"
         f"  command: {_describe(plan)}\n  log: {logpath}\n"
-        f"  last lines of its log:\n{_tail_text(logpath, offset)}\n"
-        "  Raise the starter's timeout if it needs longer, or check the pattern against the log.",
+        f"  last lines of its log:\n{_tail_text(logpath, offset)}"
+        f"{_buffering_hint(plan, popen, logpath, offset)}\n  {advice}",
         name=plan.name,
     )
+
+
+class _Progress:
+    """Says once what a slow start waits for, and then how long it took to become ready."""
+
+    def __init__(self, plan: LaunchPlan, report: Report | None) -> None:
+        self._plan = plan
+        self._report = report
+        self._started = time.monotonic()
+        self._shown = False
+        self.waiting_for = ""
+
+    def tick(self) -> None:
+        if self._shown or self._report is None:
+            return
+        elapsed = time.monotonic() - self._started
+        if elapsed >= SLOW_START_NOTICE:
+            self._shown = True
+            self._report(
+                f"xprocess: waiting for {self._plan.name!r} to be ready ({self.waiting_for}, "
+                f"{elapsed:.0f} s of {self._plan.timeout:g} s)…"
+            )
+
+    def ready(self) -> None:
+        if self._shown and self._report is not None:
+            elapsed = time.monotonic() - self._started
+            self._report(f"xprocess: {self._plan.name!r} is ready after {elapsed:.1f} s")
 
 
 def wait_until_ready(
@@ -213,19 +305,25 @@ def wait_until_ready(
     popen: subprocess.Popen[bytes] | None,
     logpath: Path,
     offset: int,
+    report: Report | None = None,
 ) -> None:
     """Return once ``plan``'s process is ready; raise as soon as it cannot become ready.
 
     Reads the log from ``offset`` (where this start's output begins). Raises
     ProcessExitedError when the process exits first, PatternNotFoundError when ``max_read_lines``
-    lines pass without a match, StartupTimeoutError when ``plan.timeout`` passes.
+    lines pass without a match, StartupTimeoutError when ``plan.timeout`` passes. A start that
+    takes longer than ``SLOW_START_NOTICE`` seconds is announced through ``report``, and so is
+    its readiness then.
     """
+    __tracebackhide__ = True
     deadline = time.monotonic() + plan.timeout
     pid = popen.pid if popen is not None else None
+    progress = _Progress(plan, report)
     with LogWatcher(logpath, pid) as watcher, open(logpath, "rb") as log:
         log.seek(offset)
         if plan.pattern is not None:
-            _wait_for_pattern(plan, popen, logpath, offset, log, watcher, deadline)
+            progress.waiting_for = f"pattern {plan.pattern.pattern!r}"
+            _wait_for_pattern(plan, popen, logpath, offset, log, watcher, deadline, progress)
         checks: list[Callable[[], object]] = []
         if plan.check is not None:
             checks.append(plan.check)
@@ -235,7 +333,9 @@ def wait_until_ready(
             watcher.stop_following_log()
         for check in checks:
             watcher.delay = _FIRST_DELAY
-            _wait_for_check(plan, check, popen, logpath, offset, watcher, deadline)
+            progress.waiting_for = _check_name(check)
+            _wait_for_check(plan, check, popen, logpath, offset, watcher, deadline, progress)
+    progress.ready()
 
 
 def _reader_check(
@@ -249,6 +349,12 @@ def _reader_check(
     return check
 
 
+def _check_name(check: Callable[[], object]) -> str:
+    if isinstance(check, BoundProbe):
+        return f"startup_check {check.description}"
+    return "startup_check"
+
+
 def _wait_for_pattern(
     plan: LaunchPlan,
     popen: subprocess.Popen[bytes] | None,
@@ -257,7 +363,9 @@ def _wait_for_pattern(
     log: IO[bytes],
     watcher: LogWatcher,
     deadline: float,
+    progress: _Progress,
 ) -> None:
+    __tracebackhide__ = True
     assert plan.pattern is not None
     search = plan.pattern.search
     reader = _LineReader(log)
@@ -292,9 +400,125 @@ def _wait_for_pattern(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timed_out(
-                plan, logpath, offset, f"pattern {plan.pattern.pattern!r} not seen", None
+                plan,
+                popen,
+                logpath,
+                offset,
+                f"pattern {plan.pattern.pattern!r} not seen",
+                "Raise the starter's timeout if it needs longer, or check the pattern against "
+                "the log.",
             )
+        progress.tick()
         watcher.wait(remaining)
+
+
+# Exceptions from a startup_check that are bugs in the check, not a server that is not ready:
+# retrying them until the timeout only hides the traceback.
+_PROGRAMMING_ERRORS = (KeyError, AttributeError, NameError, TypeError, ImportError, XProcessError)
+# Words in the class names of client libraries' "cannot reach the server" errors (psycopg's
+# OperationalError, redis's ConnectionError and BusyLoadingError, pymongo's AutoReconnect...),
+# matched by name so that none of those libraries needs to be imported.
+_NOT_READY_WORDS = (
+    "connect",
+    "operational",
+    "interface",
+    "timeout",
+    "unavailable",
+    "refused",
+    "reconnect",
+    "notready",
+    "loading",
+    "disconnect",
+)
+
+
+def is_not_ready_error(exc: BaseException) -> bool:
+    """Whether ``exc`` from a startup_check says the server cannot be reached (yet)."""
+    if isinstance(exc, (OSError, ProbeFailed)):
+        return True
+    http_client = sys.modules.get("http.client")  # if a check used it, it is imported
+    if http_client is not None and isinstance(exc, http_client.HTTPException):
+        return True
+    return any(
+        word in cls.__name__.lower() for cls in type(exc).__mro__ for word in _NOT_READY_WORDS
+    )
+
+
+def is_programming_error(exc: BaseException) -> bool:
+    """Whether ``exc`` from a startup_check is a bug in the check, to be raised at once.
+
+    KeyError, AttributeError, NameError, TypeError, ImportError and xprocess's own errors are,
+    unless the class is a client library's connection error (by its name). Every other exception
+    (AssertionError and ValueError included) means "not ready yet".
+    """
+    return isinstance(exc, _PROGRAMMING_ERRORS) and not is_not_ready_error(exc)
+
+
+class _Job:
+    """One call of a check, run by a worker thread; ``done`` is set when it has returned."""
+
+    def __init__(self, check: Callable[[], object]) -> None:
+        self.check = check
+        self.done = threading.Event()
+        self.result: object = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        __tracebackhide__ = True
+        try:
+            self.result = self.check()
+        except BaseException as exc:  # handed to the waiting thread, which decides
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+class _CheckWorker:
+    """A daemon thread that runs checks, so that one that blocks can be abandoned.
+
+    One per waiting thread, kept between starts: handing a check to a running thread costs
+    microseconds, starting a thread for each call would cost more.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        thread = threading.Thread(target=self._serve, name="xprocess-startup-check", daemon=True)
+        thread.start()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job.run()
+
+    def submit(self, check: Callable[[], object]) -> _Job:
+        job = _Job(check)
+        self._jobs.put(job)
+        return job
+
+    def abandon(self) -> None:
+        """Let the thread end once its stuck check returns, if it ever does."""
+        self._jobs.put(None)
+
+
+def _worker() -> _CheckWorker:
+    worker: _CheckWorker | None = getattr(_local, "check_worker", None)
+    if worker is None:
+        worker = _local.check_worker = _CheckWorker()
+    return worker
+
+
+def _abandon_worker() -> None:
+    worker: _CheckWorker | None = getattr(_local, "check_worker", None)
+    if worker is not None:
+        worker.abandon()
+        _local.check_worker = None
+
+
+def _as_cause(exc: BaseException | None) -> BaseException | None:
+    # A refused connection's traceback (socket internals, a client library) says nothing the
+    # message does not: chain the exception without it, so the failure fits on a screen.
+    if exc is not None and is_not_ready_error(exc):
+        return exc.with_traceback(None)
+    return exc
 
 
 def _wait_for_check(
@@ -305,20 +529,90 @@ def _wait_for_check(
     offset: int,
     watcher: LogWatcher,
     deadline: float,
+    progress: _Progress,
 ) -> None:
-    last_error: Exception | None = None
+    __tracebackhide__ = True
+    last_error: BaseException | None = None
+    name = progress.waiting_for
     while True:
-        try:
-            if check():
-                return
-        except Exception as exc:
-            last_error = exc
+        remaining = deadline - time.monotonic()
+        call: Callable[[], object] = check
+        if isinstance(check, BoundProbe):
+            call = functools.partial(check.attempt, remaining)
+        job = _worker().submit(call)
+        _await_check(job, plan, popen, logpath, offset, deadline, progress, last_error)
+        if job.error is None and job.result:
+            return
+        if job.error is not None:
+            if not isinstance(job.error, Exception) or is_programming_error(job.error):
+                error = job.error
+                if hasattr(error, "add_note"):
+                    error.add_note(
+                        f"xprocess: raised by the startup_check of {plan.name!r}, which is a bug "
+                        "in the check rather than a server that is not ready yet; the process "
+                        "was stopped."
+                    )
+                raise error
+            last_error = job.error
         exited = _exited(popen, plan, logpath, offset)
         if exited is not None:
-            raise exited from last_error
+            raise exited from _as_cause(last_error)
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _timed_out(
-                plan, logpath, offset, "startup_check did not return True", last_error
-            ) from last_error
-        watcher.wait(remaining)
+        if remaining > 0:
+            progress.tick()
+            watcher.wait(remaining)
+            if deadline - time.monotonic() > 0:
+                continue
+        if isinstance(last_error, ProbeFailed):
+            what = f"{name} did not pass; last failure: {last_error}"
+        elif last_error is not None:
+            what = f"{name} did not return True; the last call raised {last_error!r}"
+        else:
+            what = f"{name} did not return True"
+        raise _timed_out(
+            plan,
+            popen,
+            logpath,
+            offset,
+            what,
+            "Raise the starter's timeout if it needs longer, or check what the check "
+            "connects to against the log.",
+        ) from _as_cause(last_error)
+
+
+def _await_check(
+    job: _Job,
+    plan: LaunchPlan,
+    popen: subprocess.Popen[bytes] | None,
+    logpath: Path,
+    offset: int,
+    deadline: float,
+    progress: _Progress,
+    last_error: BaseException | None,
+) -> None:
+    """Wait for ``job`` to return; raise if the process exits, or the check blocks."""
+    __tracebackhide__ = True
+    while not job.done.wait(max(0.0, min(_CHECK_WAKE, deadline - time.monotonic()))):
+        exited = _exited(popen, plan, logpath, offset)
+        if exited is not None:
+            _abandon_worker()
+            raise exited from _as_cause(last_error)
+        if time.monotonic() < deadline:
+            progress.tick()
+            continue
+        # A call that began just before the deadline has a moment to finish: only one that
+        # is still running after it blocks.
+        if job.done.wait(_CHECK_WAKE):
+            return
+        _abandon_worker()
+        raise _timed_out(
+            plan,
+            popen,
+            logpath,
+            offset,
+            f"{progress.waiting_for} was still running at the deadline and was abandoned (it "
+            "is left in a daemon thread)",
+            "The check blocks: give every socket or client it uses a timeout shorter than the "
+            "starter's timeout (socket.settimeout, connect_timeout=...), or use "
+            "xprocess.probes.",
+        ) from _as_cause(last_error)

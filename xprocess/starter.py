@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from xprocess.errors import InvalidStarterError
+from xprocess.probes import BoundProbe
 
 __all__ = ["LaunchPlan", "ProcessStarter", "make_plan", "starter_label"]
 
@@ -119,6 +120,7 @@ def class_attribute(starter: object, attr: str, default: Any) -> Any:
 
 def make_plan(name: str, starter: Any, controldir: Path, xprocess: Any) -> LaunchPlan:
     """Build and validate the launch plan of ``name`` from a starter class or prepare function."""
+    __tracebackhide__ = True
     if isinstance(starter, type):
         return _plan_from_starter(name, starter(controldir, xprocess))
     if isinstance(starter, ProcessStarter):
@@ -140,6 +142,7 @@ def make_plan(name: str, starter: Any, controldir: Path, xprocess: Any) -> Launc
 
 
 def _plan_from_starter(name: str, starter: Any) -> LaunchPlan:
+    __tracebackhide__ = True
     raw_args = starter.args
     if callable(raw_args):
         raw_args = raw_args()
@@ -155,6 +158,8 @@ def _plan_from_starter(name: str, starter: Any) -> LaunchPlan:
                 f"process answers, got {check!r}",
                 name=name,
             )
+        if isinstance(check, BoundProbe):
+            check.validate(name)  # its templates are filled from data, which args() has set
     if pattern is None and check is None:
         raise InvalidStarterError(
             f"cannot start {name!r}: the starter has neither a 'pattern' nor a 'startup_check'; "
@@ -192,10 +197,12 @@ def _takes_two_arguments(function: Callable[..., Any]) -> bool:
 
 
 def _plan_from_preparefunc(name: str, prepare: Callable[..., Any], cwd: Path) -> LaunchPlan:
+    __tracebackhide__ = True
     return _plan_from_prepared(name, prepare, prepare(cwd))
 
 
 def _plan_from_prepared(name: str, prepare: Callable[..., Any], result: Any) -> LaunchPlan:
+    __tracebackhide__ = True
     if not isinstance(result, (tuple, list)) or len(result) not in (2, 3):
         raise InvalidStarterError(
             f"cannot start {name!r}: preparefunc {starter_label(prepare)} must return "
@@ -237,6 +244,7 @@ def _legacy_reader(wait: Callable[..., object]) -> Callable[[IO[str]], object]:
 
 
 def _validate_argv(name: str, raw: object) -> list[str]:
+    __tracebackhide__ = True
     if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
         raise InvalidStarterError(
             f"cannot start {name!r}: args must be a list such as ['redis-server', '--port', 6380], "
@@ -264,6 +272,7 @@ def check_executable(
 
     Skipped when ``popen_kwargs`` run something else (``shell``, ``executable``).
     """
+    __tracebackhide__ = True
     popen_kwargs = popen_kwargs or {}
     if popen_kwargs.get("shell") or popen_kwargs.get("executable"):
         return
@@ -288,6 +297,7 @@ def check_executable(
 
 
 def _compile_pattern(name: str, pattern: object) -> re.Pattern[str] | None:
+    __tracebackhide__ = True
     if pattern is None:
         return None
     if isinstance(pattern, re.Pattern):
@@ -308,6 +318,7 @@ def _compile_pattern(name: str, pattern: object) -> re.Pattern[str] | None:
 
 
 def _validate_env(name: str, env: object) -> dict[str, str] | None:
+    __tracebackhide__ = True
     if env is None:
         return None
     if not isinstance(env, Mapping):
@@ -318,6 +329,7 @@ def _validate_env(name: str, env: object) -> dict[str, str] | None:
 
 
 def _validate_timeout(name: str, timeout: object) -> float:
+    __tracebackhide__ = True
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise InvalidStarterError(
             f"cannot start {name!r}: timeout must be a number of seconds above 0, got {timeout!r}",
@@ -327,6 +339,7 @@ def _validate_timeout(name: str, timeout: object) -> float:
 
 
 def _validate_max_read_lines(name: str, value: object) -> int:
+    __tracebackhide__ = True
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidStarterError(
             f"cannot start {name!r}: max_read_lines must be an integer of at least 1, "
@@ -338,6 +351,7 @@ def _validate_max_read_lines(name: str, value: object) -> int:
 
 def check_json_data(name: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``data`` if every value is JSON-serialisable, else raise TypeError naming the key."""
+    __tracebackhide__ = True
     for key, value in data.items():
         if not isinstance(key, str):
             raise TypeError(f"data of {name!r}: keys must be strings, got {key!r}")
