@@ -1,7 +1,9 @@
 """A stand-in for a server, driven by command-line flags, used by the tests and benchmarks.
 
 It appends its pid to --count-file (so tests can count starts), prints --before lines of noise,
-waits --delay seconds, prints --ready, then runs until terminated (or exits with --exit-code).
+waits --delay seconds, then listens (--listen on TCP, --unix on a unix socket) and writes its pid
+to --pidfile, prints --ready, and runs until terminated (or exits with --exit-code). With --mute
+it accepts connections and never answers them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,17 @@ import sys
 import time
 
 
+def _listen(args: argparse.Namespace) -> socket.socket | None:
+    if args.listen is not None:
+        return socket.create_server(("127.0.0.1", args.listen))
+    if args.unix is not None:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(args.unix)
+        server.listen()
+        return server
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ready", default="ready")
@@ -26,6 +39,9 @@ def main() -> None:
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--listen", type=int, default=None, help="TCP port to accept on")
     parser.add_argument("--print-time", action="store_true", help="print the ready time too")
+    parser.add_argument("--unix", default=None, help="unix socket path to accept on")
+    parser.add_argument("--pidfile", default=None, help="file to write the pid to when ready")
+    parser.add_argument("--mute", action="store_true", help="accept but never answer")
     args = parser.parse_args()
 
     if args.ignore_term:
@@ -43,18 +59,22 @@ def main() -> None:
     out.flush()
     if args.delay:
         time.sleep(args.delay)
-    server = None
-    if args.listen is not None:
-        server = socket.create_server(("127.0.0.1", args.listen))
+    server = _listen(args)
+    if args.pidfile:
+        with open(args.pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
     stamp = f" {time.time():.6f}" if args.print_time else ""
     out.write(f"{args.ready}{stamp}\n")
     out.flush()
     if args.exit_code is not None:
         sys.exit(args.exit_code)
+    held = []
     while True:
-        if server is not None:
+        if server is not None and args.mute:
+            held.append(server.accept()[0])
+        elif server is not None:
             conn, peer = server.accept()
-            out.write(f"served a connection from port {peer[1]}\n")
+            out.write(f"served a connection from {peer[1] if peer else 'a unix socket'}\n")
             out.flush()
             conn.sendall(b"hello\n")
             conn.close()
