@@ -18,7 +18,10 @@ from xprocess.logs import log_size, read_since
 
 __all__ = ["is_xdist_worker", "run_id_of"]
 
-XSHOW_HELP = "show every recorded external process (pid, name, LIVE/DEAD, uptime, log) and exit"
+XSHOW_HELP = (
+    "show a table of the recorded external processes (name, pid, LIVE/STARTING/FAILED/DEAD, "
+    "uptime, held by, data, log) and exit"
+)
 XKILL_HELP = "terminate every recorded external process tree and exit"
 LOG_SECTION_LIMIT = 64 * 1024
 
@@ -52,16 +55,17 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if not (config.option.xshow or config.option.xkill):
         return None
     from xprocess.commands import kill, show
-    from xprocess.paths import candidate_roots
+    from xprocess.paths import candidate_roots, records_root
 
     roots = candidate_roots(config)
+    rootdir, looked_in = config.rootpath, [records_root(config, create=False)]
 
     def write(line: str) -> None:
         print(line, flush=True)
 
     if config.option.xkill:
-        return kill(roots, write)
-    return show(roots, write)
+        return kill(roots, write, rootdir=rootdir, looked_in=looked_in)
+    return show(roots, write, rootdir=rootdir, looked_in=looked_in)
 
 
 def pytest_configure(config: pytest.Config) -> None:

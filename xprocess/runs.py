@@ -8,7 +8,7 @@ from typing import Any
 
 from xprocess.liveness import BOOT_ID, identify, is_alive
 
-__all__ = ["Run", "add_user", "remove_user"]
+__all__ = ["Run", "add_user", "remove_user", "running_users"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +65,8 @@ def remove_user(users: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]
 
 def uses(users: list[dict[str, Any]], run_id: str) -> bool:
     return any(u.get("run") == run_id for u in users)
+
+
+def running_users(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of ``users`` whose run's main process still runs."""
+    return [u for u in users if _running(u)]

@@ -74,7 +74,8 @@ def main() -> None:
             held.append(server.accept()[0])
         elif server is not None:
             conn, peer = server.accept()
-            out.write(f"served a connection from {peer[1] if peer else 'a unix socket'}\n")
+            source = f"port {peer[1]}" if peer else "a unix socket"
+            out.write(f"served a connection from {source}\n")
             out.flush()
             conn.sendall(b"hello\n")
             conn.close()
