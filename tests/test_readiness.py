@@ -331,7 +331,9 @@ def test_a_python_child_without_minus_u_is_unbuffered(xp: XProcess) -> None:
 
 
 def test_pythonunbuffered_set_by_the_starter_env_is_kept(xp: XProcess) -> None:
-    script = "import os; print(repr(os.environ['PYTHONUNBUFFERED']), flush=True); input()"
+    script = (
+        "import os, time; print(repr(os.environ['PYTHONUNBUFFERED']), flush=True); time.sleep(60)"
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": ""}
     xp.ensure("py", starter(pattern="^''$", env=env, args=[sys.executable, "-c", script]))
     assert xp.getinfo("py").terminate() == 1
