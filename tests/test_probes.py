@@ -222,3 +222,14 @@ def test_a_probe_reads_as_what_it_probes() -> None:
     assert isinstance(starter.startup_check, BoundProbe)
     assert starter.startup_check.description == "tcp 127.0.0.1:5432"
     assert OnAPort.startup_check == probes.tcp("{port}")
+
+
+def test_a_directory_does_not_pass_a_file_probe(xp: XProcess) -> None:
+    class Marker(ProcessStarter):
+        startup_check = probes.file("marker")
+        args = child_args()
+        timeout = 0.5
+
+    (xp.getinfo("marker").controldir / "marker").mkdir()
+    with pytest.raises(StartupTimeoutError, match=r"marker: is not a regular file"):
+        xp.ensure("marker", Marker)

@@ -26,6 +26,7 @@ import string
 import urllib.parse
 from collections.abc import Container, Mapping
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from xprocess.errors import InvalidStarterError
@@ -349,10 +350,12 @@ class _File(Probe):
     def attempt(self, data: Mapping[str, Any], base: Path | None, timeout: float) -> None:
         path = _path(self.path, data, base, "path")
         try:
-            size = path.stat().st_size
+            stat = path.stat()
         except OSError as exc:
             raise ProbeFailed(f"file {path}: {_failure(exc, timeout)}") from None
-        if not size:
+        if not S_ISREG(stat.st_mode):
+            raise ProbeFailed(f"file {path}: is not a regular file")
+        if not stat.st_size:
             raise ProbeFailed(f"file {path}: is empty")
 
     def _arguments(self) -> str:

@@ -43,6 +43,9 @@ class ProcessStarter:
     ``pattern``
         A regular expression searched in each line the process writes; the process is ready once
         a line matches. Optional when ``startup_check`` is overridden; with both, both must pass.
+    ``startup_check``
+        A method returning True once the process answers, or a probe:
+        ``startup_check = probes.tcp("{port}")`` (see :mod:`xprocess.probes`).
     ``env``
         The environment of the process (None: inherit this one).
     ``timeout``
@@ -77,8 +80,12 @@ class ProcessStarter:
     def startup_check(self) -> bool:
         """Override to tell whether the process answers; return True once it does.
 
-        Called repeatedly until it returns a true value or the timeout passes. An exception (such as
-        ``ConnectionRefusedError``) means "not ready yet"; the last one is chained to the timeout.
+        Called repeatedly, in a thread of its own, until it returns a true value or the timeout
+        passes (a call still running then is abandoned). An exception such as
+        ``ConnectionRefusedError`` means "not ready yet", and the last one is chained to the
+        timeout; ``KeyError``, ``AttributeError``, ``NameError``, ``TypeError`` and
+        ``ImportError`` are bugs in the check and are raised at once. A probe from
+        :mod:`xprocess.probes` can be assigned instead: ``startup_check = probes.tcp("{port}")``.
         """
         return True
 
