@@ -8,31 +8,25 @@ fixed polling interval:
   starts at 1 ms and backs off to tens of milliseconds;
 * the process exiting: a pidfd on Linux (``HAVE_PIDFD``), so an early exit is noticed within a
   millisecond rather than at the timeout; elsewhere ``Popen.poll`` on every wake-up.
+
+(:mod:`xprocess.logwatch` does the sleeping, :mod:`xprocess.checks` calls a ``startup_check``.)
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
-import queue
 import re
-import select
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from xprocess.errors import (
-    PatternNotFoundError,
-    ProcessExitedError,
-    StartupTimeoutError,
-    XProcessError,
-)
+from xprocess.checks import Call, abandon_worker, as_cause, is_programming_error, submit
+from xprocess.errors import PatternNotFoundError, ProcessExitedError, StartupTimeoutError
 from xprocess.logs import read_tail
+from xprocess.logwatch import FIRST_DELAY, HAVE_INOTIFY, HAVE_PIDFD, LogWatcher
 from xprocess.probes import BoundProbe, ProbeFailed
 from xprocess.starter import LaunchPlan
 
@@ -41,16 +35,9 @@ __all__ = [
     "HAVE_PIDFD",
     "SLOW_START_NOTICE",
     "LogWatcher",
-    "is_not_ready_error",
-    "is_programming_error",
     "wait_until_ready",
 ]
 
-_IN_MODIFY = 0x00000002
-_FIRST_DELAY = 0.001
-_MAX_DELAY_POLLING = 0.025
-# With inotify and a pidfd every interesting event wakes us; the timeout is only a safety net.
-_MAX_DELAY_EVENTS = 0.05
 _CHUNK = 1 << 20
 TAIL_LINES = 20
 # After this many seconds without readiness, say what is being waited for (a silent 20 s start
@@ -60,114 +47,6 @@ SLOW_START_NOTICE = 2.0
 _CHECK_WAKE = 0.05
 
 Report = Callable[[str], None]
-
-
-def _load_inotify() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.inotify_init1.argtypes = [ctypes.c_int]
-        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_LIBC = _load_inotify()
-HAVE_INOTIFY = _LIBC is not None
-HAVE_PIDFD = hasattr(os, "pidfd_open")
-
-
-_local = threading.local()
-
-
-def _thread_inotify() -> int:
-    """This thread's inotify instance (created on first use, kept open), or -1."""
-    fd: int = getattr(_local, "inotify_fd", -2)
-    if fd == -2:
-        fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC) if _LIBC is not None else -1
-        _local.inotify_fd = fd
-    return fd
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 65536):
-            pass
-    except BlockingIOError:
-        pass
-
-
-class LogWatcher:
-    """Sleeps until the log grows, the process exits, or a delay passes; whichever comes first."""
-
-    def __init__(self, logpath: Path, pid: int | None) -> None:
-        self._inotify_fd = -1
-        self._inotify_wd = -1
-        self._pidfd = -1
-        self._watched: set[int] = set()
-        self.delay = _FIRST_DELAY
-        self._max_delay = _MAX_DELAY_POLLING
-        fd = _thread_inotify()
-        if fd >= 0 and _LIBC is not None:
-            wd = _LIBC.inotify_add_watch(fd, os.fsencode(logpath), _IN_MODIFY)
-            if wd >= 0:
-                self._inotify_fd, self._inotify_wd = fd, wd
-                self._watched.add(fd)
-                _drain(fd)  # events of watches removed earlier
-        if HAVE_PIDFD and pid:
-            try:
-                self._pidfd = os.pidfd_open(pid)
-                self._watched.add(self._pidfd)
-            except OSError:
-                self._pidfd = -1
-        if self._inotify_fd >= 0 and self._pidfd >= 0:
-            self._max_delay = _MAX_DELAY_EVENTS
-
-    def stop_following_log(self) -> None:
-        """Wake only for the process's exit from now on (a startup_check is being retried: log
-        lines must not make it run a thousand times a second)."""
-        self._watched.discard(self._inotify_fd)
-        if self._pidfd < 0:
-            self._max_delay = _MAX_DELAY_POLLING
-
-    def _ready(self, timeout: float) -> set[int]:
-        # poll(), unlike select(), takes descriptors above 1023, which a busy test process has.
-        poller = select.poll()
-        for fd in self._watched:
-            poller.register(fd, select.POLLIN)
-        return {fd for fd, _ in poller.poll(timeout * 1000)}
-
-    def wait(self, remaining: float) -> None:
-        """Sleep at most ``remaining`` seconds, waking early on log growth or process exit."""
-        timeout = max(0.0, min(self.delay, remaining))
-        self.delay = min(self.delay * 1.5, self._max_delay)
-        if not self._watched:
-            time.sleep(timeout)
-            return
-        ready = self._ready(timeout)
-        if self._inotify_fd in ready:
-            self.delay = _FIRST_DELAY
-            _drain(self._inotify_fd)
-        if self._pidfd in ready:
-            # The process has exited: stop watching it, so the next wait does not spin.
-            self._watched.discard(self._pidfd)
-
-    def close(self) -> None:
-        # The inotify instance stays open for the next watcher: closing one waits for an RCU
-        # grace period in the kernel, several milliseconds that ensure() would spend for nothing.
-        if self._inotify_wd >= 0 and _LIBC is not None:
-            _LIBC.inotify_rm_watch(self._inotify_fd, self._inotify_wd)
-        if self._pidfd >= 0:
-            os.close(self._pidfd)
-        self._inotify_fd = self._inotify_wd = self._pidfd = -1
-        self._watched.clear()
-
-    def __enter__(self) -> LogWatcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class _LineReader:
@@ -332,7 +211,7 @@ def wait_until_ready(
         if checks:
             watcher.stop_following_log()
         for check in checks:
-            watcher.delay = _FIRST_DELAY
+            watcher.delay = FIRST_DELAY
             progress.waiting_for = _check_name(check)
             _wait_for_check(plan, check, popen, logpath, offset, watcher, deadline, progress)
     progress.ready()
@@ -412,115 +291,6 @@ def _wait_for_pattern(
         watcher.wait(remaining)
 
 
-# Exceptions from a startup_check that are bugs in the check, not a server that is not ready:
-# retrying them until the timeout only hides the traceback.
-_PROGRAMMING_ERRORS = (KeyError, AttributeError, NameError, TypeError, ImportError, XProcessError)
-# Words in the class names of client libraries' "cannot reach the server" errors (psycopg's
-# OperationalError, redis's ConnectionError and BusyLoadingError, pymongo's AutoReconnect...),
-# matched by name so that none of those libraries needs to be imported.
-_NOT_READY_WORDS = (
-    "connect",
-    "operational",
-    "interface",
-    "timeout",
-    "unavailable",
-    "refused",
-    "reconnect",
-    "notready",
-    "loading",
-    "disconnect",
-)
-
-
-def is_not_ready_error(exc: BaseException) -> bool:
-    """Whether ``exc`` from a startup_check says the server cannot be reached (yet)."""
-    if isinstance(exc, (OSError, ProbeFailed)):
-        return True
-    http_client = sys.modules.get("http.client")  # if a check used it, it is imported
-    if http_client is not None and isinstance(exc, http_client.HTTPException):
-        return True
-    return any(
-        word in cls.__name__.lower() for cls in type(exc).__mro__ for word in _NOT_READY_WORDS
-    )
-
-
-def is_programming_error(exc: BaseException) -> bool:
-    """Whether ``exc`` from a startup_check is a bug in the check, to be raised at once.
-
-    KeyError, AttributeError, NameError, TypeError, ImportError and xprocess's own errors are,
-    unless the class is a client library's connection error (by its name). Every other exception
-    (AssertionError and ValueError included) means "not ready yet".
-    """
-    return isinstance(exc, _PROGRAMMING_ERRORS) and not is_not_ready_error(exc)
-
-
-class _Job:
-    """One call of a check, run by a worker thread; ``done`` is set when it has returned."""
-
-    def __init__(self, check: Callable[[], object]) -> None:
-        self.check = check
-        self.done = threading.Event()
-        self.result: object = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        __tracebackhide__ = True
-        try:
-            self.result = self.check()
-        except BaseException as exc:  # handed to the waiting thread, which decides
-            self.error = exc
-        finally:
-            self.done.set()
-
-
-class _CheckWorker:
-    """A daemon thread that runs checks, so that one that blocks can be abandoned.
-
-    One per waiting thread, kept between starts: handing a check to a running thread costs
-    microseconds, starting a thread for each call would cost more.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        thread = threading.Thread(target=self._serve, name="xprocess-startup-check", daemon=True)
-        thread.start()
-
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job.run()
-
-    def submit(self, check: Callable[[], object]) -> _Job:
-        job = _Job(check)
-        self._jobs.put(job)
-        return job
-
-    def abandon(self) -> None:
-        """Let the thread end once its stuck check returns, if it ever does."""
-        self._jobs.put(None)
-
-
-def _worker() -> _CheckWorker:
-    worker: _CheckWorker | None = getattr(_local, "check_worker", None)
-    if worker is None:
-        worker = _local.check_worker = _CheckWorker()
-    return worker
-
-
-def _abandon_worker() -> None:
-    worker: _CheckWorker | None = getattr(_local, "check_worker", None)
-    if worker is not None:
-        worker.abandon()
-        _local.check_worker = None
-
-
-def _as_cause(exc: BaseException | None) -> BaseException | None:
-    # A refused connection's traceback (socket internals, a client library) says nothing the
-    # message does not: chain the exception without it, so the failure fits on a screen.
-    if exc is not None and is_not_ready_error(exc):
-        return exc.with_traceback(None)
-    return exc
-
-
 def _wait_for_check(
     plan: LaunchPlan,
     check: Callable[[], object],
@@ -539,10 +309,10 @@ def _wait_for_check(
         if isinstance(check, BoundProbe):
             # A probe's every socket operation has a timeout of at most what is left: it cannot
             # hang, so it runs here, without the cost of handing it to another thread.
-            job = _Job(functools.partial(check.attempt, remaining))
+            job = Call(functools.partial(check.attempt, remaining))
             job.run()
         else:
-            job = _worker().submit(check)
+            job = submit(check)
             _await_check(job, plan, popen, logpath, offset, deadline, progress, last_error)
         if job.error is None and job.result:
             return
@@ -559,7 +329,7 @@ def _wait_for_check(
             last_error = job.error
         exited = _exited(popen, plan, logpath, offset)
         if exited is not None:
-            raise exited from _as_cause(last_error)
+            raise exited from as_cause(last_error)
         remaining = deadline - time.monotonic()
         if remaining > 0:
             progress.tick()
@@ -580,11 +350,11 @@ def _wait_for_check(
             what,
             "Raise the starter's timeout if it needs longer, or check what the check "
             "connects to against the log.",
-        ) from _as_cause(last_error)
+        ) from as_cause(last_error)
 
 
 def _await_check(
-    job: _Job,
+    job: Call,
     plan: LaunchPlan,
     popen: subprocess.Popen[bytes] | None,
     logpath: Path,
@@ -598,8 +368,8 @@ def _await_check(
     while not job.done.wait(max(0.0, min(_CHECK_WAKE, deadline - time.monotonic()))):
         exited = _exited(popen, plan, logpath, offset)
         if exited is not None:
-            _abandon_worker()
-            raise exited from _as_cause(last_error)
+            abandon_worker()
+            raise exited from as_cause(last_error)
         if time.monotonic() < deadline:
             progress.tick()
             continue
@@ -607,7 +377,7 @@ def _await_check(
         # is still running after it blocks.
         if job.done.wait(_CHECK_WAKE):
             return
-        _abandon_worker()
+        abandon_worker()
         raise _timed_out(
             plan,
             popen,
@@ -618,4 +388,4 @@ def _await_check(
             "The check blocks: give every socket or client it uses a timeout shorter than the "
             "starter's timeout (socket.settimeout, connect_timeout=...), or use "
             "xprocess.probes.",
-        ) from _as_cause(last_error)
+        ) from as_cause(last_error)
