@@ -273,12 +273,12 @@ def test_http_server_is_kept_reused_shown_and_killed(
     assert seen.processes() == {("http_server", pid)}
     assert starts_in_log(entry, HTTP) == 1
 
-    run(pytester, "--xshow").stdout.fnmatch_lines([f"{pid} http_server LIVE *"])
+    run(pytester, "--xshow").stdout.fnmatch_lines([f"http_server *{pid} *LIVE *"])
     killed = run(pytester, "--xkill")
     killed.stdout.fnmatch_lines([f"{pid} http_server TERMINATED"])
     assert killed.ret == 0
     assert_nothing_left(seen, roots_of(entry))
-    run(pytester, "--xshow").stdout.fnmatch_lines([f"{pid} http_server DEAD *"])
+    run(pytester, "--xshow").stdout.fnmatch_lines([f"http_server *{pid} *DEAD *"])
 
 
 @pytest.mark.parametrize("workers", [0, 4], ids=["one-process", "xdist"])
@@ -287,7 +287,7 @@ def test_redis_runs_once_and_stops_at_end_of_run(pytester: pytest.Pytester, work
     copy_example(pytester, REDIS)
     entry = run_and_check_one_server(pytester, REDIS, workers)
     assert_nothing_left(Seen.read(pytester.path), roots_of(entry))
-    run(pytester, "--xshow").stdout.fnmatch_lines([f"{entry['pid']} redis DEAD *"])
+    run(pytester, "--xshow").stdout.fnmatch_lines([f"redis *{entry['pid']} *DEAD *"])
 
 
 @pytest.mark.usefixtures("cleanup_datadirs")
@@ -301,7 +301,7 @@ def test_postgresql_runs_once_and_stops_at_end_of_run_with_its_workers(
     seen = Seen.read(pytester.path)
     assert seen.tree() - {(entry["pid"], entry["create_time"])}, "no background workers seen"
     assert_nothing_left(seen, roots_of(entry))
-    run(pytester, "--xshow").stdout.fnmatch_lines([f"{entry['pid']} postgresql DEAD *"])
+    run(pytester, "--xshow").stdout.fnmatch_lines([f"postgresql *{entry['pid']} *DEAD *"])
 
 
 @pytest.mark.usefixtures("cleanup_datadirs")

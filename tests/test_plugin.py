@@ -52,8 +52,9 @@ def test_xshow_lists_each_process_without_running_tests(pytester: pytest.Pyteste
     assert result.ret == 0
     result.stdout.fnmatch_lines(
         [
-            f"{alpha} alpha LIVE *:*:* */alpha/xprocess.log (run *)",
-            f"{beta} beta LIVE *:*:* */beta/xprocess.log (run *)",
+            "NAME *PID *STATUS *UPTIME *HELD BY *DATA *LOG",
+            f"alpha *{alpha} *LIVE *:*:* *- *- *.pytest_cache/d/.xprocess/alpha/xprocess.log",
+            f"beta *{beta} *LIVE *:*:* *- *- *.pytest_cache/d/.xprocess/beta/xprocess.log",
         ]
     )
     result.stdout.no_fnmatch_line("*collected*")
@@ -71,13 +72,79 @@ def test_xkill_terminates_every_tree_and_reports_each(pytester: pytest.Pytester)
         [f"{alpha} alpha NO PROCESS FOUND", f"{beta} beta NO PROCESS FOUND"]
     )
     result = pytester.runpytest_subprocess("--xshow")
-    result.stdout.fnmatch_lines([f"{alpha} alpha DEAD - *", f"{beta} beta DEAD - *"])
+    result.stdout.fnmatch_lines([f"alpha *{alpha} *DEAD *- *", f"beta *{beta} *DEAD *- *"])
 
 
-def test_xshow_with_nothing_recorded_says_so(pytester: pytest.Pytester) -> None:
+def test_xshow_with_nothing_recorded_says_where_it_looked(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--xshow")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["no processes recorded"])
+    result.stdout.fnmatch_lines(
+        [f"nothing recorded under .pytest_cache/d/.xprocess (rootdir {pytester.path})"]
+    )
+
+
+def test_xshow_aligns_its_columns_under_the_header(pytester: pytest.Pytester) -> None:
+    start_two(pytester)
+    lines = pytester.runpytest_subprocess("--xshow").outlines
+    header = next(i for i, line in enumerate(lines) if line.startswith("NAME"))
+    rows = lines[header : header + 3]
+    for column in ("PID", "STATUS", "UPTIME", "HELD BY", "DATA", "LOG"):
+        start = rows[0].index(column)
+        for line in rows[1:]:
+            assert line[start - 2 : start] == "  " and line[start] != " ", (column, rows)
+    assert pytester.runpytest_subprocess("--xkill").ret == 0
+
+
+def test_xshow_shows_recorded_data_and_the_runs_that_hold_a_process(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        HEADER
+        + """
+class Held(ProcessStarter):
+    pattern = "ready"
+    terminate_at_end = True
+    def args(self):
+        self.data["port"] = 40123
+        return child()
+"""
+    )
+    pytester.makepyfile(
+        test_show="""
+import subprocess, sys
+
+def test_show_while_held(xprocess):
+    from conftest import Held
+    xprocess.ensure("held", Held)
+    shown = subprocess.run([sys.executable, "-m", "pytest", "--xshow"], capture_output=True,
+                           text=True, check=True).stdout
+    print(shown)
+    assert f"run {xprocess.run_id[:8]}" in shown, shown
+    assert "port=40123" in shown, shown
+"""
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    result = pytester.runpytest_subprocess("--xshow")
+    result.stdout.fnmatch_lines(["held *DEAD *- *- *port=40123 *.pytest_cache/*"])
+
+
+def test_xshow_says_failed_for_a_start_that_failed(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        HEADER
+        + """
+class Broken(ProcessStarter):
+    pattern = "never"
+    args = child("--exit-code", 3)
+"""
+    )
+    pytester.makepyfile(
+        test_fail="def test_fail(xprocess):\n"
+        "    from conftest import Broken\n"
+        "    xprocess.ensure('broken', Broken)\n"
+    )
+    pytester.runpytest_subprocess().assert_outcomes(failed=1)
+    result = pytester.runpytest_subprocess("--xshow")
+    result.stdout.fnmatch_lines(["broken *FAILED *- *"])
 
 
 def run_module(pytester: pytest.Pytester, *args: str) -> subprocess.CompletedProcess[str]:
@@ -91,17 +158,22 @@ def run_module(pytester: pytest.Pytester, *args: str) -> subprocess.CompletedPro
     )
 
 
+def statuses(table: str) -> dict[str, str]:
+    """name -> STATUS, from the table --xshow prints."""
+    return {line.split()[0]: line.split()[2] for line in table.splitlines()[1:] if line.strip()}
+
+
 def test_python_m_xprocess_shows_and_kills_by_name(pytester: pytest.Pytester) -> None:
     start_two(pytester)
     alpha, beta = pid_of(pytester, "alpha"), pid_of(pytester, "beta")
     shown = run_module(pytester, "show")
     assert shown.returncode == 0, shown.stderr
-    assert f"{alpha} alpha LIVE" in shown.stdout and f"{beta} beta LIVE" in shown.stdout
+    assert statuses(shown.stdout) == {"alpha": "LIVE", "beta": "LIVE"}
     killed = run_module(pytester, "kill", "alpha")
     assert killed.returncode == 0, killed.stderr
     assert killed.stdout.splitlines() == [f"{alpha} alpha TERMINATED"]
     shown = run_module(pytester, "--rootdir", str(pytester.path), "show")
-    assert f"{alpha} alpha DEAD" in shown.stdout and f"{beta} beta LIVE" in shown.stdout
+    assert statuses(shown.stdout) == {"alpha": "DEAD", "beta": "LIVE"}
     unknown = run_module(pytester, "kill", "gamma")
     assert unknown.returncode == 1
     assert "gamma NO RECORD" in unknown.stdout
@@ -246,7 +318,7 @@ def test_start(xprocess):
     assert (pytester.path / ".xprocess" / "srv" / "record.json").exists()
     assert not (pytester.path / ".pytest_cache").exists()
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--xshow")
-    result.stdout.fnmatch_lines(["* srv LIVE *"])
+    result.stdout.fnmatch_lines(["srv * LIVE *"])
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--xkill")
     result.stdout.fnmatch_lines(["* srv TERMINATED"])
 
@@ -273,7 +345,7 @@ def test_python_m_xprocess_ignores_addopts_that_need_a_conftest(pytester: pytest
     pytester.makeini("[pytest]\naddopts = --stage=ci\n")
     result = run_module(pytester, "show")
     assert result.returncode == 0, result.stderr
-    assert "no processes recorded" in result.stdout
+    assert "nothing recorded under" in result.stdout
 
 
 def test_getinfo_creates_the_control_dir_for_files_a_fixture_puts_there(

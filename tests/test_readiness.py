@@ -5,7 +5,9 @@ These drive the engine directly (an XProcess on a temporary directory) with real
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,7 +179,6 @@ def test_error_types_subclass_the_builtins_callers_catch() -> None:
 
 
 def test_readiness_works_with_more_than_1024_open_files(xp: XProcess) -> None:
-    import os
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -194,3 +195,162 @@ def test_readiness_works_with_more_than_1024_open_files(xp: XProcess) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert xp.getinfo("srv").terminate() == 1
     assert xp.getinfo("chk").terminate() == 1
+
+
+def test_a_check_that_blocks_is_abandoned_at_the_timeout(xp: XProcess) -> None:
+    never = threading.Event()
+
+    def startup_check(self: ProcessStarter) -> bool:
+        never.wait()  # a recv() on a server that never answers
+        return True
+
+    try:
+        with pytest.raises(StartupTimeoutError) as excinfo:
+            xp.ensure("srv", starter(args=child_args(), timeout=0.5, startup_check=startup_check))
+    finally:
+        never.set()  # let the abandoned thread end
+    message = str(excinfo.value)
+    assert "was still running at the deadline and was abandoned" in message
+    assert "give every socket or client it uses a timeout" in message
+    assert not xp.getinfo("srv").isrunning()
+
+
+def test_an_exit_is_noticed_while_a_check_blocks(xp: XProcess) -> None:
+    never = threading.Event()
+
+    def startup_check(self: ProcessStarter) -> bool:
+        never.wait()
+        return True
+
+    try:
+        with pytest.raises(ProcessExitedError, match="code 4"):
+            xp.ensure(
+                "srv",
+                starter(args=child_args("--exit-code", 4), timeout=60, startup_check=startup_check),
+            )
+    finally:
+        never.set()
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [
+        KeyError("port"),
+        AttributeError("no attribute 'dta'"),
+        NameError("socket"),
+        TypeError("x"),
+        ImportError("No module named 'redis'"),
+    ],
+    ids=lambda exc: type(exc).__name__,
+)
+def test_a_bug_in_the_check_fails_at_once_with_its_own_exception(
+    xp: XProcess, bug: Exception
+) -> None:
+    calls: list[int] = []
+
+    def startup_check(self: ProcessStarter) -> bool:
+        calls.append(1)
+        raise bug
+
+    with pytest.raises(type(bug)) as excinfo:
+        xp.ensure("srv", starter(args=child_args(), timeout=60, startup_check=startup_check))
+    assert calls == [1]
+    assert excinfo.value is bug
+    assert "a bug in the check" in "".join(getattr(bug, "__notes__", []))
+    assert excinfo.traceback[-1].name == "startup_check", "the traceback lost the check's frame"
+    assert not xp.getinfo("srv").isrunning()
+
+
+def _library_error(module: str, name: str, base: type[Exception] = Exception) -> type[Exception]:
+    """An exception class as a client library defines it, without importing the library."""
+    return type(name, (base,), {"__module__": module})
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        _library_error("psycopg", "OperationalError"),
+        _library_error("redis.exceptions", "ConnectionError"),
+        _library_error("redis.exceptions", "BusyLoadingError"),
+        # A subclass of a programming error that says by its name that it is a connection error.
+        _library_error("somedb", "ConnectionLostError", base=KeyError),
+    ],
+    ids=lambda cls: f"{cls.__module__}.{cls.__name__}",
+)
+def test_a_client_library_connection_error_means_not_ready_yet(
+    xp: XProcess, error: type[Exception]
+) -> None:
+    calls: list[int] = []
+
+    def startup_check(self: ProcessStarter) -> bool:
+        calls.append(1)
+        if len(calls) < 3:
+            raise error("the server is starting up")
+        return True
+
+    xp.ensure("srv", starter(args=child_args(), startup_check=startup_check))
+    assert len(calls) == 3
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_a_failed_assertion_in_the_check_means_not_ready_yet(xp: XProcess) -> None:
+    calls: list[int] = []
+
+    def startup_check(self: ProcessStarter) -> bool:
+        calls.append(1)
+        assert len(calls) >= 2, "not answering yet"
+        return True
+
+    xp.ensure("srv", starter(args=child_args(), startup_check=startup_check))
+    assert len(calls) == 2
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_checks_run_in_one_reused_thread_not_the_caller(xp: XProcess) -> None:
+    threads: list[threading.Thread] = []
+
+    def startup_check(self: ProcessStarter) -> bool:
+        threads.append(threading.current_thread())
+        return True
+
+    xp.ensure("one", starter(args=child_args(), startup_check=startup_check))
+    xp.ensure("two", starter(args=child_args(), startup_check=startup_check))
+    assert len(threads) == 2
+    assert threads[0] is threads[1] and threads[0] is not threading.current_thread()
+    assert threads[0].daemon
+    assert xp.getinfo("one").terminate() == 1
+    assert xp.getinfo("two").terminate() == 1
+
+
+PRINTS_READY = "import time; print('ready'); time.sleep(60)"
+
+
+def test_a_python_child_without_minus_u_is_unbuffered(xp: XProcess) -> None:
+    xp.ensure("py", starter(pattern="ready", args=[sys.executable, "-c", PRINTS_READY]))
+    assert xp.getinfo("py").terminate() == 1
+
+
+def test_pythonunbuffered_set_by_the_starter_env_is_kept(xp: XProcess) -> None:
+    script = (
+        "import os, time; print(repr(os.environ['PYTHONUNBUFFERED']), flush=True); time.sleep(60)"
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": ""}
+    xp.ensure("py", starter(pattern="^''$", env=env, args=[sys.executable, "-c", script]))
+    assert xp.getinfo("py").terminate() == 1
+
+
+def test_a_silent_python_child_that_times_out_is_said_to_be_buffered(xp: XProcess) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": ""}
+    args = [sys.executable, "-c", PRINTS_READY]
+    with pytest.raises(StartupTimeoutError) as excinfo:
+        xp.ensure("py", starter(pattern="never", timeout=0.5, env=env, args=args))
+    message = str(excinfo.value)
+    assert "It is a Python interpreter that wrote nothing" in message
+    assert "waiting in its buffer" in message and "-u" in message
+
+
+def test_a_silent_child_that_is_not_python_gets_no_buffering_hint(xp: XProcess) -> None:
+    with pytest.raises(StartupTimeoutError) as excinfo:
+        xp.ensure("sh", starter(pattern="never", timeout=0.3, args=["sleep", "60"]))
+    assert "wrote nothing to its log" in str(excinfo.value)
+    assert "buffer" not in str(excinfo.value)

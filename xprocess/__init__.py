@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from xprocess import probes
     from xprocess.errors import (
         CleanupWarning,
         ExecutableNotFoundError,
@@ -48,6 +49,7 @@ __all__ = [
     "XProcessInfo",
     "__version__",
     "free_port",
+    "probes",
 ]
 
 # Names are imported on first use: pytest imports this package (for the plugin) in every run,
@@ -73,6 +75,10 @@ _WHERE = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "probes":  # a module of its own: xprocess.probes.tcp(...)
+        value = importlib.import_module("xprocess.probes")
+        globals()[name] = value
+        return value
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'xprocess' has no attribute {name!r}")

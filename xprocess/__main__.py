@@ -30,7 +30,12 @@ class _KillByName:
         from xprocess.commands import kill
         from xprocess.paths import candidate_roots
 
-        return kill(candidate_roots(config), lambda line: print(line, flush=True), self.names)
+        return kill(
+            candidate_roots(config),
+            lambda line: print(line, flush=True),
+            self.names,
+            rootdir=config.rootpath,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         " as pytest finds it)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("show", help="one line per recorded process: pid, name, LIVE/DEAD, uptime, log")
+    sub.add_parser(
+        "show", help="a table of the recorded processes: name, pid, status, uptime, data, log"
+    )
     kill = sub.add_parser("kill", help="terminate recorded process trees (all when no NAME)")
     kill.add_argument("names", nargs="*", metavar="NAME")
     args = parser.parse_args(argv)

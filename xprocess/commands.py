@@ -1,21 +1,40 @@
-"""``--xshow`` and ``--xkill``: list and stop every recorded process, outside any test run."""
+"""``--xshow`` and ``--xkill``: list and stop every recorded process, outside any test run.
+
+``--xshow`` prints a table, one line per recorded process::
+
+    NAME         PID    STATUS  UPTIME   HELD BY       DATA        LOG
+    http_server  7168   LIVE    0:00:41  -             port=40123  .pytest_cache/d/.xprocess/...
+
+STATUS is LIVE (ready and running), STARTING (running but never ready: a start in progress, or
+one whose starter crashed), FAILED (its last start failed) or DEAD (not running, or its pid now
+belongs to another process).
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from xprocess.manager import XProcessInfo
-from xprocess.records import READY, ProcessRecord, RecordStore
+from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
+from xprocess.runs import running_users
 from xprocess.termination import stop_record
 from xprocess.values import clear_values, describe_values
 
-__all__ = ["kill", "show"]
+__all__ = ["COLUMNS", "held_by", "kill", "show", "status_of"]
 
 Write = Callable[[str], None]
 
 _STATUS = {1: "TERMINATED", 0: "NO PROCESS FOUND", -1: "FAILED TO TERMINATE"}
+
+LIVE = "LIVE"
+DEAD = "DEAD"
+STARTING = "STARTING"
+FAILED_STATUS = "FAILED"
+COLUMNS = ("NAME", "PID", "STATUS", "UPTIME", "HELD BY", "DATA", "LOG")
+_DATA_WIDTH = 40
 
 
 def _uptime(record: ProcessRecord, now: float) -> str:
@@ -24,24 +43,72 @@ def _uptime(record: ProcessRecord, now: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-def describe(info: XProcessInfo, now: float) -> str:
-    """One line: pid, name, LIVE or DEAD, uptime, log path, and which run started it."""
+def status_of(info: XProcessInfo) -> str:
+    """LIVE, STARTING, FAILED or DEAD (see the module's docstring)."""
     record = info.record
     if record is None:
-        return f"- {info.name} DEAD - {info.logpath} (record missing or unreadable)"
-    live = info.isrunning()
-    notes = [f"run {record.run_id[:8]}"]
-    if record.state != READY:
-        notes.append(record.state)
-    if record.terminate_at_end:
-        notes.append("stops at end of run")
-    if live and record.holders:
-        workers = ", ".join(str(h.get("worker", "?")) for h in record.holders)
-        notes.append(f"held by {workers}")
-    uptime = _uptime(record, now) if live else "-"
-    status = "LIVE" if live else "DEAD"
-    pid = info.pid if info.pid is not None else "-"
-    return f"{pid} {info.name} {status} {uptime} {info.logpath} ({', '.join(notes)})"
+        return DEAD
+    if record.state == FAILED:
+        return FAILED_STATUS
+    if not info.isrunning():
+        return DEAD
+    return LIVE if record.state == READY else STARTING
+
+
+def held_by(record: ProcessRecord) -> str:
+    """Who holds the process: the xdist workers using it until their teardown releases it, and
+    the runs still going whose end stops it (``-``: nobody)."""
+    workers = [str(h.get("worker", "?")) for h in running_users(record.holders)]
+    runs = [f"run {str(user.get('run', '?'))[:8]}" for user in running_users(record.users)]
+    return ", ".join(workers + runs) or "-"
+
+
+def _data(record: ProcessRecord) -> str:
+    text = ", ".join(
+        f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+        for key, value in sorted(record.data.items())
+    )
+    if len(text) > _DATA_WIDTH:
+        text = text[: _DATA_WIDTH - 1] + "…"
+    return text or "-"
+
+
+def _shown_path(path: Path, rootdir: Path | None) -> str:
+    if rootdir is not None:
+        try:
+            return str(Path(path).relative_to(rootdir))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def row(info: XProcessInfo, now: float, rootdir: Path | None = None) -> tuple[str, ...]:
+    """The cells of ``info``'s line in the table (see COLUMNS)."""
+    record = info.record
+    log = _shown_path(info.logpath, rootdir)
+    if record is None:
+        return (info.name, "-", DEAD, "-", "-", "(record missing or unreadable)", log)
+    status = status_of(info)
+    running = status in (LIVE, STARTING)
+    return (
+        info.name,
+        str(info.pid) if info.pid is not None else "-",
+        status,
+        _uptime(record, now) if running else "-",
+        held_by(record) if running else "-",
+        _data(record),
+        log,
+    )
+
+
+def table(rows: list[tuple[str, ...]]) -> list[str]:
+    """``rows`` under the header, each column as wide as its widest cell."""
+    lines = [COLUMNS, *rows]
+    widths = [max(len(cells[i]) for cells in lines) for i in range(len(COLUMNS))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+        for cells in lines
+    ]
 
 
 def _infos(roots: Iterable[Path], names: list[str] | None) -> list[XProcessInfo]:
@@ -54,22 +121,47 @@ def _infos(roots: Iterable[Path], names: list[str] | None) -> list[XProcessInfo]
     return infos
 
 
-def show(roots: Iterable[Path], write: Write) -> int:
-    """Print one line per recorded process; always returns 0."""
+def _nothing_recorded(looked_in: Iterable[Path], rootdir: Path | None) -> str:
+    places = " or ".join(_shown_path(Path(p), rootdir) for p in looked_in) or "(no records root)"
+    where = f" (rootdir {rootdir})" if rootdir is not None else ""
+    return f"nothing recorded under {places}{where}"
+
+
+def show(
+    roots: Iterable[Path],
+    write: Write,
+    *,
+    rootdir: Path | None = None,
+    looked_in: Iterable[Path] | None = None,
+) -> int:
+    """Print the table of recorded processes, then the shared values; always returns 0.
+
+    Log paths are shown relative to ``rootdir``; when nothing is recorded, the line says where
+    it looked (``looked_in``, default ``roots``).
+    """
     roots = list(roots)
     infos = _infos(roots, None)
     values = [line for root in roots for line in describe_values(root)]
     if not infos and not values:
-        write("no processes recorded")
+        write(_nothing_recorded(roots if looked_in is None else looked_in, rootdir))
+        return 0
     now = time.time()
-    for info in infos:
-        write(describe(info, now))
+    if infos:
+        for line in table([row(info, now, rootdir) for info in infos]):
+            write(line)
     for line in values:
         write(line)
     return 0
 
 
-def kill(roots: Iterable[Path], write: Write, names: list[str] | None = None) -> int:
+def kill(
+    roots: Iterable[Path],
+    write: Write,
+    names: list[str] | None = None,
+    *,
+    rootdir: Path | None = None,
+    looked_in: Iterable[Path] | None = None,
+) -> int:
     """Terminate recorded process trees (all, or those in ``names``).
 
     Without ``names``, shared values are cleared first (their cleanup run where it can be, while
@@ -84,7 +176,7 @@ def kill(roots: Iterable[Path], write: Write, names: list[str] | None = None) ->
             write(f"- {missing} NO RECORD (nothing of that name was started here)")
             status = 1
     elif not infos and not any(describe_values(root) for root in roots):
-        write("no processes recorded")
+        write(_nothing_recorded(roots if looked_in is None else looked_in, rootdir))
     if names is None:
         # Values first, as at the end of a run: cleaning one up may need its server.
         for root in roots:

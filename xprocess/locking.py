@@ -28,6 +28,7 @@ class NameLock:
         self._lock = filelock.FileLock(str(path), timeout=timeout)
 
     def __enter__(self) -> NameLock:
+        __tracebackhide__ = True
         try:
             self._lock.acquire()
         except filelock.Timeout as exc:

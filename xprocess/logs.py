@@ -73,11 +73,14 @@ class WatchedLogs:
         for name, (logpath, _) in list(self._offsets.items()):
             self._offsets[name] = (logpath, log_size(logpath))
 
-    def sections(self, limit: int) -> list[tuple[str, str]]:
+    def sections(self, limit: int, *, skip: str | None = None) -> list[tuple[str, str]]:
         """(``"<name> log"``, text) for each log that grew since the mark, at most ``limit`` bytes
-        of each (with a note where the beginning was cut)."""
+        of each (with a note where the beginning was cut); none for ``skip``, whose failed start
+        already shows its log tail."""
         sections = []
         for name, (logpath, offset) in sorted(self._offsets.items()):
+            if name == skip:
+                continue
             text, cut = read_since(logpath, offset, limit)
             if text:
                 if cut:

@@ -168,14 +168,16 @@ class XProcess:
         self.run = run or Run.of(uuid.uuid4().hex)
         self.run_id = self.run.id
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "") if worker is None else worker
-        self.notify = notify if notify is not None else self.log.warning
+        # Where to say what a user should see at once (a slow start, a restart); the plugin
+        # writes it to the terminal. None: slow starts say nothing, restarts go to the log.
+        self.notify = notify
         # Whether a fixture is being torn down now (see XProcessInfo.terminate): the plugin sets
         # ``tearing_down`` around teardowns and may replace ``in_teardown`` with a finer test.
         self.tearing_down = False
         self.in_teardown: Callable[[], bool] = lambda: self.tearing_down
         self.resources: list[StartedProcess] = []
         self.watched = WatchedLogs()
-        self._caller = Caller(self.store, self.run, self.worker)
+        self._caller = Caller(self.store, self.run, self.worker, notify=notify)
 
     def __enter__(self) -> XProcess:
         return self
@@ -218,7 +220,8 @@ class XProcess:
             self.resources.append(StartedProcess(name, outcome.popen, info))
         self.watched.watch(name, logpath, outcome.offset)
         if outcome.reason:
-            self.notify(f"xprocess: restarted {name!r} (pid {record.pid}): {outcome.reason}")
+            say = self.notify or self.log.warning
+            say(f"xprocess: restarted {name!r} (pid {record.pid}): {outcome.reason}")
         return record.pid, logpath
 
     def shared(

@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
 __all__ = ["is_xdist_worker", "run_id_of"]
 
-XSHOW_HELP = "show every recorded external process (pid, name, LIVE/DEAD, uptime, log) and exit"
+XSHOW_HELP = (
+    "show a table of the recorded external processes (name, pid, LIVE/STARTING/FAILED/DEAD, "
+    "uptime, held by, data, log) and exit"
+)
 XKILL_HELP = "terminate every recorded external process tree and exit"
 LOG_SECTION_LIMIT = 64 * 1024
 
@@ -56,16 +59,17 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         return None
     refuse_if_unsupported("--xkill" if config.option.xkill else "--xshow")
     from xprocess.commands import kill, show
-    from xprocess.paths import candidate_roots
+    from xprocess.paths import candidate_roots, records_root
 
     roots = candidate_roots(config)
+    rootdir, looked_in = config.rootpath, [records_root(config, create=False)]
 
     def write(line: str) -> None:
         print(line, flush=True)
 
     if config.option.xkill:
-        return kill(roots, write)
-    return show(roots, write)
+        return kill(roots, write, rootdir=rootdir, looked_in=looked_in)
+    return show(roots, write, rootdir=rootdir, looked_in=looked_in)
 
 
 def refuse_if_unsupported(option: str) -> None:
@@ -135,19 +139,39 @@ _FIXTURES_MODULE = os.path.join("_pytest", "fixtures.py")
 
 
 def _notifier(config: pytest.Config) -> Callable[[str], None]:
-    """A function that shows a line in the terminal at once, even while output is captured."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    """Where the engine says what a user should see at once (a slow start, a restart): the
+    terminal, past pytest's capturing.
+
+    Under xdist a worker has no terminal of its own: the line goes to its stderr, which the
+    workers share with the controller, so it reaches the same terminal.
+    """
     capture = config.pluginmanager.get_plugin("capturemanager")
+    reporter = (
+        None if is_xdist_worker(config) else config.pluginmanager.get_plugin("terminalreporter")
+    )
 
-    def notify(line: str) -> None:
-        if reporter is None:
-            print(line, file=sys.stderr)
-            return
-        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            reporter.ensure_newline()
-            reporter.write_line(line, yellow=True)
+    def write(line: str) -> None:
+        with (
+            capture.global_and_fixture_disabled()
+            if capture is not None
+            else contextlib.nullcontext()
+        ):
+            if reporter is not None:
+                reporter.write_line(line)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
-    return notify
+    return write
+
+
+def _failed_start_of(call: pytest.CallInfo[None]) -> str | None:
+    """The process whose failed start ``call`` raised: its error already holds its log tail."""
+    if call.excinfo is None:
+        return None
+    from xprocess.errors import XProcessError
+
+    error = call.excinfo.value
+    return error.name if isinstance(error, XProcessError) else None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -180,7 +204,7 @@ def pytest_runtest_makereport(
     manager = item.config.stash.get(_XPROCESS, None)
     if manager is None or not report.failed:
         return report
-    report.sections.extend(manager.watched.sections(LOG_SECTION_LIMIT))
+    report.sections.extend(manager.watched.sections(LOG_SECTION_LIMIT, skip=_failed_start_of(call)))
     return report
 
 

@@ -2,134 +2,51 @@
 
 The process writes to its log file; readiness is read from there, never from a pipe (a pipe that
 nobody drains blocks the child once it fills). Two things wake the waiter at once instead of a
-fixed polling interval (the constants are those of ``xprocess.capabilities``):
+fixed polling interval:
 
 * new bytes in the log: inotify on Linux (``HAVE_INOTIFY``); elsewhere adaptive polling that
-  starts at 1 ms and backs off to 10 ms;
+  starts at 1 ms and backs off to tens of milliseconds;
 * the process exiting: a pidfd on Linux (``HAVE_PIDFD``), so an early exit is noticed within a
   millisecond rather than at the timeout; elsewhere ``Popen.poll`` on every wake-up.
+
+(:mod:`xprocess.logwatch` does the sleeping, :mod:`xprocess.checks` calls a ``startup_check``.)
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import select
+import re
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from xprocess.capabilities import HAVE_PIDFD, LIBC
+from xprocess.checks import Call, abandon_worker, as_cause, is_programming_error, submit
 from xprocess.errors import PatternNotFoundError, ProcessExitedError, StartupTimeoutError
 from xprocess.logs import read_tail
+from xprocess.logwatch import FIRST_DELAY, HAVE_INOTIFY, HAVE_PIDFD, LogWatcher
+from xprocess.probes import BoundProbe, ProbeFailed
 from xprocess.starter import LaunchPlan
 
-__all__ = ["LogWatcher", "wait_until_ready"]
+__all__ = [
+    "HAVE_INOTIFY",
+    "HAVE_PIDFD",
+    "SLOW_START_NOTICE",
+    "LogWatcher",
+    "wait_until_ready",
+]
 
-_IN_MODIFY = 0x00000002
-_FIRST_DELAY = 0.001
-_MAX_DELAY_POLLING = 0.025
-# Without inotify the log itself is polled: often enough to stay within 10 ms of a ready line.
-_MAX_DELAY_LOG_POLLING = 0.01
-# With inotify and a pidfd every interesting event wakes us; the timeout is only a safety net.
-_MAX_DELAY_EVENTS = 0.05
 _CHUNK = 1 << 20
 TAIL_LINES = 20
+# After this many seconds without readiness, say what is being waited for (a silent 20 s start
+# looks like a hang).
+SLOW_START_NOTICE = 2.0
+# How often a check that has not returned yet is looked at: for an exit, the deadline, a notice.
+_CHECK_WAKE = 0.05
 
-
-_local = threading.local()
-
-
-def _thread_inotify() -> int:
-    """This thread's inotify instance (created on first use, kept open), or -1."""
-    fd: int = getattr(_local, "inotify_fd", -2)
-    if fd == -2:
-        fd = LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC) if LIBC is not None else -1
-        _local.inotify_fd = fd
-    return fd
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 65536):
-            pass
-    except BlockingIOError:
-        pass
-
-
-class LogWatcher:
-    """Sleeps until the log grows, the process exits, or a delay passes; whichever comes first."""
-
-    def __init__(self, logpath: Path, pid: int | None) -> None:
-        self._inotify_fd = -1
-        self._inotify_wd = -1
-        self._pidfd = -1
-        self._watched: set[int] = set()
-        self.delay = _FIRST_DELAY
-        self._max_delay = _MAX_DELAY_POLLING
-        fd = _thread_inotify()
-        if fd >= 0 and LIBC is not None:
-            wd = LIBC.inotify_add_watch(fd, os.fsencode(logpath), _IN_MODIFY)
-            if wd >= 0:
-                self._inotify_fd, self._inotify_wd = fd, wd
-                self._watched.add(fd)
-                _drain(fd)  # events of watches removed earlier
-        if HAVE_PIDFD and pid:
-            try:
-                self._pidfd = os.pidfd_open(pid)
-                self._watched.add(self._pidfd)
-            except OSError:
-                self._pidfd = -1
-        if self._inotify_fd < 0:
-            self._max_delay = _MAX_DELAY_LOG_POLLING
-        elif self._pidfd >= 0:
-            self._max_delay = _MAX_DELAY_EVENTS
-
-    def stop_following_log(self) -> None:
-        """Wake only for the process's exit from now on (a startup_check is being retried: log
-        lines must not make it run a thousand times a second)."""
-        self._watched.discard(self._inotify_fd)
-        self._max_delay = _MAX_DELAY_EVENTS if self._pidfd >= 0 else _MAX_DELAY_POLLING
-
-    def _ready(self, timeout: float) -> set[int]:
-        # poll(), unlike select(), takes descriptors above 1023, which a busy test process has.
-        poller = select.poll()
-        for fd in self._watched:
-            poller.register(fd, select.POLLIN)
-        return {fd for fd, _ in poller.poll(timeout * 1000)}
-
-    def wait(self, remaining: float) -> None:
-        """Sleep at most ``remaining`` seconds, waking early on log growth or process exit."""
-        timeout = max(0.0, min(self.delay, remaining))
-        self.delay = min(self.delay * 1.5, self._max_delay)
-        if not self._watched:
-            time.sleep(timeout)
-            return
-        ready = self._ready(timeout)
-        if self._inotify_fd in ready:
-            self.delay = _FIRST_DELAY
-            _drain(self._inotify_fd)
-        if self._pidfd in ready:
-            # The process has exited: stop watching it, so the next wait does not spin.
-            self._watched.discard(self._pidfd)
-
-    def close(self) -> None:
-        # The inotify instance stays open for the next watcher: closing one waits for an RCU
-        # grace period in the kernel, several milliseconds that ensure() would spend for nothing.
-        if self._inotify_wd >= 0 and LIBC is not None:
-            LIBC.inotify_rm_watch(self._inotify_fd, self._inotify_wd)
-        if self._pidfd >= 0:
-            os.close(self._pidfd)
-        self._inotify_fd = self._inotify_wd = self._pidfd = -1
-        self._watched.clear()
-
-    def __enter__(self) -> LogWatcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+Report = Callable[[str], None]
 
 
 class _LineReader:
@@ -169,6 +86,42 @@ def _tail_text(logpath: Path, offset: int) -> str:
     return "\n".join(f"    {line}" for line in lines)
 
 
+_PYTHON_NAME = re.compile(r"^(python|pypy)[\d.]*$")
+
+
+def _is_python(popen: subprocess.Popen[bytes] | None, plan: LaunchPlan) -> bool:
+    names = [os.path.basename(plan.argv[0])]
+    if popen is not None:
+        try:
+            import psutil
+
+            names.append(psutil.Process(popen.pid).name())
+        except Exception:  # gone, or no permission: the command line is all there is
+            pass
+    return any(_PYTHON_NAME.match(name) for name in names)
+
+
+def _buffering_hint(
+    plan: LaunchPlan, popen: subprocess.Popen[bytes] | None, logpath: Path, offset: int
+) -> str:
+    """Why a Python process that wrote nothing may look silent: its output is in its buffer."""
+    if read_tail(logpath, offset, 1) or not _is_python(popen, plan):
+        return ""
+    env = plan.env if plan.env is not None else os.environ
+    if env.get("PYTHONUNBUFFERED"):
+        how = (
+            "PYTHONUNBUFFERED is set, so the likely cause is a buffer of the program's own (a "
+            "file it opened, a logging handler): flush it after writing the ready line"
+        )
+    else:
+        how = (
+            "its output is most likely waiting in its buffer (Python buffers output to a file, "
+            "and the starter's env sets PYTHONUNBUFFERED to an empty value): run it with -u, "
+            "set PYTHONUNBUFFERED=1, or flush after printing"
+        )
+    return f"\n  It is a Python interpreter that wrote nothing; {how}."
+
+
 def _exited(
     popen: subprocess.Popen[bytes] | None, plan: LaunchPlan, logpath: Path, offset: int
 ) -> ProcessExitedError | None:
@@ -183,16 +136,47 @@ def _exited(
 
 
 def _timed_out(
-    plan: LaunchPlan, logpath: Path, offset: int, waiting_for: str, cause: BaseException | None
+    plan: LaunchPlan,
+    popen: subprocess.Popen[bytes] | None,
+    logpath: Path,
+    offset: int,
+    waiting_for: str,
+    advice: str,
 ) -> StartupTimeoutError:
-    reason = f"\n  the last startup_check raised: {cause!r}" if cause is not None else ""
     return StartupTimeoutError(
-        f"{plan.name!r} was not ready within {plan.timeout:g} s: {waiting_for}.{reason}\n"
+        f"{plan.name!r} was not ready within {plan.timeout:g} s: {waiting_for}.\n"
         f"  command: {_describe(plan)}\n  log: {logpath}\n"
-        f"  last lines of its log:\n{_tail_text(logpath, offset)}\n"
-        "  Raise the starter's timeout if it needs longer, or check the pattern against the log.",
+        f"  last lines of its log:\n{_tail_text(logpath, offset)}"
+        f"{_buffering_hint(plan, popen, logpath, offset)}\n  {advice}",
         name=plan.name,
     )
+
+
+class _Progress:
+    """Says once what a slow start waits for, and then how long it took to become ready."""
+
+    def __init__(self, plan: LaunchPlan, report: Report | None) -> None:
+        self._plan = plan
+        self._report = report
+        self._started = time.monotonic()
+        self._shown = False
+        self.waiting_for = ""
+
+    def tick(self) -> None:
+        if self._shown or self._report is None:
+            return
+        elapsed = time.monotonic() - self._started
+        if elapsed >= SLOW_START_NOTICE:
+            self._shown = True
+            self._report(
+                f"xprocess: waiting for {self._plan.name!r} to be ready ({self.waiting_for}, "
+                f"{elapsed:.0f} s of {self._plan.timeout:g} s)…"
+            )
+
+    def ready(self) -> None:
+        if self._shown and self._report is not None:
+            elapsed = time.monotonic() - self._started
+            self._report(f"xprocess: {self._plan.name!r} is ready after {elapsed:.1f} s")
 
 
 def wait_until_ready(
@@ -200,19 +184,25 @@ def wait_until_ready(
     popen: subprocess.Popen[bytes] | None,
     logpath: Path,
     offset: int,
+    report: Report | None = None,
 ) -> None:
     """Return once ``plan``'s process is ready; raise as soon as it cannot become ready.
 
     Reads the log from ``offset`` (where this start's output begins). Raises
     ProcessExitedError when the process exits first, PatternNotFoundError when ``max_read_lines``
-    lines pass without a match, StartupTimeoutError when ``plan.timeout`` passes.
+    lines pass without a match, StartupTimeoutError when ``plan.timeout`` passes. A start that
+    takes longer than ``SLOW_START_NOTICE`` seconds is announced through ``report``, and so is
+    its readiness then.
     """
+    __tracebackhide__ = True
     deadline = time.monotonic() + plan.timeout
     pid = popen.pid if popen is not None else None
+    progress = _Progress(plan, report)
     with LogWatcher(logpath, pid) as watcher, open(logpath, "rb") as log:
         log.seek(offset)
         if plan.pattern is not None:
-            _wait_for_pattern(plan, popen, logpath, offset, log, watcher, deadline)
+            progress.waiting_for = f"pattern {plan.pattern.pattern!r}"
+            _wait_for_pattern(plan, popen, logpath, offset, log, watcher, deadline, progress)
         checks: list[Callable[[], object]] = []
         if plan.check is not None:
             checks.append(plan.check)
@@ -221,8 +211,10 @@ def wait_until_ready(
         if checks:
             watcher.stop_following_log()
         for check in checks:
-            watcher.delay = _FIRST_DELAY
-            _wait_for_check(plan, check, popen, logpath, offset, watcher, deadline)
+            watcher.delay = FIRST_DELAY
+            progress.waiting_for = _check_name(check)
+            _wait_for_check(plan, check, popen, logpath, offset, watcher, deadline, progress)
+    progress.ready()
 
 
 def _reader_check(
@@ -236,6 +228,12 @@ def _reader_check(
     return check
 
 
+def _check_name(check: Callable[[], object]) -> str:
+    if isinstance(check, BoundProbe):
+        return f"startup_check {check.description}"
+    return "startup_check"
+
+
 def _wait_for_pattern(
     plan: LaunchPlan,
     popen: subprocess.Popen[bytes] | None,
@@ -244,7 +242,9 @@ def _wait_for_pattern(
     log: IO[bytes],
     watcher: LogWatcher,
     deadline: float,
+    progress: _Progress,
 ) -> None:
+    __tracebackhide__ = True
     assert plan.pattern is not None
     search = plan.pattern.search
     reader = _LineReader(log)
@@ -279,8 +279,15 @@ def _wait_for_pattern(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timed_out(
-                plan, logpath, offset, f"pattern {plan.pattern.pattern!r} not seen", None
+                plan,
+                popen,
+                logpath,
+                offset,
+                f"pattern {plan.pattern.pattern!r} not seen",
+                "Raise the starter's timeout if it needs longer, or check the pattern against "
+                "the log.",
             )
+        progress.tick()
         watcher.wait(remaining)
 
 
@@ -292,20 +299,93 @@ def _wait_for_check(
     offset: int,
     watcher: LogWatcher,
     deadline: float,
+    progress: _Progress,
 ) -> None:
-    last_error: Exception | None = None
+    __tracebackhide__ = True
+    last_error: BaseException | None = None
+    name = progress.waiting_for
     while True:
-        try:
-            if check():
-                return
-        except Exception as exc:
-            last_error = exc
+        remaining = deadline - time.monotonic()
+        if isinstance(check, BoundProbe):
+            # A probe's every socket operation has a timeout of at most what is left: it cannot
+            # hang, so it runs here, without the cost of handing it to another thread.
+            job = Call(functools.partial(check.attempt, remaining))
+            job.run()
+        else:
+            job = submit(check)
+            _await_check(job, plan, popen, logpath, offset, deadline, progress, last_error)
+        if job.error is None and job.result:
+            return
+        if job.error is not None:
+            if not isinstance(job.error, Exception) or is_programming_error(job.error):
+                error = job.error
+                if hasattr(error, "add_note"):
+                    error.add_note(
+                        f"xprocess: raised by the startup_check of {plan.name!r}, which is a bug "
+                        "in the check rather than a server that is not ready yet; the process "
+                        "was stopped."
+                    )
+                raise error
+            last_error = job.error
         exited = _exited(popen, plan, logpath, offset)
         if exited is not None:
-            raise exited from last_error
+            raise exited from as_cause(last_error)
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _timed_out(
-                plan, logpath, offset, "startup_check did not return True", last_error
-            ) from last_error
-        watcher.wait(remaining)
+        if remaining > 0:
+            progress.tick()
+            watcher.wait(remaining)
+            if deadline - time.monotonic() > 0:
+                continue
+        if isinstance(last_error, ProbeFailed):
+            what = f"{name} did not pass; last failure: {last_error}"
+        elif last_error is not None:
+            what = f"{name} did not return True; the last call raised {last_error!r}"
+        else:
+            what = f"{name} did not return True"
+        raise _timed_out(
+            plan,
+            popen,
+            logpath,
+            offset,
+            what,
+            "Raise the starter's timeout if it needs longer, or check what the check "
+            "connects to against the log.",
+        ) from as_cause(last_error)
+
+
+def _await_check(
+    job: Call,
+    plan: LaunchPlan,
+    popen: subprocess.Popen[bytes] | None,
+    logpath: Path,
+    offset: int,
+    deadline: float,
+    progress: _Progress,
+    last_error: BaseException | None,
+) -> None:
+    """Wait for ``job`` to return; raise if the process exits, or the check blocks."""
+    __tracebackhide__ = True
+    while not job.done.wait(max(0.0, min(_CHECK_WAKE, deadline - time.monotonic()))):
+        exited = _exited(popen, plan, logpath, offset)
+        if exited is not None:
+            abandon_worker()
+            raise exited from as_cause(last_error)
+        if time.monotonic() < deadline:
+            progress.tick()
+            continue
+        # A call that began just before the deadline has a moment to finish: only one that
+        # is still running after it blocks.
+        if job.done.wait(_CHECK_WAKE):
+            return
+        abandon_worker()
+        raise _timed_out(
+            plan,
+            popen,
+            logpath,
+            offset,
+            f"{progress.waiting_for} was still running at the deadline and was abandoned (it "
+            "is left in a daemon thread)",
+            "The check blocks: give every socket or client it uses a timeout shorter than the "
+            "starter's timeout (socket.settimeout, connect_timeout=...), or use "
+            "xprocess.probes.",
+        ) from as_cause(last_error)

@@ -17,6 +17,7 @@ __all__ = [
     "holds",
     "release_holder",
     "remove_user",
+    "running_users",
     "uses",
 ]
 
@@ -108,3 +109,8 @@ def release_holder(
 def drop_run(holders: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
     """``holders`` without those of run ``run_id`` (it has ended) and without gone ones."""
     return [h for h in holders if h.get("run") != run_id and _running(h)]
+
+
+def running_users(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of ``users`` whose run's main process still runs."""
+    return [u for u in users if _running(u)]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from xprocess.errors import ExecutableNotFoundError, InvalidStarterError
+from xprocess.probes import BoundProbe
 
 __all__ = ["LaunchPlan", "ProcessStarter", "StarterDescription", "describe_starter"]
 
@@ -49,6 +50,9 @@ class ProcessStarter:
     ``pattern``
         A regular expression searched in each line the process writes; the process is ready once
         a line matches. Optional when ``startup_check`` is overridden; with both, both must pass.
+    ``startup_check``
+        A method returning True once the process answers, or a probe:
+        ``startup_check = probes.tcp("{port}")`` (see :mod:`xprocess.probes`).
     ``env``
         The environment of the process (None: inherit this one).
     ``timeout``
@@ -83,8 +87,12 @@ class ProcessStarter:
     def startup_check(self) -> bool:
         """Override to tell whether the process answers; return True once it does.
 
-        Called repeatedly until it returns a true value or the timeout passes. An exception (such as
-        ``ConnectionRefusedError``) means "not ready yet"; the last one is chained to the timeout.
+        Called repeatedly, in a thread of its own, until it returns a true value or the timeout
+        passes (a call still running then is abandoned). An exception such as
+        ``ConnectionRefusedError`` means "not ready yet", and the last one is chained to the
+        timeout; ``KeyError``, ``AttributeError``, ``NameError``, ``TypeError`` and
+        ``ImportError`` are bugs in the check and are raised at once. A probe from
+        :mod:`xprocess.probes` can be assigned instead: ``startup_check = probes.tcp("{port}")``.
         """
         return True
 
@@ -169,6 +177,7 @@ def describe_starter(
     """Read ``starter`` once: a class is instantiated as ``Starter(controldir, xprocess)``, a
     two-argument factory is called so; a one-argument ``preparefunc(cwd)`` is called only when a
     start is needed. Raises InvalidStarterError for what cannot be a starter."""
+    __tracebackhide__ = True
     if isinstance(starter, type):
         return _describe_instance(name, starter(controldir, xprocess))
     if isinstance(starter, ProcessStarter):
@@ -189,6 +198,7 @@ def describe_starter(
 
 
 def _describe_instance(name: str, starter: Any) -> StarterDescription:
+    __tracebackhide__ = True
     _check_attribute_names(name, type(starter))
     timeout = _validate_timeout(name, getattr(starter, "timeout", DEFAULT_TIMEOUT))
     at_end = bool(getattr(starter, "terminate_at_end", False))
@@ -238,6 +248,7 @@ def _args_is_a_method(starter: object) -> bool:
 
 def _check_attribute_names(name: str, cls: type) -> None:
     """Refuse a public attribute that is not a known name but close to one (``timout``)."""
+    __tracebackhide__ = True
     known = sorted(KNOWN_ATTRIBUTES)
     for klass in cls.__mro__:
         if klass is ProcessStarter or klass is object:
@@ -301,6 +312,7 @@ def _plain(value: object) -> str:
 def _plan_from_starter(
     name: str, starter: Any, timeout: float, at_end: bool, on_interrupt: bool
 ) -> LaunchPlan:
+    __tracebackhide__ = True
     raw_args = starter.args
     if callable(raw_args):
         raw_args = raw_args()
@@ -316,6 +328,8 @@ def _plan_from_starter(
                 f"process answers, got {check!r}",
                 name=name,
             )
+        if isinstance(check, BoundProbe):
+            check.validate(name)  # its templates are filled from data, which args() has set
     if pattern is None and check is None:
         raise InvalidStarterError(
             f"cannot start {name!r}: the starter has neither a 'pattern' nor a 'startup_check'; "
@@ -353,6 +367,7 @@ def _takes_two_arguments(function: Callable[..., Any]) -> bool:
 
 
 def _plan_from_prepared(name: str, label: str, result: Any) -> LaunchPlan:
+    __tracebackhide__ = True
     if not isinstance(result, (tuple, list)) or len(result) not in (2, 3):
         raise InvalidStarterError(
             f"cannot start {name!r}: preparefunc {label} must return "
@@ -394,6 +409,7 @@ def _legacy_reader(wait: Callable[..., object]) -> Callable[[IO[str]], object]:
 
 
 def _validate_argv(name: str, raw: object) -> list[str]:
+    __tracebackhide__ = True
     if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
         raise InvalidStarterError(
             f"cannot start {name!r}: args must be a list such as ['redis-server', '--port', 6380], "
@@ -421,6 +437,7 @@ def check_executable(
 
     Skipped when ``popen_kwargs`` run something else (``shell``, ``executable``).
     """
+    __tracebackhide__ = True
     popen_kwargs = popen_kwargs or {}
     if popen_kwargs.get("shell") or popen_kwargs.get("executable"):
         return
@@ -447,6 +464,7 @@ def check_executable(
 
 
 def _compile_pattern(name: str, pattern: object) -> re.Pattern[str] | None:
+    __tracebackhide__ = True
     if pattern is None:
         return None
     if isinstance(pattern, re.Pattern):
@@ -467,6 +485,7 @@ def _compile_pattern(name: str, pattern: object) -> re.Pattern[str] | None:
 
 
 def _validate_env(name: str, env: object) -> dict[str, str] | None:
+    __tracebackhide__ = True
     if env is None:
         return None
     if not isinstance(env, Mapping):
@@ -483,6 +502,7 @@ def _validate_env(name: str, env: object) -> dict[str, str] | None:
 
 
 def _validate_timeout(name: str, timeout: object) -> float:
+    __tracebackhide__ = True
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise InvalidStarterError(
             f"cannot start {name!r}: timeout must be a number of seconds above 0, got {timeout!r}",
@@ -492,6 +512,7 @@ def _validate_timeout(name: str, timeout: object) -> float:
 
 
 def _validate_max_read_lines(name: str, value: object) -> int:
+    __tracebackhide__ = True
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidStarterError(
             f"cannot start {name!r}: max_read_lines must be an integer of at least 1, "
@@ -503,6 +524,7 @@ def _validate_max_read_lines(name: str, value: object) -> int:
 
 def check_json_data(name: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``data`` if every value is JSON-serialisable, else raise TypeError naming the key."""
+    __tracebackhide__ = True
     for key, value in data.items():
         if not isinstance(key, str):
             raise TypeError(f"data of {name!r}: keys must be strings, got {key!r}")

@@ -13,6 +13,7 @@ import enum
 import logging
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xprocess.errors import InvalidStarterError, rebuild_error
@@ -96,12 +97,14 @@ def decide(
 
 @dataclass
 class Caller:
-    """Who asks: the records, the run, and the xdist worker id ("" outside a worker)."""
+    """Who asks: the records, the run, the xdist worker id ("" outside a worker), and where to
+    say that a start is slow."""
 
     store: RecordStore
     run: Run
     worker: str = ""
     pid: int = field(default_factory=os.getpid)
+    notify: Callable[[str], None] | None = None  # where a slow start is announced
 
     def needs_claim(self, record: ProcessRecord, description: StarterDescription) -> bool:
         """Whether reusing ``record`` must first note this caller as one of its users."""
@@ -243,7 +246,7 @@ def _start(
         )
         record.fingerprint = description.fingerprint
         store.write(record)
-        wait_until_ready(plan, popen, logpath, offset)
+        wait_until_ready(plan, popen, logpath, offset, caller.notify)
         record.ready(check_json_data(name, plan.data))
         store.write(record)
     except BaseException as exc:

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from xprocess import ProcessStarter, XProcess, free_port
+from xprocess import ProcessStarter, XProcess, free_port, probes
 
 NAME = "http_server"
 SITE = Path(__file__).parent / "site"
 
 
 class HttpServer(ProcessStarter):
-    # http.server prints "Serving HTTP on 127.0.0.1 port 8000 (http://...) ..." once it listens.
-    pattern = r"Serving HTTP on 127\.0\.0\.1 port \d+"
+    # Ready once a file is served; "{port}" is filled from self.data when the probe runs.
+    startup_check = probes.http("http://127.0.0.1:{port}/hello.txt", status=200)
     timeout = 30
     # Kept on purpose (this is also the default): starting it again in every run would gain
     # nothing, since it holds no state that a run could change.
@@ -31,11 +31,10 @@ class HttpServer(ProcessStarter):
         # xdist worker (and every later run that reuses the server) reads it.
         port = free_port()
         self.data["port"] = port
-        # -u: Python buffers its output when it goes to a file, as here; without -u the
-        # "Serving HTTP" line would sit in the buffer and never reach the log.
+        # Its output goes to a file, which Python buffers; xprocess sets PYTHONUNBUFFERED=1 so
+        # that the log shows each request as it is served.
         return [
             sys.executable,
-            "-u",
             "-m",
             "http.server",
             port,

@@ -1,13 +1,15 @@
 """A stand-in for a server, driven by command-line flags, used by the tests and benchmarks.
 
 It appends its pid to --count-file (so tests can count starts), exits at once the first time
-with --fail-once, prints --before lines of noise, waits --delay seconds, prints --ready, then
-runs until terminated (or exits with --exit-code).
+with --fail-once, prints --before lines of noise, waits --delay seconds, then listens (--listen
+on TCP, --unix on a unix socket) and writes its pid to --pidfile, prints --ready, and runs until
+terminated (or exits with --exit-code). With --mute it accepts connections and never answers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -16,7 +18,18 @@ import sys
 import time
 
 
-def main() -> None:
+def _listen(args: argparse.Namespace) -> socket.socket | None:
+    if args.listen is not None:
+        return socket.create_server(("127.0.0.1", args.listen))
+    if args.unix is not None:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(args.unix)
+        server.listen()
+        return server
+    return None
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ready", default="ready")
     parser.add_argument("--delay", type=float, default=0.0)
@@ -30,8 +43,14 @@ def main() -> None:
     parser.add_argument(
         "--fail-once", default=None, help="exit 3 before --ready unless this file exists (made)"
     )
-    args = parser.parse_args()
+    parser.add_argument("--unix", default=None, help="unix socket path to accept on")
+    parser.add_argument("--pidfile", default=None, help="file to write the pid to when ready")
+    parser.add_argument("--mute", action="store_true", help="accept but never answer")
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = _arguments()
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.count_file:
@@ -51,20 +70,26 @@ def main() -> None:
     out.flush()
     if args.delay:
         time.sleep(args.delay)
-    server = None
-    if args.listen is not None:
-        server = socket.create_server(("127.0.0.1", args.listen))
+    server = _listen(args)
+    if args.pidfile:
+        with open(args.pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
     stamp = f" {time.time():.6f}" if args.print_time else ""
     out.write(f"{args.ready}{stamp}\n")
     out.flush()
     if args.exit_code is not None:
         sys.exit(args.exit_code)
+    held = []
     while True:
-        if server is not None:
+        if server is not None and args.mute:
+            held.append(server.accept()[0])
+        elif server is not None:
             conn, peer = server.accept()
-            out.write(f"served a connection from port {peer[1]}\n")
+            source = f"port {peer[1]}" if peer else "a unix socket"
+            out.write(f"served a connection from {source}\n")
             out.flush()
-            conn.sendall(b"hello\n")
+            with contextlib.suppress(OSError):  # a probe that has hung up already
+                conn.sendall(b"hello\n")
             conn.close()
         else:
             time.sleep(3600)
