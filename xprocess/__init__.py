@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         SharedValueError,
         StartupError,
         StartupTimeoutError,
+        UnsafePathError,
         XProcessError,
     )
     from xprocess.manager import XProcess, XProcessInfo
@@ -35,6 +36,7 @@ __all__ = [
     "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
+    "UnsafePathError",
     "XProcess",
     "XProcessError",
     "XProcessInfo",
@@ -57,6 +59,7 @@ _WHERE = {
     "RecordWarning": "xprocess.records",
     "ProcessStarter": "xprocess.starter",
     "SharedValueError": "xprocess.errors",
+    "UnsafePathError": "xprocess.errors",
 }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from xprocess.manager import XProcessInfo
 from xprocess.records import READY, ProcessRecord, RecordStore
+from xprocess.termination import stop_record
 from xprocess.values import clear_values, describe_values
 
 __all__ = ["kill", "show"]
@@ -81,8 +82,16 @@ def kill(roots: Iterable[Path], write: Write, names: list[str] | None = None) ->
     elif not infos and not any(describe_values(root) for root in roots):
         write("no processes recorded")
     for info in infos:
-        result = info.terminate()
-        write(f"{info.pid if info.pid is not None else '-'} {info.name} {_STATUS[result]}")
+        if info.record is None:
+            write(f"- {info.name} UNREADABLE RECORD (nothing signalled; see the warning above)")
+            status = 1
+            continue
+        notes: list[str] = []
+        result = stop_record(info.record, report=notes.append)
+        label = "NOT SIGNALLED" if notes and result <= 0 else _STATUS[result]
+        write(f"{info.pid if info.pid is not None else '-'} {info.name} {label}")
+        for note in notes:
+            write(f"    {note}")
         if result < 0:
             status = 1
     if names is None:

@@ -16,6 +16,7 @@ __all__ = [
     "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
+    "UnsafePathError",
     "XProcessError",
 ]
 
@@ -57,6 +58,10 @@ class SharedValueError(XProcessError, RuntimeError):
     """Computing a shared value failed in another worker; the message is that failure's."""
 
 
+class UnsafePathError(XProcessError, PermissionError):
+    """A control dir or log under the records root is a symlink; nothing is written through it."""
+
+
 _BY_NAME: dict[str, type[XProcessError]] = {
     cls.__name__: cls
     for cls in (
@@ -67,6 +72,7 @@ _BY_NAME: dict[str, type[XProcessError]] = {
         StartupTimeoutError,
         InvalidStarterError,
         SharedValueError,
+        UnsafePathError,
     )
 }
 

@@ -2,26 +2,53 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import subprocess
 from pathlib import Path
 
-from xprocess.errors import StartupError
+from xprocess.errors import StartupError, UnsafePathError
 from xprocess.starter import LaunchPlan, check_executable
+from xprocess.tokens import TOKEN_VAR
 
-__all__ = ["spawn"]
+__all__ = ["open_log", "spawn"]
+
+
+def open_log(logpath: Path, name: str, *, truncate: bool) -> int:
+    """Open the log for appending (emptied first with ``truncate``), never through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(logpath, flags | (os.O_TRUNC if truncate else 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePathError(
+                f"the log of {name!r}, {logpath}, is a symlink (to {os.readlink(logpath)}); "
+                "xprocess does not write through symlinks under its records root. Remove it "
+                "(the next start makes a real one).",
+                name=name,
+            ) from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePathError(
+            f"the log of {name!r}, {logpath}, is not a regular file; remove it", name=name
+        )
+    return fd
 
 
 def spawn(
-    plan: LaunchPlan, controldir: Path, logpath: Path, *, persist_logs: bool
+    plan: LaunchPlan, controldir: Path, logpath: Path, *, persist_logs: bool, token: str = ""
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start ``plan``'s command; return the Popen and the log offset where its output begins.
 
-    The child gets its own session (so Ctrl-C in the terminal does not reach it), no stdin, and
-    stdout and stderr appended to ``logpath`` (truncated first unless ``persist_logs``).
+    The child gets its own session (so Ctrl-C in the terminal does not reach it), no stdin,
+    stdout and stderr appended to ``logpath`` (truncated first unless ``persist_logs``), and
+    ``token`` in its environment as ``XPROCESS_TOKEN``, which its descendants inherit.
     """
     check_executable(plan.name, plan.argv, plan.env, controldir, plan.popen_kwargs)
-    with open(logpath, "ab" if persist_logs else "wb", buffering=0) as log:
+    fd = open_log(logpath, plan.name, truncate=not persist_logs)
+    with open(fd, "ab", buffering=0) as log:
         offset = os.fstat(log.fileno()).st_size
         kwargs: dict[str, object] = {
             "cwd": str(controldir),
@@ -33,6 +60,9 @@ def spawn(
             "close_fds": True,
         }
         kwargs.update(plan.popen_kwargs)
+        if token:
+            env = kwargs.get("env")
+            kwargs["env"] = {**(os.environ if env is None else env), TOKEN_VAR: token}  # type: ignore[dict-item]
         try:
             popen: subprocess.Popen[bytes] = subprocess.Popen(plan.argv, **kwargs)  # type: ignore[call-overload]
         except Exception as exc:  # OSError, or a bad popen_kwargs value (an unknown user...)

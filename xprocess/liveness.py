@@ -13,11 +13,22 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import psutil
 
-__all__ = ["BOOT_ID", "HAVE_PROC_STAT", "Identity", "find_process", "identify", "is_alive"]
+from xprocess.tokens import carriers
+
+__all__ = [
+    "BOOT_ID",
+    "HAVE_PROC_STAT",
+    "Identity",
+    "find_daemon",
+    "find_process",
+    "identify",
+    "is_alive",
+]
 
 HAVE_PROC_STAT = os.path.exists("/proc/self/stat") and hasattr(time, "CLOCK_BOOTTIME")
 _TICKS = os.sysconf("SC_CLK_TCK") if HAVE_PROC_STAT else 100
@@ -85,8 +96,10 @@ def is_alive(
     now = identify(pid)
     if now is None or (ignore_zombies and now.zombie):
         return False
+    if boot_id and BOOT_ID and boot_id != BOOT_ID:
+        return False  # recorded during another boot: whatever holds the pid now is not it
     if now.since_boot is not None and since_boot is not None and boot_id and BOOT_ID:
-        return boot_id == BOOT_ID and abs(now.since_boot - since_boot) < _SAME_START
+        return abs(now.since_boot - since_boot) < _SAME_START
     if create_time is None:
         return True
     return abs(now.create_time - create_time) < max(_SAME_START, 0.01)
@@ -113,3 +126,40 @@ def find_process(
     if not is_alive(pid, create_time, since_boot, boot_id, ignore_zombies=ignore_zombies):
         return None
     return proc
+
+
+def find_daemon(
+    token: str, uids: Collection[int] | None = None, *, session: int = 0
+) -> psutil.Process | None:
+    """The process that stands for a start whose launcher exited: of those carrying ``token``
+    (and, given ``session``, the members of that session), the oldest one whose parent is not
+    one of them (a daemon and its workers: the daemon).
+
+    Pass ``session`` only while the launcher that leads it is an unreaped zombie: its pid, and so
+    its session, cannot be anyone else's then. Members count even when they rewrote their
+    environment (as servers that set their process title do).
+    """
+    pids = set(carriers(token, uids))
+    if session > 0:
+        pids.update(_session_members(session) - {session})
+    tops: list[tuple[float, psutil.Process]] = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if proc.ppid() not in pids and proc.status() != psutil.STATUS_ZOMBIE:
+                tops.append((proc.create_time(), proc))
+        except psutil.Error:
+            continue
+    return min(tops, key=lambda item: item[0])[1] if tops else None
+
+
+def _session_members(sid: int) -> set[int]:
+    members = set()
+    pids = [int(e) for e in os.listdir("/proc") if e.isdigit()] if HAVE_PROC_STAT else psutil.pids()
+    for pid in pids:
+        try:
+            if os.getsid(pid) == sid:
+                members.add(pid)
+        except OSError:
+            continue
+    return members

@@ -35,9 +35,11 @@ from xprocess.starter import (
     make_plan,
     starter_label,
 )
-from xprocess.termination import stop_record
+from xprocess.termination import abandon_on_error, stop_record
+from xprocess.tokens import new_token, process_uid
 from xprocess.values import DEFAULT_TIMEOUT as DEFAULT_VALUE_TIMEOUT
 from xprocess.values import shared_value
+from xprocess.watchdog import start_watchdog
 
 __all__ = ["XProcess", "XProcessInfo"]
 
@@ -263,19 +265,34 @@ class XProcess:
         record.users = add_user(record.users, self.run)
         record.terminate_at_end, record.terminate_on_interrupt = _stop_flags(starter)
         self.store.write(record)
+        start_watchdog(self.rootdir, self.run)
 
     def _start(
         self, name: str, plan: Any, controldir: Path, persist_logs: bool
     ) -> tuple[int, Path]:
         logpath = self.store.log_path(name)
         self.log.debug("%s$ %s", controldir, " ".join(plan.argv))
+        token = new_token()
         try:
-            popen, offset = spawn(plan, controldir, logpath, persist_logs=persist_logs)
+            popen, offset = spawn(plan, controldir, logpath, persist_logs=persist_logs, token=token)
         except InvalidStarterError:
             raise
         except Exception as exc:
             self._record_failure(name, plan.starter, controldir, exc)
             raise
+        with abandon_on_error(token, popen):
+            return self._follow_start(name, plan, controldir, popen, offset, token)
+
+    def _follow_start(
+        self,
+        name: str,
+        plan: Any,
+        controldir: Path,
+        popen: subprocess.Popen[bytes],
+        offset: int,
+        token: str,
+    ) -> tuple[int, Path]:
+        logpath = self.store.log_path(name)
         identity = identify(popen.pid)  # None only if it is already gone; readiness says why
         create_time = identity.create_time if identity is not None else time.time()
         record = ProcessRecord(
@@ -299,13 +316,17 @@ class XProcess:
             if plan.terminate_at_end or plan.terminate_on_interrupt
             else [],
             data=plan.data,
+            token=token,
+            uid=process_uid(popen.pid),
         )
         self.store.write(record)
+        if record.users:
+            start_watchdog(self.rootdir, self.run)
         info = XProcessInfo(self.rootdir, name, record)
         self.resources.append(StartedProcess(name, popen, info))
         self.watched[name] = (logpath, offset)
         try:
-            wait_until_ready(plan, popen, logpath, offset)
+            pid = wait_until_ready(plan, popen, logpath, offset, token=token)
         except BaseException as exc:
             info.terminate(timeout=5)
             popen.poll()
@@ -314,11 +335,15 @@ class XProcess:
             record.error_message = str(exc) or repr(exc)
             self.store.write(record)
             raise
+        if pid is not None and pid != record.pid and (moved := identify(pid)) is not None:
+            # The launcher daemonized: the daemon it left is the process from now on.
+            record.pid, record.create_time = pid, moved.create_time
+            record.start_since_boot = moved.since_boot
         record.state = READY
         record.data = check_json_data(name, plan.data)
         self.store.write(record)
-        self.log.debug("%s process startup detected (pid %s)", name, popen.pid)
-        return popen.pid, logpath
+        self.log.debug("%s process startup detected (pid %s)", name, record.pid)
+        return record.pid, logpath
 
     def shared(
         self,
@@ -347,6 +372,8 @@ class XProcess:
             def database_url(xprocess):
                 return xprocess.shared("database", create_database, cleanup=drop_database)
         """
+        if cleanup is not None:
+            start_watchdog(self.rootdir, self.run)
         return shared_value(
             self.rootdir,
             self.run_id,

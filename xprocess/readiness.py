@@ -8,6 +8,10 @@ fixed polling interval:
   starts at 1 ms and backs off to tens of milliseconds;
 * the process exiting: a pidfd on Linux (``HAVE_PIDFD``), so an early exit is noticed within a
   millisecond rather than at the timeout; elsewhere ``Popen.poll`` on every wake-up.
+
+A launcher that daemonizes (forks, and exits 0) is not a failed start while processes carrying its
+token remain: the waiter follows the daemon it left, and reports its pid as the started process.
+A log truncated while waiting (``copytruncate``) is read again from its start.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+import psutil
+
 from xprocess.errors import PatternNotFoundError, ProcessExitedError, StartupTimeoutError
-from xprocess.logs import read_tail
+from xprocess.liveness import find_daemon
+from xprocess.logs import log_size, read_tail
 from xprocess.starter import LaunchPlan
 
 __all__ = ["HAVE_INOTIFY", "HAVE_PIDFD", "LogWatcher", "wait_until_ready"]
@@ -99,6 +106,19 @@ class LogWatcher:
         if self._inotify_fd >= 0 and self._pidfd >= 0:
             self._max_delay = _MAX_DELAY_EVENTS
 
+    def follow_pid(self, pid: int) -> None:
+        """Wake when ``pid`` exits (the daemon a launcher left), instead of the launcher."""
+        if self._pidfd >= 0:
+            self._watched.discard(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if HAVE_PIDFD:
+            try:
+                self._pidfd = os.pidfd_open(pid)
+                self._watched.add(self._pidfd)
+            except OSError:
+                self._pidfd = -1
+
     def stop_following_log(self) -> None:
         """Wake only for the process's exit from now on (a startup_check is being retried: log
         lines must not make it run a thousand times a second)."""
@@ -146,13 +166,23 @@ class LogWatcher:
 
 
 class _LineReader:
-    """Reads the log from an offset, yielding complete non-blank lines as they appear."""
+    """Reads the log from an offset, yielding complete non-blank lines as they appear.
 
-    def __init__(self, log: IO[bytes]) -> None:
+    When the log shrinks below what was read (``copytruncate``), it starts again from byte 0.
+    """
+
+    def __init__(self, log: IO[bytes], offset: int) -> None:
         self._log = log
         self._partial = b""
+        self.offset = offset
+        self.truncated = False
 
     def new_lines(self) -> list[str]:
+        if os.fstat(self._log.fileno()).st_size < self._log.tell():
+            self._log.seek(0)
+            self._partial = b""
+            self.offset = 0
+            self.truncated = True
         data = self._log.read(_CHUNK)
         if not data:
             return []
@@ -175,22 +205,110 @@ def _describe(plan: LaunchPlan) -> str:
     return " ".join(plan.argv)
 
 
-def _tail_text(logpath: Path, offset: int) -> str:
+_REDIRECTS = ("stdout", "stderr")
+
+
+def _tail_text(logpath: Path, offset: int, plan: LaunchPlan | None = None) -> str:
+    """The last lines of the log since ``offset``, or what the log holds when it has no lines."""
     lines = read_tail(logpath, offset, TAIL_LINES)
-    if not lines:
-        return "(the process wrote nothing to its log)"
-    return "\n".join(f"    {line}" for line in lines)
+    redirected = [k for k in _REDIRECTS if plan is not None and k in plan.popen_kwargs]
+    note = (
+        f"\n  note: popen_kwargs redirect {' and '.join(redirected)} away from the log, so the "
+        "log holds only what is not redirected"
+        if redirected
+        else ""
+    )
+    if lines:
+        return "\n".join(f"    {line}" for line in lines) + note
+    size = log_size(logpath)
+    written = size - offset if size >= offset else size
+    if written <= 0:
+        return "    (the process wrote nothing to its log)" + note
+    return (
+        f"    (the log holds {written} bytes from this start, but no complete non-blank line "
+        "in its last 64 KiB)" + note
+    )
+
+
+class _Started:
+    """The started process as the waiter sees it: the launched one, or the daemon it left.
+
+    A launcher that exits 0 while processes carrying its token remain has daemonized; from then
+    on the oldest of those is the started process, and it exiting is the process exiting.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes] | None, token: str) -> None:
+        self.popen = popen
+        self.token = token
+        self.daemon: psutil.Process | None = None
+        self.daemonized = False
+
+    @property
+    def pid(self) -> int | None:
+        if self.daemon is not None:
+            return self.daemon.pid
+        return self.popen.pid if self.popen is not None else None
+
+    def exit_code(self, watcher: LogWatcher | None = None) -> int | None:
+        """None while the started process (or the daemon it became) runs, else an exit code."""
+        if self.popen is None:
+            return None
+        if self.daemon is not None and _runs(self.daemon):
+            return None
+        if self.popen.returncode is None and _exited_zero_unreaped(self.popen.pid):
+            # Looked for before the launcher is reaped: until then its session is surely ours.
+            self.daemon = find_daemon(self.token, session=self.popen.pid)
+        code = self.popen.poll()
+        if code is None:
+            return None
+        if code == 0 and (self.token or self.daemon is not None):
+            if self.daemon is None:
+                self.daemon = find_daemon(self.token)
+            if self.daemon is not None:
+                self.daemonized = True
+                if watcher is not None:
+                    watcher.follow_pid(self.daemon.pid)
+                return None
+        return code
+
+
+def _exited_zero_unreaped(pid: int) -> bool:
+    """Whether child ``pid`` exited with code 0; it stays unreaped (a zombie holding its pid)."""
+    if not hasattr(os, "waitid"):
+        return False
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return info is not None and info.si_code == os.CLD_EXITED and info.si_status == 0
+
+
+def _runs(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _exited(
-    popen: subprocess.Popen[bytes] | None, plan: LaunchPlan, logpath: Path, offset: int
+    started: _Started,
+    plan: LaunchPlan,
+    logpath: Path,
+    offset: int,
+    watcher: LogWatcher | None = None,
 ) -> ProcessExitedError | None:
-    if popen is None or popen.poll() is None:
+    code = started.exit_code(watcher)
+    if code is None:
         return None
+    what = (
+        "exited with code 0 (it daemonized), and every process it left exited too,"
+        if started.daemonized
+        else f"exited with code {code}"
+    )
     return ProcessExitedError(
-        f"{plan.name!r} exited with code {popen.returncode} before it was ready.\n"
+        f"{plan.name!r} {what} before it was ready.\n"
         f"  command: {_describe(plan)}\n  log: {logpath}\n"
-        f"  last lines of its log:\n{_tail_text(logpath, offset)}",
+        f"  last lines of its log:\n{_tail_text(logpath, offset, plan)}",
         name=plan.name,
     )
 
@@ -202,7 +320,7 @@ def _timed_out(
     return StartupTimeoutError(
         f"{plan.name!r} was not ready within {plan.timeout:g} s: {waiting_for}.{reason}\n"
         f"  command: {_describe(plan)}\n  log: {logpath}\n"
-        f"  last lines of its log:\n{_tail_text(logpath, offset)}\n"
+        f"  last lines of its log:\n{_tail_text(logpath, offset, plan)}\n"
         "  Raise the starter's timeout if it needs longer, or check the pattern against the log.",
         name=plan.name,
     )
@@ -213,19 +331,26 @@ def wait_until_ready(
     popen: subprocess.Popen[bytes] | None,
     logpath: Path,
     offset: int,
-) -> None:
+    *,
+    token: str = "",
+) -> int | None:
     """Return once ``plan``'s process is ready; raise as soon as it cannot become ready.
 
     Reads the log from ``offset`` (where this start's output begins). Raises
     ProcessExitedError when the process exits first, PatternNotFoundError when ``max_read_lines``
-    lines pass without a match, StartupTimeoutError when ``plan.timeout`` passes.
+    lines pass without a match, StartupTimeoutError when ``plan.timeout`` passes. With the start's
+    ``token``, a launcher that exits 0 leaving processes that carry it is followed to its daemon.
+
+    Returns the pid that stands for the started process: ``popen.pid``, or the daemon's when the
+    launcher daemonized (also when it exits 0 right after its ready line).
     """
     deadline = time.monotonic() + plan.timeout
     pid = popen.pid if popen is not None else None
+    started = _Started(popen, token)
     with LogWatcher(logpath, pid) as watcher, open(logpath, "rb") as log:
         log.seek(offset)
         if plan.pattern is not None:
-            _wait_for_pattern(plan, popen, logpath, offset, log, watcher, deadline)
+            _wait_for_pattern(plan, started, logpath, offset, log, watcher, deadline)
         checks: list[Callable[[], object]] = []
         if plan.check is not None:
             checks.append(plan.check)
@@ -235,7 +360,9 @@ def wait_until_ready(
             watcher.stop_following_log()
         for check in checks:
             watcher.delay = _FIRST_DELAY
-            _wait_for_check(plan, check, popen, logpath, offset, watcher, deadline)
+            _wait_for_check(plan, check, started, logpath, offset, watcher, deadline)
+    started.exit_code()  # a launcher that exited 0 just after its ready line: its daemon counts
+    return started.pid
 
 
 def _reader_check(
@@ -251,7 +378,7 @@ def _reader_check(
 
 def _wait_for_pattern(
     plan: LaunchPlan,
-    popen: subprocess.Popen[bytes] | None,
+    started: _Started,
     logpath: Path,
     offset: int,
     log: IO[bytes],
@@ -260,7 +387,7 @@ def _wait_for_pattern(
 ) -> None:
     assert plan.pattern is not None
     search = plan.pattern.search
-    reader = _LineReader(log)
+    reader = _LineReader(log, offset)
     seen = 0
     exit_error: ProcessExitedError | None = None
     while True:
@@ -274,7 +401,7 @@ def _wait_for_pattern(
                     f"{plan.name!r}: pattern {plan.pattern.pattern!r} was not found in the first "
                     f"{plan.max_read_lines} non-blank lines of its log (max_read_lines).\n"
                     f"  command: {_describe(plan)}\n  log: {logpath}\n"
-                    f"  last lines of its log:\n{_tail_text(logpath, offset)}\n"
+                    f"  last lines of its log:\n{_tail_text(logpath, reader.offset, plan)}\n"
                     "  Fix the pattern, or raise max_read_lines if the process prints more "
                     "before it is ready.",
                     name=plan.name,
@@ -286,21 +413,22 @@ def _wait_for_pattern(
             return
         if exit_error is not None:
             raise exit_error
-        exit_error = _exited(popen, plan, logpath, offset)
+        exit_error = _exited(started, plan, logpath, reader.offset, watcher)
         if exit_error is not None:
             continue  # read once more what it wrote before it exited
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise _timed_out(
-                plan, logpath, offset, f"pattern {plan.pattern.pattern!r} not seen", None
-            )
+            seen_note = f"pattern {plan.pattern.pattern!r} not seen in {seen} lines"
+            if reader.truncated:
+                seen_note += " (the log was truncated meanwhile and read again from its start)"
+            raise _timed_out(plan, logpath, reader.offset, seen_note, None)
         watcher.wait(remaining)
 
 
 def _wait_for_check(
     plan: LaunchPlan,
     check: Callable[[], object],
-    popen: subprocess.Popen[bytes] | None,
+    started: _Started,
     logpath: Path,
     offset: int,
     watcher: LogWatcher,
@@ -313,7 +441,7 @@ def _wait_for_check(
                 return
         except Exception as exc:
             last_error = exc
-        exited = _exited(popen, plan, logpath, offset)
+        exited = _exited(started, plan, logpath, offset, watcher)
         if exited is not None:
             raise exited from last_error
         remaining = deadline - time.monotonic()

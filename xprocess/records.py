@@ -8,24 +8,30 @@ Layout under the records root (``.pytest_cache/d/.xprocess`` by default)::
     <root>/.locks/<name>.lock   held while the process is being checked or started
 
 A record is replaced with ``os.replace`` so a reader sees the old one or the new one, never a
-mix. A record that is missing, empty or unreadable reads as "no process" with a warning.
+mix. A record that is missing, empty, malformed (any field of the wrong type), a symlink, or owned
+by another user reads as "no process" with a ``RecordWarning``; every command goes on with the
+other records. Nothing under the root is followed through a symlink: records and logs are opened
+with ``O_NOFOLLOW`` and a control dir that is a symlink is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
+import stat
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from xprocess.liveness import find_process, is_alive
+from xprocess.tokens import allowed_uids, carriers
 
 __all__ = [
     "FAILED",
@@ -35,6 +41,7 @@ __all__ = [
     "RecordStore",
     "RecordWarning",
     "atomic_write",
+    "refuse_symlink",
     "validate_name",
 ]
 
@@ -46,10 +53,27 @@ RECORD_FILE = "record.json"
 LOG_FILE = "xprocess.log"
 LOCKS_DIR = ".locks"
 _FORBIDDEN_IN_NAME = ("/", "\\", "\0")
+# A name becomes "<name>.lock" in the locks dir; most file systems take 255 bytes per name.
+MAX_NAME_BYTES = 255 - len(".lock")
+# Records are small; a bigger file is not one.
+_MAX_RECORD_BYTES = 4 << 20
 
 
 class RecordWarning(UserWarning):
     """A record on disk could not be read and was treated as absent."""
+
+
+def refuse_symlink(path: Path, what: str, name: str) -> None:
+    """Raise UnsafePathError if ``path`` is a symlink: xprocess writes nothing through one."""
+    from xprocess.errors import UnsafePathError
+
+    if path.is_symlink():
+        raise UnsafePathError(
+            f"the {what} of {name!r}, {path}, is a symlink (to {os.readlink(path)}); xprocess "
+            "does not write through symlinks under its records root. Remove it (the next "
+            "start makes a real one).",
+            name=name,
+        )
 
 
 def validate_name(name: object) -> str:
@@ -67,6 +91,13 @@ def validate_name(name: object) -> str:
             f"process name {name!r} cannot be used: it must not start with '.', contain '..', "
             "'/', '\\' or NUL, since it names a directory inside the records root; "
             "use letters, digits, '-' or '_'",
+            name=name,
+        )
+    size = len(os.fsencode(name))
+    if size > MAX_NAME_BYTES:
+        raise InvalidStarterError(
+            f"process name {name[:40]!r}... is {size} bytes long; names a directory and a lock "
+            f"file, so it may have at most {MAX_NAME_BYTES} bytes: use a shorter name",
             name=name,
         )
     return name
@@ -104,16 +135,25 @@ class ProcessRecord:
     start_since_boot: float | None = None
     boot_id: str = ""
     started_by: int = 0
+    token: str = ""
+    uid: int = -1
 
     def is_alive(self, *, ignore_zombies: bool = True) -> bool:
-        """Whether the recorded process still runs (not a recycled pid)."""
-        return is_alive(
+        """Whether the recorded process still runs (not a recycled pid).
+
+        With a token, it runs while any process carrying the token does: the recorded pid, or the
+        daemon a launcher left when it exited.
+        """
+        pid_alive = is_alive(
             self.pid,
             self.create_time,
             self.start_since_boot,
             self.boot_id,
             ignore_zombies=ignore_zombies,
         )
+        if pid_alive or not self.token:
+            return pid_alive
+        return bool(carriers(self.token, allowed_uids([self.uid])))
 
     def find_process(self) -> psutil.Process | None:
         """A psutil handle of the recorded process if it still runs, else None."""
@@ -124,16 +164,80 @@ class ProcessRecord:
 
     @classmethod
     def from_json(cls, text: str) -> ProcessRecord:
-        raw = json.loads(text)
+        """Parse a record; ValueError names the first field of the wrong shape."""
+        try:
+            raw = json.loads(text)
+        except RecursionError:
+            raise ValueError("nested too deeply to be a record") from None
         if not isinstance(raw, dict):
             raise ValueError("a record must be a JSON object")
-        record = cls(**{k: v for k, v in raw.items() if k in _FIELDS})
-        if not isinstance(record.pid, int) or not isinstance(record.create_time, (int, float)):
-            raise ValueError("pid and create_time must be numbers")
-        return record
+        for field, value in raw.items():
+            check = _CHECKS.get(field)
+            if check is not None and not check(value):
+                raise ValueError(f"field {field!r} has a wrong value {_short(value)}")
+        missing = sorted(_REQUIRED - raw.keys())
+        if missing:
+            raise ValueError(f"missing fields {', '.join(missing)}")
+        return cls(**{k: v for k, v in raw.items() if k in _CHECKS})
 
 
-_FIELDS = frozenset(f.name for f in dataclasses.fields(ProcessRecord))
+def _short(value: object) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _is_user(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and _is_str(value.get("run"))
+        and _is_int(value.get("pid"))
+        and _is_number(value.get("create_time"))
+        and (value.get("since_boot") is None or _is_number(value.get("since_boot")))
+        and _is_str(value.get("boot_id", ""))
+    )
+
+
+_CHECKS: dict[str, Callable[[object], bool]] = {
+    "name": _is_str,
+    "pid": _is_int,
+    "create_time": _is_number,
+    "argv": lambda v: isinstance(v, list) and all(map(_is_str, v)),
+    "cwd": _is_str,
+    "logpath": _is_str,
+    "log_offset": lambda v: _is_int(v) and v >= 0,  # type: ignore[operator]
+    "started_at": _is_number,
+    "state": lambda v: v in (STARTING, READY, FAILED),
+    "run_id": _is_str,
+    "starter": _is_str,
+    "terminate_at_end": lambda v: isinstance(v, bool),
+    "terminate_on_interrupt": lambda v: isinstance(v, bool),
+    "users": lambda v: isinstance(v, list) and all(map(_is_user, v)),
+    "data": lambda v: isinstance(v, dict) and all(map(_is_str, v)),
+    "error_type": _is_str,
+    "error_message": _is_str,
+    "start_since_boot": lambda v: v is None or _is_number(v),
+    "boot_id": _is_str,
+    "started_by": _is_int,
+    "token": lambda v: _is_str(v) and len(v) <= 128,  # type: ignore[arg-type]
+    "uid": _is_int,
+}
+_REQUIRED = frozenset(
+    f.name
+    for f in dataclasses.fields(ProcessRecord)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
 
 
 class RecordStore:
@@ -155,25 +259,69 @@ class RecordStore:
         return self.root / LOCKS_DIR / f"{name}.lock"
 
     def ensure_dirs(self, name: str) -> Path:
-        """Create the control dir (and the lock dir) of ``name``; return the control dir."""
-        (self.root / LOCKS_DIR).mkdir(parents=True, exist_ok=True)
+        """Create the control dir (and the lock dir) of ``name``; return the control dir.
+
+        Refuses a control dir that is a symlink (UnsafePathError), and a name the file system
+        finds too long (InvalidStarterError) before anything is made.
+        """
+        from xprocess.errors import InvalidStarterError
+
         controldir = self.controldir(name)
-        controldir.mkdir(exist_ok=True)
+        refuse_symlink(controldir, "control dir", name)
+        with contextlib.suppress(OSError):
+            where = self.root if self.root.is_dir() else self.root.parent
+            limit = os.pathconf(where, "PC_NAME_MAX")
+            if len(os.fsencode(name)) + len(".lock") > limit:
+                raise InvalidStarterError(
+                    f"process name {name[:40]!r}... is too long for the file system of "
+                    f"{self.root} (at most {limit - len('.lock')} bytes): use a shorter name",
+                    name=name,
+                )
+        try:
+            (self.root / LOCKS_DIR).mkdir(parents=True, exist_ok=True)
+            controldir.mkdir(exist_ok=True)
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise InvalidStarterError(
+                    f"process name {name[:40]!r}... is too long for the file system of "
+                    f"{self.root}: use a shorter name",
+                    name=name,
+                ) from exc
+            raise
+        refuse_symlink(controldir, "control dir", name)
         return controldir
 
     def read(self, name: str) -> ProcessRecord | None:
         """The record of ``name``, or None when there is none or it cannot be read."""
         path = self.record_path(name)
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            _warn(f"cannot read the record of {name!r} at {path}: {exc}; treating it as absent")
+            why = "it is a symlink" if exc.errno == errno.ELOOP else str(exc)
+            _warn(f"cannot read the record of {name!r} at {path}: {why}; treating it as absent")
             return None
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                _warn(f"the record of {name!r} at {path} is not a file; treating it as absent")
+                return None
+            if info.st_uid != os.geteuid():
+                _warn(
+                    f"the record of {name!r} at {path} belongs to uid {info.st_uid}, not to this "
+                    "user; xprocess acts only on records its own user wrote: treating it as absent"
+                )
+                return None
+            data = f.read(_MAX_RECORD_BYTES + 1)
+        text = data.decode("utf-8", "replace")
         try:
-            return ProcessRecord.from_json(text)
+            if len(data) > _MAX_RECORD_BYTES:
+                raise ValueError(f"larger than {_MAX_RECORD_BYTES} bytes")
+            record = ProcessRecord.from_json(text)
+            if record.name != name:
+                raise ValueError(f"it names another process, {record.name!r}")
+            return record
         except (ValueError, TypeError) as exc:
             what = "empty" if not text.strip() else f"corrupt ({exc})"
             _warn(
@@ -194,7 +342,9 @@ class RecordStore:
         except FileNotFoundError:
             return []
         return sorted(
-            e.name for e in entries if not e.name.startswith(".") and (e / RECORD_FILE).exists()
+            e.name
+            for e in entries
+            if not e.name.startswith(".") and os.path.lexists(e / RECORD_FILE)
         )
 
     def records(self) -> Iterator[tuple[str, ProcessRecord | None]]:
