@@ -48,6 +48,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     """Answer --xshow/--xkill before any collection, and end the run with their exit code."""
+    if getattr(config.option, "cacheclear", False):
+        if is_xdist_worker(config):
+            config.option.cacheclear = False  # the controller cleared it, records carried over
+        else:
+            from xprocess.paths import set_records_aside
+
+            set_records_aside(config)  # put back by pytest_configure, after the cache is cleared
     if not (config.option.xshow or config.option.xkill):
         return None
     from xprocess.commands import kill, show
@@ -63,8 +70,16 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     return show(roots, write)
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Give the run an id shared with every xdist worker, so records know which run owns them."""
+    """Give the run an id shared with every xdist worker, so records know which run owns them.
+
+    Last, so that records carried over a ``--cache-clear`` go back after the cache plugin cleared.
+    """
+    if not is_xdist_worker(config):
+        from xprocess.paths import restore_records
+
+        restore_records(config)  # also after a run that stopped before it could
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and _WORKERINPUT_KEY in workerinput:
         config.stash[_RUN_ID] = str(workerinput[_WORKERINPUT_KEY])
@@ -93,8 +108,11 @@ def xprocess(request: pytest.FixtureRequest) -> Iterator[Any]:
     root = records_root(config)
     # Tells the end of the run (in the xdist controller) that this run has something to stop.
     marker = run_marker(root, run.id)
-    marker.parent.mkdir(exist_ok=True)
-    marker.touch()
+    try:
+        marker.parent.mkdir(exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass  # a read-only records root: running processes can still be found and reused
     with XProcess(config, root, run=run) as manager:
         config.stash[_XPROCESS] = manager
         yield manager

@@ -26,6 +26,11 @@ def main() -> None:
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--listen", type=int, default=None, help="TCP port to accept on")
     parser.add_argument("--print-time", action="store_true", help="print the ready time too")
+    parser.add_argument("--wait-file", default=None, help="print --ready once this file exists")
+    parser.add_argument("--blob", type=int, default=0, help="bytes written without a newline")
+    parser.add_argument(
+        "--escape", default=None, help="double-fork a setsid daemon writing its pid here"
+    )
     args = parser.parse_args()
 
     if args.ignore_term:
@@ -37,12 +42,18 @@ def main() -> None:
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         for _ in range(args.children)
     ]
+    if args.escape:
+        _escape(args.escape)
     out = sys.stdout
     for i in range(args.before):
         out.write(f"noise line {i}\n")
+    if args.blob:
+        out.write("x" * args.blob)
     out.flush()
     if args.delay:
         time.sleep(args.delay)
+    while args.wait_file and not os.path.exists(args.wait_file):
+        time.sleep(0.01)
     server = None
     if args.listen is not None:
         server = socket.create_server(("127.0.0.1", args.listen))
@@ -62,6 +73,20 @@ def main() -> None:
             time.sleep(3600)
     for kid in kids:  # pragma: no cover - the process is terminated by a signal
         kid.wait()
+
+
+def _escape(pidfile: str) -> None:
+    """Leave a daemon outside this process's tree and session, as init-style scripts do."""
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        if os.fork() == 0:
+            with open(pidfile + ".tmp", "w") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(pidfile + ".tmp", pidfile)
+            time.sleep(600)
+        os._exit(0)
+    os.waitpid(middle, 0)
 
 
 if __name__ == "__main__":
