@@ -253,22 +253,23 @@ class _Started:
         """None while the started process (or the daemon it became) runs, else an exit code."""
         if self.popen is None:
             return None
-        if self.daemon is not None and _runs(self.daemon):
-            return None
-        if self.popen.returncode is None and _exited_zero_unreaped(self.popen.pid):
+        if self.daemon is not None:
+            if _runs(self.daemon):
+                return None
+            self.daemon = None  # the daemon exited: another process it left may stand for it
+        elif self.popen.returncode is None and _exited_zero_unreaped(self.popen.pid):
             # Looked for before the launcher is reaped: until then its session is surely ours.
             self.daemon = find_daemon(self.token, session=self.popen.pid)
         code = self.popen.poll()
         if code is None:
             return None
-        if code == 0 and (self.token or self.daemon is not None):
-            if self.daemon is None:
-                self.daemon = find_daemon(self.token)
-            if self.daemon is not None:
-                self.daemonized = True
-                if watcher is not None:
-                    watcher.follow_pid(self.daemon.pid)
-                return None
+        if code == 0 and self.daemon is None and self.token:
+            self.daemon = find_daemon(self.token)
+        if code == 0 and self.daemon is not None:
+            self.daemonized = True
+            if watcher is not None:
+                watcher.follow_pid(self.daemon.pid)
+            return None
         return code
 
 
@@ -305,10 +306,18 @@ def _exited(
         if started.daemonized
         else f"exited with code {code}"
     )
+    hint = (
+        "\n  No process it left carries its token or stays in its session. A daemon that leaves"
+        " the session and rewrites its environment (redis-server --daemonize yes, pg_ctl start)"
+        " cannot be followed: run the server in the foreground (redis-server --daemonize no,"
+        " postgres -D DIR)."
+        if code == 0 and not started.daemonized
+        else ""
+    )
     return ProcessExitedError(
         f"{plan.name!r} {what} before it was ready.\n"
         f"  command: {_describe(plan)}\n  log: {logpath}\n"
-        f"  last lines of its log:\n{_tail_text(logpath, offset, plan)}",
+        f"  last lines of its log:\n{_tail_text(logpath, offset, plan)}{hint}",
         name=plan.name,
     )
 

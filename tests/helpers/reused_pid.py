@@ -29,7 +29,7 @@ if os.fork() == 0:
 
 class Server(ProcessStarter):
     pattern = "ready"
-    args = [sys.executable, "-u", CHILD]
+    args = (sys.executable, "-u", CHILD)
 
 
 def gone(pid: int) -> bool:
@@ -59,7 +59,7 @@ def main() -> None:
     lines: list[str] = []
     kill([root], lines.append)
     after_kill = not gone(daemon)
-    new_pid, _ = xp.ensure("srv", Server)  # replaces the dead one: stops what is left of it
+    xp.ensure("srv", Server)  # replaces the dead one: stops what is left of it
     after_ensure = not gone(daemon)
     xp.getinfo("srv").terminate()
     xp.release()

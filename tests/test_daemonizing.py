@@ -1,0 +1,105 @@
+"""Launchers that daemonize (fork, exit 0): the daemon they leave is the started process."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support import child_args, running, wait_for
+from xprocess import ProcessExitedError, ProcessStarter, XProcess, free_port
+
+
+@pytest.fixture
+def xp(tmp_path: Path) -> XProcess:
+    return XProcess(None, tmp_path / "records")
+
+
+def launcher(script: str, **attrs: object) -> type[ProcessStarter]:
+    return type(
+        "Launcher",
+        (ProcessStarter,),
+        {"pattern": "daemon ready", "args": ["/bin/sh", "-c", script], **attrs},
+    )
+
+
+def with_arg(arg: str) -> list[psutil.Process]:
+    """Live processes whose command line holds ``arg``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if arg in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc)
+    return found
+
+
+def test_a_launcher_that_exits_0_before_ready_hands_over_to_its_daemon(
+    xp: XProcess, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "daemon.pid"
+    daemon = shlex.join(
+        child_args("--count-file", pidfile, "--delay", 0.3, "--ready", "daemon ready")
+    )
+    pid, _ = xp.ensure("srv", launcher(f"{daemon} & exit 0"))
+    assert pid == int(pidfile.read_text())
+    info = xp.getinfo("srv")
+    assert info.pid == pid and info.isrunning()
+    assert info.terminate() == 1
+    assert not running(pid)
+
+
+def test_a_daemon_without_the_token_is_found_in_the_launchers_session(
+    xp: XProcess, tmp_path: Path
+) -> None:
+    """``env -i`` drops the token, as a daemon that rewrites its environment loses it."""
+    pidfile = tmp_path / "daemon.pid"
+    daemon = shlex.join(
+        child_args("--count-file", pidfile, "--delay", 0.3, "--ready", "daemon ready")
+    )
+    pid, _ = xp.ensure("srv", launcher(f"env -i {daemon} & exit 0"))
+    assert pid == int(pidfile.read_text())
+    assert xp.getinfo("srv").isrunning()
+    assert xp.getinfo("srv").terminate() == 1
+    assert not running(pid)
+
+
+def test_a_launcher_that_exits_non_zero_fails_at_once_and_its_daemon_is_stopped(
+    xp: XProcess, tmp_path: Path
+) -> None:
+    mark = str(tmp_path / "daemon-mark")
+    daemon = shlex.join(child_args("--count-file", mark, "--delay", 30))
+    with pytest.raises(ProcessExitedError, match="exited with code 3"):
+        xp.ensure("srv", launcher(f"{daemon} & exit 3"))
+    assert with_arg(mark) == []
+
+
+def test_a_launcher_that_exits_0_leaving_nothing_says_what_cannot_be_followed(
+    xp: XProcess,
+) -> None:
+    with pytest.raises(
+        ProcessExitedError,
+        match=r"(?s)exited with code 0 before it was ready.*"
+        r"run the server in the foreground",
+    ) as failure:
+        xp.ensure("srv", launcher("echo starting; exit 0"))
+    assert "starting" in str(failure.value)
+
+
+def test_a_daemon_that_exits_before_ready_fails_the_start(xp: XProcess) -> None:
+    daemon = shlex.join(child_args("--ready", "not yet", "--exit-code", 0))
+    with pytest.raises(ProcessExitedError, match=r"it daemonized\), and every process it left"):
+        xp.ensure("srv", launcher(f"sleep 0.2; {daemon} & exit 0"))
+
+
+def test_redis_started_in_the_background_by_a_script_is_managed(xp: XProcess) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed: apt-get install redis-server")
+    port = free_port()
+    script = f"redis-server --port {port} --save '' --appendonly no & exit 0"
+    pid, _ = xp.ensure("redis", launcher(script, pattern="Ready to accept connections"))
+    assert "redis-server" in psutil.Process(pid).name()
+    assert xp.getinfo("redis").isrunning()
+    assert xp.getinfo("redis").terminate() == 1
+    wait_for(lambda: not running(pid), what="redis to exit")
