@@ -238,3 +238,16 @@ def test_no_record_is_written_through_a_symlinked_record_file(xp: XProcess, tmp_
     assert not os.path.islink(controldir / "record.json")
     assert xp.getinfo("srv").pid == pid
     assert xp.getinfo("srv").terminate() == 1
+
+
+def test_a_malformed_shared_value_record_is_listed_and_cleared(xp: XProcess) -> None:
+    bad = xp.rootdir / ".values" / "db" / "run-x.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(json.dumps({"name": "db", "run_id": "x", "cleanup": [1]}))
+    lines: list[str] = []
+    show([xp.rootdir], lines.append)
+    assert lines == [f"- db VALUE unreadable record {bad}"]
+    lines.clear()
+    assert kill([xp.rootdir], lines.append) == 0
+    assert lines == ["- db VALUE CLEARED"]
+    assert not bad.exists()

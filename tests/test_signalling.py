@@ -187,3 +187,24 @@ def test_token_carriers_are_found_without_proc_environ(
     assert tokens.carriers(token) == with_proc
     assert len(with_proc) == 2 and pid in with_proc
     assert xp.getinfo("srv").terminate() == 1
+
+
+def test_a_record_without_a_token_stops_its_process_and_descendants_only(
+    xp: XProcess, tmp_path: Path
+) -> None:
+    """Records of versions without tokens: nothing is looked for beyond the process's tree."""
+    pidfile = tmp_path / "sibling.pid"
+    sibling = " ".join(child_args("--count-file", pidfile, "--ready", "sibling"))
+    script = f"({sibling} > /dev/null &); echo ready; exec sleep 600"
+    pid, _ = xp.ensure("srv", starter(args=["/bin/sh", "-c", script]))
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the sibling")
+    left = psutil.Process(int(pidfile.read_text()))
+    path = xp.rootdir / "srv" / "record.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "token": ""}))
+    try:
+        assert xp.getinfo("srv").terminate() == 1
+        assert not running(pid)
+        assert left.is_running(), "a process outside the tree was stopped without a token"
+    finally:
+        left.kill()
+        left.wait(5)

@@ -61,6 +61,28 @@ class ValueRecord:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
 
 
+def _is_reference(value: object) -> bool:
+    return value is None or (
+        isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    )
+
+
+_VALUE_CHECKS: dict[str, Callable[[object], bool]] = {
+    "name": lambda v: isinstance(v, str),
+    "run_id": lambda v: isinstance(v, str),
+    "state": lambda v: isinstance(v, str),
+    "payload": lambda v: isinstance(v, str),
+    "key": lambda v: v is None or isinstance(v, str),
+    "cleanup": _is_reference,
+    "loads": _is_reference,
+    "computed_at": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "computed_by": lambda v: isinstance(v, str),
+    "error_type": lambda v: isinstance(v, str),
+    "error_message": lambda v: isinstance(v, str),
+    "cleanup_error": lambda v: isinstance(v, str),
+}
+
+
 class ValueStore:
     """The ``.values`` directory under a records root."""
 
@@ -79,12 +101,17 @@ class ValueStore:
 
     def read(self, path: Path) -> ValueRecord | None:
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            known = {f.name for f in dataclasses.fields(ValueRecord)}
-            return ValueRecord(**{k: v for k, v in raw.items() if k in known})
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, encoding="utf-8") as f:
+                raw = json.loads(f.read())
+            if not isinstance(raw, dict) or not all(
+                _VALUE_CHECKS[k](v) for k, v in raw.items() if k in _VALUE_CHECKS
+            ):
+                return None
+            return ValueRecord(**{k: v for k, v in raw.items() if k in _VALUE_CHECKS})
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, RecursionError):
             return None  # unreadable: computed afresh, as if absent
 
     def write(self, path: Path, record: ValueRecord) -> None:
