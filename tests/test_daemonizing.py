@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shlex
 import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -81,7 +86,7 @@ def test_a_launcher_that_exits_0_leaving_nothing_says_what_cannot_be_followed(
     with pytest.raises(
         ProcessExitedError,
         match=r"(?s)exited with code 0 before it was ready.*"
-        r"run the server in the foreground",
+        r"run the\s+server in the foreground",
     ) as failure:
         xp.ensure("srv", launcher("echo starting; exit 0"))
     assert "starting" in str(failure.value)
@@ -103,3 +108,73 @@ def test_redis_started_in_the_background_by_a_script_is_managed(xp: XProcess) ->
     assert xp.getinfo("redis").isrunning()
     assert xp.getinfo("redis").terminate() == 1
     wait_for(lambda: not running(pid), what="redis to exit")
+
+
+def test_redis_that_daemonizes_itself_is_managed(xp: XProcess) -> None:
+    """``--daemonize yes``: it forks, calls setsid() and rewrites its environment."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed: apt-get install redis-server")
+    args = ["redis-server", "--port", free_port(), "--daemonize", "yes", "--save", ""]
+    args += ["--logfile", "xprocess.log"]  # relative to its working directory, the control dir
+    starter = type(
+        "Redis", (ProcessStarter,), {"pattern": "Ready to accept connections", "args": args}
+    )
+    pid, _ = xp.ensure("redis", starter)
+    assert "redis-server" in psutil.Process(pid).name()
+    assert os.getsid(pid) == pid, "it left the launcher's session"
+    assert xp.getinfo("redis").isrunning()
+    assert xp.getinfo("redis").terminate() == 1
+    assert not running(pid)
+
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture
+def pg_datadir() -> Iterator[tuple[Path, dict[str, object]]]:
+    """An initialised PostgreSQL data directory, owned by the user the server will run as."""
+    bindir = Path(shutil.which("pg_ctl") or POSTGRES_BIN / "pg_ctl").parent
+    if not (bindir / "initdb").is_file():
+        pytest.skip("PostgreSQL is not installed: apt-get install postgresql")
+    user: dict[str, object] = {}
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("as root, PostgreSQL needs a 'postgres' user to run as")
+        user = {"user": "postgres", "cwd": "/"}
+    datadir = Path(tempfile.mkdtemp(prefix="xprocess-pg-"))
+    if user:
+        shutil.chown(datadir, "postgres")
+    done = subprocess.run(
+        [str(bindir / "initdb"), "-D", str(datadir), "--auth=trust", "--no-sync"],
+        capture_output=True,
+        text=True,
+        check=False,
+        **user,  # type: ignore[call-overload]
+    )
+    assert done.returncode == 0, done.stderr
+    yield datadir, {"bindir": bindir, **user}
+    shutil.rmtree(datadir, ignore_errors=True)
+
+
+def test_pg_ctl_start_is_managed(xp: XProcess, pg_datadir: tuple[Path, dict[str, object]]) -> None:
+    """``pg_ctl start`` forks, calls setsid() and exits; the postmaster rewrites its title."""
+    datadir, options = pg_datadir
+    bindir = options.pop("bindir")
+    assert isinstance(bindir, Path)
+    server_options = f"-p {free_port()} -k {datadir} -c listen_addresses=''"
+    args = [bindir / "pg_ctl", "start", "-W", "-D", datadir, "-o", server_options]
+    starter = type(
+        "PgCtl",
+        (ProcessStarter,),
+        {"pattern": "ready to accept connections", "args": args, "popen_kwargs": options},
+    )
+    pid, _ = xp.ensure("pg", starter)
+    assert psutil.Process(pid).name() == "postgres"
+    workers = psutil.Process(pid).children()
+    assert workers, "no background workers seen"
+    assert xp.getinfo("pg").isrunning()
+    assert xp.getinfo("pg").terminate() == 1
+    assert not running(pid)
+    assert not any(running(w.pid) for w in workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -10,9 +11,9 @@ from pathlib import Path
 
 from xprocess.errors import StartupError, UnsafePathError
 from xprocess.starter import LaunchPlan, check_executable
-from xprocess.tokens import TOKEN_VAR
+from xprocess.tokens import MARK_FILE, TOKEN_VAR
 
-__all__ = ["open_log", "spawn"]
+__all__ = ["make_mark", "open_log", "spawn"]
 
 
 def open_log(logpath: Path, name: str, *, truncate: bool) -> int:
@@ -37,6 +38,23 @@ def open_log(logpath: Path, name: str, *, truncate: bool) -> int:
     return fd
 
 
+def make_mark(controldir: Path, token: str) -> int:
+    """A fresh mark file holding ``token``, opened read-only for the child to inherit.
+
+    The previous start's mark is unlinked first: processes of that start keep theirs open.
+    """
+    path = controldir / MARK_FILE
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.write(fd, token.encode())
+    finally:
+        os.close(fd)
+    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
 def spawn(
     plan: LaunchPlan, controldir: Path, logpath: Path, *, persist_logs: bool, token: str = ""
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -44,11 +62,15 @@ def spawn(
 
     The child gets its own session (so Ctrl-C in the terminal does not reach it), no stdin,
     stdout and stderr appended to ``logpath`` (truncated first unless ``persist_logs``), and
-    ``token`` in its environment as ``XPROCESS_TOKEN``, which its descendants inherit.
+    ``token`` in its environment as ``XPROCESS_TOKEN`` and in an inherited descriptor of its mark
+    file (see ``xprocess.tokens``), both of which its descendants inherit.
     """
     check_executable(plan.name, plan.argv, plan.env, controldir, plan.popen_kwargs)
     fd = open_log(logpath, plan.name, truncate=not persist_logs)
-    with open(fd, "ab", buffering=0) as log:
+    mark = make_mark(controldir, token) if token else -1
+    with open(fd, "ab", buffering=0) as log, contextlib.ExitStack() as stack:
+        if mark >= 0:
+            stack.callback(os.close, mark)
         offset = os.fstat(log.fileno()).st_size
         kwargs: dict[str, object] = {
             "cwd": str(controldir),
@@ -60,6 +82,8 @@ def spawn(
             "close_fds": True,
         }
         kwargs.update(plan.popen_kwargs)
+        if mark >= 0:
+            kwargs["pass_fds"] = (*tuple(kwargs.get("pass_fds") or ()), mark)  # type: ignore[arg-type]
         if token:
             env = kwargs.get("env")
             kwargs["env"] = {**(os.environ if env is None else env), TOKEN_VAR: token}  # type: ignore[dict-item]

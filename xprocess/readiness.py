@@ -32,6 +32,7 @@ from xprocess.errors import PatternNotFoundError, ProcessExitedError, StartupTim
 from xprocess.liveness import find_daemon
 from xprocess.logs import log_size, read_tail
 from xprocess.starter import LaunchPlan
+from xprocess.tokens import allowed_uids, process_uid
 
 __all__ = ["HAVE_INOTIFY", "HAVE_PIDFD", "LogWatcher", "wait_until_ready"]
 
@@ -242,6 +243,8 @@ class _Started:
         self.token = token
         self.daemon: psutil.Process | None = None
         self.daemonized = False
+        # The user it runs as (popen_kwargs may name another): its daemon runs as that user too.
+        self.uids = allowed_uids([process_uid(popen.pid)] if popen is not None else [])
 
     @property
     def pid(self) -> int | None:
@@ -259,12 +262,12 @@ class _Started:
             self.daemon = None  # the daemon exited: another process it left may stand for it
         elif self.popen.returncode is None and _exited_zero_unreaped(self.popen.pid):
             # Looked for before the launcher is reaped: until then its session is surely ours.
-            self.daemon = find_daemon(self.token, session=self.popen.pid)
+            self.daemon = find_daemon(self.token, self.uids, session=self.popen.pid)
         code = self.popen.poll()
         if code is None:
             return None
         if code == 0 and self.daemon is None and self.token:
-            self.daemon = find_daemon(self.token)
+            self.daemon = find_daemon(self.token, self.uids)
         if code == 0 and self.daemon is not None:
             self.daemonized = True
             if watcher is not None:
@@ -307,10 +310,10 @@ def _exited(
         else f"exited with code {code}"
     )
     hint = (
-        "\n  No process it left carries its token or stays in its session. A daemon that leaves"
-        " the session and rewrites its environment (redis-server --daemonize yes, pg_ctl start)"
-        " cannot be followed: run the server in the foreground (redis-server --daemonize no,"
-        " postgres -D DIR)."
+        "\n  No process it left carries its token (in its environment or its inherited mark"
+        " file) or stays in its session. A daemon that leaves the session, rewrites its"
+        " environment and closes the descriptors it inherited cannot be followed: run the"
+        " server in the foreground instead."
         if code == 0 and not started.daemonized
         else ""
     )

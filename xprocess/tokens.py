@@ -7,8 +7,15 @@ token cannot be guessed, and a process that does not carry it is never signalled
 
 ``verify`` answers "does pid P carry token T and belong to this user" in one place: from
 ``/proc/<pid>/environ`` where /proc exists (``HAVE_PROC_ENVIRON``), from psutil's ``environ()``
-elsewhere. Some pids are never signalled whatever a record says (``protected_pids``): pid 1, this
-process and its ancestors.
+elsewhere.
+
+Servers that set their process title (redis, PostgreSQL) overwrite the memory /proc shows as
+their environment. So a start also hands its process an open descriptor of a small file holding
+the token (``MARK_FILE`` in its control dir), inherited like the environment and kept across
+``setsid()`` and the usual daemonizing; on Linux a process holding it carries the token too.
+
+Some pids are never signalled whatever a record says (``protected_pids``): pid 1, this process
+and its ancestors.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import psutil
 
 __all__ = [
     "HAVE_PROC_ENVIRON",
+    "HAVE_PROC_FD",
+    "MARK_FILE",
     "TOKEN_VAR",
     "Verdict",
     "allowed_uids",
@@ -34,7 +43,9 @@ __all__ = [
 ]
 
 TOKEN_VAR = "XPROCESS_TOKEN"
+MARK_FILE = ".xprocess-mark"
 HAVE_PROC_ENVIRON = os.path.exists("/proc/self/environ")
+HAVE_PROC_FD = os.path.isdir("/proc/self/fd")
 
 
 class Verdict(enum.Enum):
@@ -137,10 +148,31 @@ def verify(
         return Verdict.ABSENT
     except PermissionError:
         return Verdict.UNKNOWN
-    if value != token.encode():
+    if value != token.encode() and not _holds_mark(pid, token):
         return Verdict.ABSENT
     allowed = uids if uids is not None else allowed_uids()
     return Verdict.CARRIES if uid in allowed else Verdict.UNKNOWN
+
+
+def _holds_mark(pid: int, token: str) -> bool:
+    """Whether ``pid`` has an open descriptor of a mark file that holds ``token``."""
+    if not HAVE_PROC_FD:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if not target.removesuffix(" (deleted)").endswith("/" + MARK_FILE):
+            continue
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/fd/{fd}", "rb") as f:
+            if f.read(256) == token.encode():
+                return True
+    return False
 
 
 def _all_pids() -> list[int]:
