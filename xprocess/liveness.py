@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Collection
 from dataclasses import dataclass
 
 import psutil
-
-from xprocess.tokens import carriers
 
 __all__ = [
     "BOOT_ID",
     "HAVE_PROC_STAT",
     "Identity",
-    "find_daemon",
     "find_process",
     "identify",
     "is_alive",
@@ -126,40 +122,3 @@ def find_process(
     if not is_alive(pid, create_time, since_boot, boot_id, ignore_zombies=ignore_zombies):
         return None
     return proc
-
-
-def find_daemon(
-    token: str, uids: Collection[int] | None = None, *, session: int = 0
-) -> psutil.Process | None:
-    """The process that stands for a start whose launcher exited: of those carrying ``token``
-    (and, given ``session``, the members of that session), the oldest one whose parent is not
-    one of them (a daemon and its workers: the daemon).
-
-    Pass ``session`` only while the launcher that leads it is an unreaped zombie: its pid, and so
-    its session, cannot be anyone else's then. Members count even when they rewrote their
-    environment (as servers that set their process title do).
-    """
-    pids = set(carriers(token, uids))
-    if session > 0:
-        pids.update(_session_members(session) - {session})
-    tops: list[tuple[float, psutil.Process]] = []
-    for pid in pids:
-        try:
-            proc = psutil.Process(pid)
-            if proc.ppid() not in pids and proc.status() != psutil.STATUS_ZOMBIE:
-                tops.append((proc.create_time(), proc))
-        except psutil.Error:
-            continue
-    return min(tops, key=lambda item: item[0])[1] if tops else None
-
-
-def _session_members(sid: int) -> set[int]:
-    members = set()
-    pids = [int(e) for e in os.listdir("/proc") if e.isdigit()] if HAVE_PROC_STAT else psutil.pids()
-    for pid in pids:
-        try:
-            if os.getsid(pid) == sid:
-                members.add(pid)
-        except OSError:
-            continue
-    return members

@@ -26,13 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-import psutil
-
+from xprocess.daemons import StartedProcess
 from xprocess.errors import PatternNotFoundError, ProcessExitedError, StartupTimeoutError
-from xprocess.liveness import find_daemon
 from xprocess.logs import log_size, read_tail
 from xprocess.starter import LaunchPlan
-from xprocess.tokens import allowed_uids, process_uid
 
 __all__ = ["HAVE_INOTIFY", "HAVE_PIDFD", "LogWatcher", "wait_until_ready"]
 
@@ -231,71 +228,8 @@ def _tail_text(logpath: Path, offset: int, plan: LaunchPlan | None = None) -> st
     )
 
 
-class _Started:
-    """The started process as the waiter sees it: the launched one, or the daemon it left.
-
-    A launcher that exits 0 while processes carrying its token remain has daemonized; from then
-    on the oldest of those is the started process, and it exiting is the process exiting.
-    """
-
-    def __init__(self, popen: subprocess.Popen[bytes] | None, token: str) -> None:
-        self.popen = popen
-        self.token = token
-        self.daemon: psutil.Process | None = None
-        self.daemonized = False
-        # The user it runs as (popen_kwargs may name another): its daemon runs as that user too.
-        self.uids = allowed_uids([process_uid(popen.pid)] if popen is not None else [])
-
-    @property
-    def pid(self) -> int | None:
-        if self.daemon is not None:
-            return self.daemon.pid
-        return self.popen.pid if self.popen is not None else None
-
-    def exit_code(self, watcher: LogWatcher | None = None) -> int | None:
-        """None while the started process (or the daemon it became) runs, else an exit code."""
-        if self.popen is None:
-            return None
-        if self.daemon is not None:
-            if _runs(self.daemon):
-                return None
-            self.daemon = None  # the daemon exited: another process it left may stand for it
-        elif self.popen.returncode is None and _exited_zero_unreaped(self.popen.pid):
-            # Looked for before the launcher is reaped: until then its session is surely ours.
-            self.daemon = find_daemon(self.token, self.uids, session=self.popen.pid)
-        code = self.popen.poll()
-        if code is None:
-            return None
-        if code == 0 and self.daemon is None and self.token:
-            self.daemon = find_daemon(self.token, self.uids)
-        if code == 0 and self.daemon is not None:
-            self.daemonized = True
-            if watcher is not None:
-                watcher.follow_pid(self.daemon.pid)
-            return None
-        return code
-
-
-def _exited_zero_unreaped(pid: int) -> bool:
-    """Whether child ``pid`` exited with code 0; it stays unreaped (a zombie holding its pid)."""
-    if not hasattr(os, "waitid"):
-        return False
-    try:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return False
-    return info is not None and info.si_code == os.CLD_EXITED and info.si_status == 0
-
-
-def _runs(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def _exited(
-    started: _Started,
+    started: StartedProcess,
     plan: LaunchPlan,
     logpath: Path,
     offset: int,
@@ -358,7 +292,7 @@ def wait_until_ready(
     """
     deadline = time.monotonic() + plan.timeout
     pid = popen.pid if popen is not None else None
-    started = _Started(popen, token)
+    started = StartedProcess(popen, token)
     with LogWatcher(logpath, pid) as watcher, open(logpath, "rb") as log:
         log.seek(offset)
         if plan.pattern is not None:
@@ -390,7 +324,7 @@ def _reader_check(
 
 def _wait_for_pattern(
     plan: LaunchPlan,
-    started: _Started,
+    started: StartedProcess,
     logpath: Path,
     offset: int,
     log: IO[bytes],
@@ -440,7 +374,7 @@ def _wait_for_pattern(
 def _wait_for_check(
     plan: LaunchPlan,
     check: Callable[[], object],
-    started: _Started,
+    started: StartedProcess,
     logpath: Path,
     offset: int,
     watcher: LogWatcher,
