@@ -85,6 +85,8 @@ def test_a_killed_run_has_its_terminate_at_end_process_stopped(pytester: pytest.
     pid = started_pid(pytester)
     wait_for(lambda: not running(pid), timeout=30, what="the managed process to be stopped")
     wait_for(lambda: not watchdogs_of(records_root(pytester)), what="the watchdog to exit")
+    (log,) = (records_root(pytester) / ".runs").glob("*.killed.log")
+    assert "was killed" in log.read_text()
 
 
 def test_a_killed_xdist_run_has_its_terminate_at_end_process_stopped(

@@ -48,14 +48,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     """Answer --xshow/--xkill before any collection, and end the run with their exit code."""
-    if getattr(config.option, "cacheclear", False):
+    commands = config.option.xshow or config.option.xkill  # they return before any clearing
+    if getattr(config.option, "cacheclear", False) and not commands:
         if is_xdist_worker(config):
             config.option.cacheclear = False  # the controller cleared it, records carried over
         else:
             from xprocess.paths import set_records_aside
 
             set_records_aside(config)  # put back by pytest_configure, after the cache is cleared
-    if not (config.option.xshow or config.option.xkill):
+    if not commands:
         return None
     from xprocess.commands import kill, show
     from xprocess.paths import candidate_roots

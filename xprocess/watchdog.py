@@ -13,7 +13,8 @@ to the run's process group, that waits for the run's main process (the xdist con
   interrupted run) and exits.
 
 Runs without such processes start none. ``<root>/.runs/<run id>.watchdog`` says a watchdog was
-started for the run (it is made exclusively, so there is one per run) and holds what it reported.
+started for the run (it is made exclusively, so there is one per run) and holds what it reported;
+after a killed run it stays as ``<run id>.killed.log``.
 """
 
 from __future__ import annotations
@@ -157,15 +158,19 @@ def main(argv: list[str]) -> int:
     run_id = str(entry["run"])
     marker = root / ".runs" / run_id
     started = time.time()
-    if not wait_for_end(entry, marker):
-        print(
-            f"xprocess watchdog: run {run_id} ended without its end (watched since "
-            f"{time.ctime(started)}); stopping its processes",
-            flush=True,
-        )
-        stand_in_for_end(root, run_id)
-    with contextlib.suppress(OSError):
-        watchdog_flag(root, run_id).unlink()
+    flag = watchdog_flag(root, run_id)
+    if wait_for_end(entry, marker):
+        with contextlib.suppress(OSError):
+            flag.unlink()
+        return 0
+    print(
+        f"xprocess watchdog: run {run_id} was killed (watched since {time.ctime(started)}); "
+        "doing what its end would have done",
+        flush=True,
+    )
+    stand_in_for_end(root, run_id)
+    with contextlib.suppress(OSError):  # what it did stays readable, beside the run markers
+        flag.rename(flag.with_name(f"{run_id}.killed.log"))
     return 0
 
 
