@@ -7,6 +7,7 @@ import pwd
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import psutil
 import pytest
 
 from tests.support import child_args, running, wait_for
-from xprocess import ProcessExitedError, ProcessStarter, XProcess, free_port
+from xprocess import ProcessExitedError, ProcessStarter, StartupTimeoutError, XProcess, free_port
 
 
 @pytest.fixture
@@ -29,6 +30,13 @@ def launcher(script: str, **attrs: object) -> type[ProcessStarter]:
         (ProcessStarter,),
         {"pattern": "daemon ready", "args": ["/bin/sh", "-c", script], **attrs},
     )
+
+
+def stripped(*flags: object) -> str:
+    """The helper child as a daemon that carries no token: an empty environment (``env -i``) and
+    no inherited descriptor beyond 0-2, as a server that rewrites its title and closes fds."""
+    closer = "import os, sys; os.closerange(3, 65536); os.execv(sys.argv[1], sys.argv[1:])"
+    return "env -i " + shlex.join([sys.executable, "-c", closer, *child_args(*flags)])
 
 
 def with_arg(arg: str) -> list[psutil.Process]:
@@ -58,12 +66,9 @@ def test_a_launcher_that_exits_0_before_ready_hands_over_to_its_daemon(
 def test_a_daemon_without_the_token_is_found_in_the_launchers_session(
     xp: XProcess, tmp_path: Path
 ) -> None:
-    """``env -i`` drops the token, as a daemon that rewrites its environment loses it."""
     pidfile = tmp_path / "daemon.pid"
-    daemon = shlex.join(
-        child_args("--count-file", pidfile, "--delay", 0.3, "--ready", "daemon ready")
-    )
-    pid, _ = xp.ensure("srv", launcher(f"env -i {daemon} & exit 0"))
+    daemon = stripped("--count-file", pidfile, "--delay", 0.3, "--ready", "daemon ready")
+    pid, _ = xp.ensure("srv", launcher(f"{daemon} & exit 0"))
     assert pid == int(pidfile.read_text())
     assert xp.getinfo("srv").isrunning()
     assert xp.getinfo("srv").terminate() == 1
@@ -178,3 +183,13 @@ def test_pg_ctl_start_is_managed(xp: XProcess, pg_datadir: tuple[Path, dict[str,
     assert xp.getinfo("pg").terminate() == 1
     assert not running(pid)
     assert not any(running(w.pid) for w in workers)
+
+
+def test_a_daemon_without_the_token_that_never_gets_ready_is_stopped(
+    xp: XProcess, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "daemon.pid"
+    daemon = stripped("--count-file", pidfile, "--delay", 0.3, "--ready", "not this")
+    with pytest.raises(StartupTimeoutError):
+        xp.ensure("srv", launcher(f"{daemon} & exit 0", timeout=1))
+    assert not running(int(pidfile.read_text()))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 import psutil
@@ -32,9 +32,15 @@ class StartedProcess:
     on the oldest of those is the started process, and it exiting is the process exiting.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes] | None, token: str) -> None:
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes] | None,
+        token: str,
+        on_daemon: Callable[[int], None] | None = None,
+    ) -> None:
         self.popen = popen
         self.token = token
+        self.on_daemon = on_daemon
         self.daemon: psutil.Process | None = None
         self.daemonized = False
         # The user it runs as (popen_kwargs may name another): its daemon runs as that user too.
@@ -66,6 +72,8 @@ class StartedProcess:
             self.daemonized = True
             if watcher is not None:
                 watcher.follow_pid(self.daemon.pid)
+            if self.on_daemon is not None:
+                self.on_daemon(self.daemon.pid)
             return None
         return code
 

@@ -325,8 +325,16 @@ class XProcess:
         info = XProcessInfo(self.rootdir, name, record)
         self.resources.append(StartedProcess(name, popen, info))
         self.watched[name] = (logpath, offset)
+
+        def adopt(pid: int) -> None:  # the launcher daemonized: its daemon is the process now
+            moved = identify(pid)
+            if moved is not None:
+                record.pid, record.create_time = pid, moved.create_time
+                record.start_since_boot = moved.since_boot
+                self.store.write(record)
+
         try:
-            pid = wait_until_ready(plan, popen, logpath, offset, token=token)
+            wait_until_ready(plan, popen, logpath, offset, token=token, on_daemon=adopt)
         except BaseException as exc:
             info.terminate(timeout=5)
             popen.poll()
@@ -335,10 +343,6 @@ class XProcess:
             record.error_message = str(exc) or repr(exc)
             self.store.write(record)
             raise
-        if pid is not None and pid != record.pid and (moved := identify(pid)) is not None:
-            # The launcher daemonized: the daemon it left is the process from now on.
-            record.pid, record.create_time = pid, moved.create_time
-            record.start_since_boot = moved.since_boot
         record.state = READY
         record.data = check_json_data(name, plan.data)
         self.store.write(record)

@@ -279,20 +279,22 @@ def wait_until_ready(
     offset: int,
     *,
     token: str = "",
+    on_daemon: Callable[[int], None] | None = None,
 ) -> int | None:
     """Return once ``plan``'s process is ready; raise as soon as it cannot become ready.
 
     Reads the log from ``offset`` (where this start's output begins). Raises
     ProcessExitedError when the process exits first, PatternNotFoundError when ``max_read_lines``
     lines pass without a match, StartupTimeoutError when ``plan.timeout`` passes. With the start's
-    ``token``, a launcher that exits 0 leaving processes that carry it is followed to its daemon.
+    ``token``, a launcher that exits 0 leaving processes that carry it is followed to its daemon,
+    and ``on_daemon(pid)`` is told each time the started process becomes another one.
 
     Returns the pid that stands for the started process: ``popen.pid``, or the daemon's when the
     launcher daemonized (also when it exits 0 right after its ready line).
     """
     deadline = time.monotonic() + plan.timeout
     pid = popen.pid if popen is not None else None
-    started = StartedProcess(popen, token)
+    started = StartedProcess(popen, token, on_daemon)
     with LogWatcher(logpath, pid) as watcher, open(logpath, "rb") as log:
         log.seek(offset)
         if plan.pattern is not None:
