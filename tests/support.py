@@ -3,6 +3,8 @@ processes, and the text snippets pytester-driven tests put into the projects the
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -126,3 +128,12 @@ def module_using(fixture: str, count: int, *, note: bool = False, check: str = "
             "",
         ]
     )
+
+
+def namespaces_or_skip(*flags: str) -> None:
+    """Skip unless ``unshare`` with ``flags`` works here (it needs root and a Linux kernel)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) to make a PID or mount namespace")
+    probe = subprocess.run(["unshare", *flags, "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare {' '.join(flags)} is not allowed here: {probe.stderr.decode()!r}")

@@ -6,6 +6,7 @@ These drive the engine directly (an XProcess on a temporary directory) with real
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import child_args
+from tests.support import child_args, wait_for
 from xprocess import (
     PatternNotFoundError,
     ProcessExitedError,
@@ -354,3 +355,47 @@ def test_a_silent_child_that_is_not_python_gets_no_buffering_hint(xp: XProcess) 
         xp.ensure("sh", starter(pattern="never", timeout=0.3, args=["sleep", "60"]))
     assert "wrote nothing to its log" in str(excinfo.value)
     assert "buffer" not in str(excinfo.value)
+def test_a_log_truncated_while_waiting_is_read_again_from_its_start(
+    xp: XProcess, tmp_path: Path
+) -> None:
+    """As logrotate's copytruncate does: the ready line comes after the log was emptied."""
+    go = tmp_path / "go"
+    args = child_args("--before", 200, "--wait-file", go)
+    logpath = xp.getinfo("srv").logpath
+    result: list[object] = []
+
+    def start() -> None:
+        try:
+            result.append(
+                xp.ensure(
+                    "srv", starter(pattern="^ready$", args=args, timeout=30, max_read_lines=1000)
+                )
+            )
+        except Exception as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    wait_for(lambda: logpath.exists() and "noise line 199" in logpath.read_text(), what="the noise")
+    os.truncate(logpath, 0)
+    go.touch()
+    thread.join(60)
+    assert isinstance(result[0], tuple), result
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_a_timeout_after_much_output_says_how_much_the_log_holds(xp: XProcess) -> None:
+    args = child_args("--blob", 200_000, "--ready", "never", "--wait-file", "/nonexistent")
+    with pytest.raises(StartupTimeoutError) as excinfo:
+        xp.ensure("srv", starter(pattern="ready", args=args, timeout=1))
+    message = str(excinfo.value)
+    assert "wrote nothing" not in message
+    assert "the log holds 200000 bytes from this start" in message
+
+
+def test_popen_kwargs_that_redirect_stdout_are_named_in_the_error(xp: XProcess) -> None:
+    args = child_args("--exit-code", 1)
+    kwargs = {"stdout": subprocess.DEVNULL}
+    with pytest.raises(ProcessExitedError) as excinfo:
+        xp.ensure("srv", starter(pattern="never", args=args, popen_kwargs=kwargs))
+    assert "popen_kwargs redirect stdout away from the log" in str(excinfo.value)

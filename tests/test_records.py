@@ -98,10 +98,10 @@ def test_a_wall_clock_step_does_not_make_a_live_process_dead(xp: XProcess) -> No
     record["create_time"] += 3600  # as if the clock had been set an hour forward since
     path.write_text(json.dumps(record))
     assert xp.getinfo("srv").isrunning()
-    this_boot = record["boot_id"]
-    record["boot_id"] = "another-boot"
+    this_boot, token = record["boot_id"], record["token"]
+    record.update(boot_id="another-boot", token="a-token-no-process-carries")
     path.write_text(json.dumps(record))
     assert not xp.getinfo("srv").isrunning()
-    record["boot_id"] = this_boot
+    record.update(boot_id=this_boot, token=token)
     path.write_text(json.dumps(record))
     assert xp.getinfo("srv").terminate() == 1

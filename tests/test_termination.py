@@ -129,8 +129,9 @@ def test_a_daemon_left_by_a_launcher_that_exited_is_stopped(xp: XProcess, tmp_pa
     xp.ensure("srv", type("S", (ProcessStarter,), {"pattern": "launched", "args": launcher}))
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the daemon")
     daemon_pid = int(pidfile.read_text().split()[0])
-    wait_for(lambda: not xp.getinfo("srv").isrunning(), what="the launcher to exit")
-    assert _alive_in_session(psutil.Process(daemon_pid), xp.getinfo("srv").pid or 0)
+    launcher_popen = xp.resources[-1].popen
+    wait_for(lambda: launcher_popen.poll() is not None, what="the launcher to exit")
+    assert xp.getinfo("srv").isrunning(), "the daemon carrying the start's token runs"
     assert xp.getinfo("srv").terminate() == 1
     assert not running(daemon_pid)
     assert xp.getinfo("srv").terminate() == 0

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         SharedValueError,
         StartupError,
         StartupTimeoutError,
+        UnsafePathError,
         UnsupportedPlatformError,
         XProcessError,
     )
@@ -43,6 +44,7 @@ __all__ = [
     "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
+    "UnsafePathError",
     "UnsupportedPlatformError",
     "XProcess",
     "XProcessError",
@@ -71,6 +73,7 @@ _WHERE = {
     "ProcessStarter": "xprocess.starter",
     "SharedValueError": "xprocess.errors",
     "ServerNotFoundError": "xprocess.errors",
+    "UnsafePathError": "xprocess.errors",
 }
 
 

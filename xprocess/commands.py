@@ -182,8 +182,16 @@ def kill(
         for root in roots:
             status = clear_values(root, write) or status
     for info in infos:
-        result = stop_record(info.record) if info.record is not None else 0
-        write(f"{info.pid if info.pid is not None else '-'} {info.name} {_STATUS[result]}")
+        if info.record is None:
+            write(f"- {info.name} UNREADABLE RECORD (nothing signalled; see the warning above)")
+            status = 1
+            continue
+        notes: list[str] = []
+        result = stop_record(info.record, report=notes.append)
+        label = "NOT SIGNALLED" if notes and result <= 0 else _STATUS[result]
+        write(f"{info.pid if info.pid is not None else '-'} {info.name} {label}")
+        for note in notes:
+            write(f"    {note}")
         if result < 0:
             status = 1
     return status

@@ -20,6 +20,7 @@ __all__ = [
     "SharedValueError",
     "StartupError",
     "StartupTimeoutError",
+    "UnsafePathError",
     "UnsupportedPlatformError",
     "XProcessError",
 ]
@@ -92,6 +93,10 @@ class CleanupWarning(UserWarning):
     """The cleanup of a stale shared value raised; the new value was computed anyway."""
 
 
+class UnsafePathError(XProcessError, PermissionError):
+    """A control dir or log under the records root is a symlink; nothing is written through it."""
+
+
 _BY_NAME: dict[str, type[XProcessError]] = {
     cls.__name__: cls
     for cls in (
@@ -105,6 +110,7 @@ _BY_NAME: dict[str, type[XProcessError]] = {
         SharedValueError,
         UnsupportedPlatformError,
         ServerNotFoundError,
+        UnsafePathError,
     )
 }
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from xprocess.errors import StartupError
+from xprocess.errors import StartupError, UnsafePathError
 from xprocess.starter import LaunchPlan, check_executable
+from xprocess.tokens import MARK_FILE, TOKEN_VAR
 
-__all__ = ["child_environment", "spawn"]
+__all__ = ["child_environment", "make_mark", "open_log", "spawn"]
 
 
 def child_environment(env: Mapping[str, str] | None) -> dict[str, str]:
@@ -25,18 +29,63 @@ def child_environment(env: Mapping[str, str] | None) -> dict[str, str]:
     return child
 
 
+def open_log(logpath: Path, name: str, *, truncate: bool) -> int:
+    """Open the log for appending (emptied first with ``truncate``), never through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(logpath, flags | (os.O_TRUNC if truncate else 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePathError(
+                f"the log of {name!r}, {logpath}, is a symlink (to {os.readlink(logpath)}); "
+                "xprocess does not write through symlinks under its records root. Remove it "
+                "(the next start makes a real one).",
+                name=name,
+            ) from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePathError(
+            f"the log of {name!r}, {logpath}, is not a regular file; remove it", name=name
+        )
+    return fd
+
+
+def make_mark(controldir: Path, token: str) -> int:
+    """A fresh mark file holding ``token``, opened read-only for the child to inherit.
+
+    The previous start's mark is unlinked first: processes of that start keep theirs open.
+    """
+    path = controldir / MARK_FILE
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.write(fd, token.encode())
+    finally:
+        os.close(fd)
+    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
 def spawn(
-    plan: LaunchPlan, controldir: Path, logpath: Path, *, persist_logs: bool
+    plan: LaunchPlan, controldir: Path, logpath: Path, *, persist_logs: bool, token: str = ""
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start ``plan``'s command; return the Popen and the log offset where its output begins.
 
-    The child gets its own session (so Ctrl-C in the terminal does not reach it), no stdin, and
-    stdout and stderr appended to ``logpath`` (truncated first unless ``persist_logs``), and
-    the environment of :func:`child_environment`.
+    The child gets its own session (so Ctrl-C in the terminal does not reach it), no stdin,
+    stdout and stderr appended to ``logpath`` (truncated first unless ``persist_logs``), the
+    environment of :func:`child_environment`, and ``token`` in its environment as
+    ``XPROCESS_TOKEN`` and in an inherited descriptor of its mark file (see ``xprocess.tokens``),
+    both of which its descendants inherit.
     """
     __tracebackhide__ = True
     check_executable(plan.name, plan.argv, plan.env, controldir, plan.popen_kwargs)
-    with open(logpath, "ab" if persist_logs else "wb", buffering=0) as log:
+    fd = open_log(logpath, plan.name, truncate=not persist_logs)
+    mark = make_mark(controldir, token) if token else -1
+    with open(fd, "ab", buffering=0) as log, contextlib.ExitStack() as stack:
+        if mark >= 0:
+            stack.callback(os.close, mark)
         offset = os.fstat(log.fileno()).st_size
         kwargs: dict[str, object] = {
             "cwd": str(controldir),
@@ -48,6 +97,11 @@ def spawn(
             "close_fds": True,
         }
         kwargs.update(plan.popen_kwargs)
+        if mark >= 0:
+            kwargs["pass_fds"] = (*tuple(kwargs.get("pass_fds") or ()), mark)  # type: ignore[arg-type]
+        if token:
+            env = kwargs.get("env")
+            kwargs["env"] = {**(os.environ if env is None else env), TOKEN_VAR: token}  # type: ignore[dict-item]
         try:
             popen: subprocess.Popen[bytes] = subprocess.Popen(plan.argv, **kwargs)  # type: ignore[call-overload]
         except Exception as exc:  # OSError, or a bad popen_kwargs value (an unknown user...)

@@ -10,14 +10,18 @@ Layout under the records root (``.pytest_cache/d/.xprocess`` by default)::
     <root>/.values/<name>/run-<run>.json  a shared value of one run (values.ValueRecord)
     <root>/.values/<name>/kept.json       a shared value kept across runs
     <root>/.runs/<run id>                 "this run used xprocess": its end has work to do
+    <root>/.runs/<run id>.watchdog        the run has a watchdog (``<run id>.killed.log`` after)
 
 Files are replaced with ``os.replace`` so a reader sees the old content or the new, never a mix.
+Nothing is read through a symlink (``O_NOFOLLOW``), and a record another user wrote is not read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -28,6 +32,8 @@ __all__ = ["Layout", "RecordWarning", "atomic_write", "read_or_warn"]
 RECORD_FILE = "record.json"
 LOG_FILE = "xprocess.log"
 KEPT_FILE = "kept.json"
+# Records are small; a bigger file is not one.
+MAX_RECORD_BYTES = 4 << 20
 
 
 class RecordWarning(UserWarning):
@@ -63,7 +69,9 @@ class Layout:
         except OSError:
             return []
         return sorted(
-            e.name for e in entries if not e.name.startswith(".") and (e / RECORD_FILE).exists()
+            e.name
+            for e in entries
+            if not e.name.startswith(".") and os.path.lexists(e / RECORD_FILE)
         )
 
     # Shared values
@@ -88,6 +96,10 @@ class Layout:
         """An empty file that says run ``run_id`` used the records under this root."""
         return self.runs / run_id
 
+    def watchdog_flag(self, run_id: str) -> Path:
+        """A file that says run ``run_id`` has a watchdog (made exclusively: one per run)."""
+        return self.runs / f"{run_id}.watchdog"
+
 
 def atomic_write(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``: readers see the old content or the new, never a part."""
@@ -103,17 +115,34 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def read_or_warn(path: Path, what: str) -> str | None:
-    """The text of ``path``; None when it does not exist, or (with a RecordWarning) when it
-    cannot be read. ``what`` names the record in the warning ("the record of 'db'")."""
+def read_or_warn(path: Path, what: str, *, limit: int = MAX_RECORD_BYTES) -> str | None:
+    """The text of the record at ``path``; None when there is none, or (with a RecordWarning)
+    when it cannot be trusted: a symlink, not a regular file, written by another user, or larger
+    than ``limit``. ``what`` names the record in the warning ("the record of 'db'")."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        warn(f"cannot read {what} at {path}: {exc}; treating it as absent")
+    except OSError as exc:
+        why = "it is a symlink" if exc.errno == errno.ELOOP else str(exc)
+        warn(f"cannot read {what} at {path}: {why}; treating it as absent")
         return None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            warn(f"{what} at {path} is not a file; treating it as absent")
+            return None
+        if info.st_uid != os.geteuid():
+            warn(
+                f"{what} at {path} belongs to uid {info.st_uid}, not to this user; xprocess acts "
+                "only on records its own user wrote: treating it as absent"
+            )
+            return None
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        warn(f"{what} at {path} is larger than {limit} bytes; treating it as absent")
+        return None
+    return data.decode("utf-8", "replace")
 
 
 def warn(message: str) -> None:

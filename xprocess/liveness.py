@@ -22,7 +22,14 @@ import psutil
 
 from xprocess.capabilities import HAVE_PROC_STAT
 
-__all__ = ["BOOT_ID", "Identity", "find_process", "identify", "is_alive"]
+__all__ = [
+    "BOOT_ID",
+    "HAVE_PROC_STAT",
+    "Identity",
+    "find_process",
+    "identify",
+    "is_alive",
+]
 
 _TICKS = os.sysconf("SC_CLK_TCK") if HAVE_PROC_STAT else 100
 # Start times are whole clock ticks on Linux, microseconds on macOS: the same process always
@@ -108,8 +115,10 @@ def is_alive(
         return False
     if leads_session and now.leads_session is False:
         return False
+    if boot_id and BOOT_ID and boot_id != BOOT_ID:
+        return False  # recorded during another boot: whatever holds the pid now is not it
     if now.since_boot is not None and since_boot is not None and boot_id and BOOT_ID:
-        return boot_id == BOOT_ID and abs(now.since_boot - since_boot) < _SAME_START
+        return abs(now.since_boot - since_boot) < _SAME_START
     if create_time is None:
         return True
     return abs(now.create_time - create_time) < _SAME_START

@@ -26,6 +26,8 @@ def read_tail(logpath: Path | str, offset: int, count: int) -> list[str]:
     try:
         with open(logpath, "rb") as log:
             end = log.seek(0, os.SEEK_END)
+            if end < offset:  # truncated since (copytruncate, or a fresh start): take it all
+                offset = 0
             start = max(offset, end - _TAIL_BYTES)
             log.seek(start)
             data = log.read(end - start)

@@ -74,6 +74,19 @@ class LogWatcher:
         elif self._pidfd >= 0:
             self._max_delay = _MAX_DELAY_EVENTS
 
+    def follow_pid(self, pid: int) -> None:
+        """Wake when ``pid`` exits (the daemon a launcher left), instead of the launcher."""
+        if self._pidfd >= 0:
+            self._watched.discard(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if HAVE_PIDFD:
+            try:
+                self._pidfd = os.pidfd_open(pid)
+                self._watched.add(self._pidfd)
+            except OSError:
+                self._pidfd = -1
+
     def stop_following_log(self) -> None:
         """Wake only for the process's exit from now on (a startup_check is being retried: log
         lines must not make it run a thousand times a second)."""

@@ -25,6 +25,7 @@ from xprocess.starting import Caller, ensure_process
 from xprocess.termination import stop_record
 from xprocess.values import DEFAULT_TIMEOUT as DEFAULT_VALUE_TIMEOUT
 from xprocess.values import shared_value
+from xprocess.watchdog import start_watchdog
 
 __all__ = ["XProcess", "XProcessInfo"]
 
@@ -253,6 +254,8 @@ class XProcess:
             def database_url(xprocess):
                 return xprocess.shared("database", create_database, cleanup=drop_database)
         """
+        if cleanup is not None:
+            start_watchdog(self.rootdir, self.run)  # cleans up if the whole run is killed
         return shared_value(
             self.rootdir,
             self.run_id,

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["NO_CACHE_DIRNAME", "candidate_roots", "records_root", "run_marker"]
+__all__ = [
+    "NO_CACHE_DIRNAME",
+    "candidate_roots",
+    "records_root",
+    "restore_records",
+    "run_marker",
+    "set_records_aside",
+]
 
 NO_CACHE_DIRNAME = ".xprocess"
 _IGNORE_ALL = "# created by xprocess: records and logs of managed processes\n*\n"
@@ -44,6 +51,42 @@ def records_root(config: pytest.Config, *, create: bool = True) -> Path:
             # Keep records and logs out of version control, as pytest does for its cache.
             (top / ".gitignore").write_text(_IGNORE_ALL, encoding="utf-8")
     return root
+
+
+# Where the records wait while ``--cache-clear`` empties ``<cache_dir>/d``: beside it, in the
+# cache directory, which pytest does not clear.
+_ASIDE = "xprocess-records-during-cache-clear"
+
+
+def set_records_aside(config: pytest.Config) -> None:
+    """Move the records out of ``<cache_dir>/d`` before ``--cache-clear`` empties it.
+
+    Clearing the cache must not forget running processes (a second copy would start, the first
+    would run on unrecorded): their records, logs and control dirs are carried over, by rename,
+    so running processes keep their working directory and log.
+    """
+    cache = _cache_dir(config)
+    if cache is None:
+        return
+    root = cache / "d" / ".xprocess"
+    if root.is_dir() and not root.is_symlink() and not (cache / _ASIDE).exists():
+        os.rename(root, cache / _ASIDE)
+
+
+def restore_records(config: pytest.Config) -> None:
+    """Put records set aside by ``set_records_aside`` back in place."""
+    cache = _cache_dir(config)
+    if cache is None or not (cache / _ASIDE).is_dir():
+        return
+    root = cache / "d" / ".xprocess"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(cache / _ASIDE, root)
+    except OSError as exc:  # another run made a new root meanwhile: keep both, say where
+        raise pytest.UsageError(
+            f"xprocess could not move its records back from {cache / _ASIDE} to {root}: "
+            f"{exc}. Move the directory back by hand once no run uses {root}."
+        ) from exc
 
 
 def run_marker(root: Path, run_id: str) -> Path:

@@ -55,7 +55,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     """Answer --xshow/--xkill before any collection, and end the run with their exit code."""
-    if not (config.option.xshow or config.option.xkill):
+    commands = config.option.xshow or config.option.xkill  # they return before any clearing
+    if getattr(config.option, "cacheclear", False) and not commands:
+        if is_xdist_worker(config):
+            config.option.cacheclear = False  # the controller cleared it, records carried over
+        else:
+            from xprocess.paths import set_records_aside
+
+            set_records_aside(config)  # put back by pytest_configure, after the cache is cleared
+    if not commands:
         return None
     refuse_if_unsupported("--xkill" if config.option.xkill else "--xshow")
     from xprocess.commands import kill, show
@@ -83,8 +91,16 @@ def refuse_if_unsupported(option: str) -> None:
         raise pytest.UsageError(str(exc)) from None
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Give the run an id shared with every xdist worker, so records know which run owns them."""
+    """Give the run an id shared with every xdist worker, so records know which run owns them.
+
+    Last, so that records carried over a ``--cache-clear`` go back after the cache plugin cleared.
+    """
+    if not is_xdist_worker(config):
+        from xprocess.paths import restore_records
+
+        restore_records(config)  # also after a run that stopped before it could
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and _WORKERINPUT_KEY in workerinput:
         config.stash[_RUN_ID] = str(workerinput[_WORKERINPUT_KEY])
@@ -114,8 +130,11 @@ def xprocess(request: pytest.FixtureRequest) -> Iterator[XProcess]:
     root = records_root(config)
     # Tells the end of the run (in the xdist controller) that this run has something to stop.
     marker = run_marker(root, run.id)
-    marker.parent.mkdir(exist_ok=True)
-    marker.touch()
+    try:
+        marker.parent.mkdir(exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass  # a read-only records root: running processes can still be found and reused
     worker = str(getattr(config, "workerinput", {}).get("workerid", ""))
     with XProcess(config, root, run=run, worker=worker, notify=_notifier(config)) as manager:
         manager.in_teardown = lambda: manager.tearing_down or _in_fixture_finalizer()

@@ -9,6 +9,10 @@ fixed polling interval:
 * the process exiting: a pidfd on Linux (``HAVE_PIDFD``), so an early exit is noticed within a
   millisecond rather than at the timeout; elsewhere ``Popen.poll`` on every wake-up.
 
+A launcher that daemonizes (forks, and exits 0) is not a failed start while processes carrying its
+token remain: the waiter follows the daemon it left, and reports its pid as the started process.
+A log truncated while waiting (``copytruncate``) is read again from its start.
+
 (:mod:`xprocess.logwatch` does the sleeping, :mod:`xprocess.checks` calls a ``startup_check``.)
 """
 
@@ -24,8 +28,9 @@ from pathlib import Path
 from typing import IO
 
 from xprocess.checks import Call, abandon_worker, as_cause, is_programming_error, submit
+from xprocess.daemons import StartedProcess
 from xprocess.errors import PatternNotFoundError, ProcessExitedError, StartupTimeoutError
-from xprocess.logs import read_tail
+from xprocess.logs import log_size, read_tail
 from xprocess.logwatch import FIRST_DELAY, HAVE_INOTIFY, HAVE_PIDFD, LogWatcher
 from xprocess.probes import BoundProbe, ProbeFailed
 from xprocess.starter import LaunchPlan
@@ -50,13 +55,23 @@ Report = Callable[[str], None]
 
 
 class _LineReader:
-    """Reads the log from an offset, yielding complete non-blank lines as they appear."""
+    """Reads the log from an offset, yielding complete non-blank lines as they appear.
 
-    def __init__(self, log: IO[bytes]) -> None:
+    When the log shrinks below what was read (``copytruncate``), it starts again from byte 0.
+    """
+
+    def __init__(self, log: IO[bytes], offset: int) -> None:
         self._log = log
         self._partial = b""
+        self.offset = offset
+        self.truncated = False
 
     def new_lines(self) -> list[str]:
+        if os.fstat(self._log.fileno()).st_size < self._log.tell():
+            self._log.seek(0)
+            self._partial = b""
+            self.offset = 0
+            self.truncated = True
         data = self._log.read(_CHUNK)
         if not data:
             return []
@@ -79,11 +94,29 @@ def _describe(plan: LaunchPlan) -> str:
     return " ".join(plan.argv)
 
 
-def _tail_text(logpath: Path, offset: int) -> str:
+_REDIRECTS = ("stdout", "stderr")
+
+
+def _tail_text(logpath: Path, offset: int, plan: LaunchPlan | None = None) -> str:
+    """The last lines of the log since ``offset``, or what the log holds when it has no lines."""
     lines = read_tail(logpath, offset, TAIL_LINES)
-    if not lines:
-        return "(the process wrote nothing to its log)"
-    return "\n".join(f"    {line}" for line in lines)
+    redirected = [k for k in _REDIRECTS if plan is not None and k in plan.popen_kwargs]
+    note = (
+        f"\n  note: popen_kwargs redirect {' and '.join(redirected)} away from the log, so the "
+        "log holds only what is not redirected"
+        if redirected
+        else ""
+    )
+    if lines:
+        return "\n".join(f"    {line}" for line in lines) + note
+    size = log_size(logpath)
+    written = size - offset if size >= offset else size
+    if written <= 0:
+        return "    (the process wrote nothing to its log)" + note
+    return (
+        f"    (the log holds {written} bytes from this start, but no complete non-blank line "
+        "in its last 64 KiB)" + note
+    )
 
 
 _PYTHON_NAME = re.compile(r"^(python|pypy)[\d.]*$")
@@ -123,14 +156,32 @@ def _buffering_hint(
 
 
 def _exited(
-    popen: subprocess.Popen[bytes] | None, plan: LaunchPlan, logpath: Path, offset: int
+    started: StartedProcess,
+    plan: LaunchPlan,
+    logpath: Path,
+    offset: int,
+    watcher: LogWatcher | None = None,
 ) -> ProcessExitedError | None:
-    if popen is None or popen.poll() is None:
+    code = started.exit_code(watcher)
+    if code is None:
         return None
+    what = (
+        "exited with code 0 (it daemonized), and every process it left exited too,"
+        if started.daemonized
+        else f"exited with code {code}"
+    )
+    hint = (
+        "\n  No process it left carries its token (in its environment or its inherited mark"
+        " file) or stays in its session. A daemon that leaves the session, rewrites its"
+        " environment and closes the descriptors it inherited cannot be followed: run the"
+        " server in the foreground instead."
+        if code == 0 and not started.daemonized
+        else ""
+    )
     return ProcessExitedError(
-        f"{plan.name!r} exited with code {popen.returncode} before it was ready.\n"
+        f"{plan.name!r} {what} before it was ready.\n"
         f"  command: {_describe(plan)}\n  log: {logpath}\n"
-        f"  last lines of its log:\n{_tail_text(logpath, offset)}",
+        f"  last lines of its log:\n{_tail_text(logpath, offset, plan)}{hint}",
         name=plan.name,
     )
 
@@ -146,7 +197,7 @@ def _timed_out(
     return StartupTimeoutError(
         f"{plan.name!r} was not ready within {plan.timeout:g} s: {waiting_for}.\n"
         f"  command: {_describe(plan)}\n  log: {logpath}\n"
-        f"  last lines of its log:\n{_tail_text(logpath, offset)}"
+        f"  last lines of its log:\n{_tail_text(logpath, offset, plan)}"
         f"{_buffering_hint(plan, popen, logpath, offset)}\n  {advice}",
         name=plan.name,
     )
@@ -185,24 +236,33 @@ def wait_until_ready(
     logpath: Path,
     offset: int,
     report: Report | None = None,
-) -> None:
+    *,
+    token: str = "",
+    on_daemon: Callable[[int], None] | None = None,
+) -> int | None:
     """Return once ``plan``'s process is ready; raise as soon as it cannot become ready.
 
     Reads the log from ``offset`` (where this start's output begins). Raises
     ProcessExitedError when the process exits first, PatternNotFoundError when ``max_read_lines``
     lines pass without a match, StartupTimeoutError when ``plan.timeout`` passes. A start that
     takes longer than ``SLOW_START_NOTICE`` seconds is announced through ``report``, and so is
-    its readiness then.
+    its readiness then. With the start's ``token``, a launcher that exits 0 leaving processes
+    that carry it is followed to its daemon, and ``on_daemon(pid)`` is told each time the
+    started process becomes another one.
+
+    Returns the pid that stands for the started process: ``popen.pid``, or the daemon's when the
+    launcher daemonized (also when it exits 0 right after its ready line).
     """
     __tracebackhide__ = True
     deadline = time.monotonic() + plan.timeout
     pid = popen.pid if popen is not None else None
     progress = _Progress(plan, report)
+    started = StartedProcess(popen, token, on_daemon)
     with LogWatcher(logpath, pid) as watcher, open(logpath, "rb") as log:
         log.seek(offset)
         if plan.pattern is not None:
             progress.waiting_for = f"pattern {plan.pattern.pattern!r}"
-            _wait_for_pattern(plan, popen, logpath, offset, log, watcher, deadline, progress)
+            _wait_for_pattern(plan, started, logpath, offset, log, watcher, deadline, progress)
         checks: list[Callable[[], object]] = []
         if plan.check is not None:
             checks.append(plan.check)
@@ -213,8 +273,10 @@ def wait_until_ready(
         for check in checks:
             watcher.delay = FIRST_DELAY
             progress.waiting_for = _check_name(check)
-            _wait_for_check(plan, check, popen, logpath, offset, watcher, deadline, progress)
+            _wait_for_check(plan, check, started, logpath, offset, watcher, deadline, progress)
+    started.exit_code()  # a launcher that exited 0 just after its ready line: its daemon counts
     progress.ready()
+    return started.pid
 
 
 def _reader_check(
@@ -236,7 +298,7 @@ def _check_name(check: Callable[[], object]) -> str:
 
 def _wait_for_pattern(
     plan: LaunchPlan,
-    popen: subprocess.Popen[bytes] | None,
+    started: StartedProcess,
     logpath: Path,
     offset: int,
     log: IO[bytes],
@@ -247,7 +309,7 @@ def _wait_for_pattern(
     __tracebackhide__ = True
     assert plan.pattern is not None
     search = plan.pattern.search
-    reader = _LineReader(log)
+    reader = _LineReader(log, offset)
     seen = 0
     exit_error: ProcessExitedError | None = None
     while True:
@@ -261,7 +323,7 @@ def _wait_for_pattern(
                     f"{plan.name!r}: pattern {plan.pattern.pattern!r} was not found in the first "
                     f"{plan.max_read_lines} non-blank lines of its log (max_read_lines).\n"
                     f"  command: {_describe(plan)}\n  log: {logpath}\n"
-                    f"  last lines of its log:\n{_tail_text(logpath, offset)}\n"
+                    f"  last lines of its log:\n{_tail_text(logpath, reader.offset, plan)}\n"
                     "  Fix the pattern, or raise max_read_lines if the process prints more "
                     "before it is ready.",
                     name=plan.name,
@@ -273,17 +335,20 @@ def _wait_for_pattern(
             return
         if exit_error is not None:
             raise exit_error
-        exit_error = _exited(popen, plan, logpath, offset)
+        exit_error = _exited(started, plan, logpath, reader.offset, watcher)
         if exit_error is not None:
             continue  # read once more what it wrote before it exited
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            seen_note = f"pattern {plan.pattern.pattern!r} not seen in {seen} lines"
+            if reader.truncated:
+                seen_note += " (the log was truncated meanwhile and read again from its start)"
             raise _timed_out(
                 plan,
-                popen,
+                started.popen,
                 logpath,
-                offset,
-                f"pattern {plan.pattern.pattern!r} not seen",
+                reader.offset,
+                seen_note,
                 "Raise the starter's timeout if it needs longer, or check the pattern against "
                 "the log.",
             )
@@ -294,7 +359,7 @@ def _wait_for_pattern(
 def _wait_for_check(
     plan: LaunchPlan,
     check: Callable[[], object],
-    popen: subprocess.Popen[bytes] | None,
+    started: StartedProcess,
     logpath: Path,
     offset: int,
     watcher: LogWatcher,
@@ -313,7 +378,7 @@ def _wait_for_check(
             job.run()
         else:
             job = submit(check)
-            _await_check(job, plan, popen, logpath, offset, deadline, progress, last_error)
+            _await_check(job, plan, started, logpath, offset, deadline, progress, last_error)
         if job.error is None and job.result:
             return
         if job.error is not None:
@@ -327,7 +392,7 @@ def _wait_for_check(
                     )
                 raise error
             last_error = job.error
-        exited = _exited(popen, plan, logpath, offset)
+        exited = _exited(started, plan, logpath, offset, watcher)
         if exited is not None:
             raise exited from as_cause(last_error)
         remaining = deadline - time.monotonic()
@@ -344,7 +409,7 @@ def _wait_for_check(
             what = f"{name} did not return True"
         raise _timed_out(
             plan,
-            popen,
+            started.popen,
             logpath,
             offset,
             what,
@@ -356,7 +421,7 @@ def _wait_for_check(
 def _await_check(
     job: Call,
     plan: LaunchPlan,
-    popen: subprocess.Popen[bytes] | None,
+    started: StartedProcess,
     logpath: Path,
     offset: int,
     deadline: float,
@@ -366,7 +431,7 @@ def _await_check(
     """Wait for ``job`` to return; raise if the process exits, or the check blocks."""
     __tracebackhide__ = True
     while not job.done.wait(max(0.0, min(_CHECK_WAKE, deadline - time.monotonic()))):
-        exited = _exited(popen, plan, logpath, offset)
+        exited = _exited(started, plan, logpath, offset)
         if exited is not None:
             abandon_worker()
             raise exited from as_cause(last_error)
@@ -380,7 +445,7 @@ def _await_check(
         abandon_worker()
         raise _timed_out(
             plan,
-            popen,
+            started.popen,
             logpath,
             offset,
             f"{progress.waiting_for} was still running at the deadline and was abandoned (it "

@@ -1,17 +1,21 @@
 """Records on disk: one JSON file per managed process, and the states a record goes through.
 
 Where the files live is ``layout.py``'s business. A record is replaced atomically, so a reader
-sees the old one or the new one, never a mix; a record that is missing, empty or unreadable reads
-as "no process" (an empty or unreadable one with a ``RecordWarning``).
+sees the old one or the new one, never a mix. A record that is missing, empty, malformed (any
+field of the wrong type), a symlink, or owned by another user reads as "no process" with a
+``RecordWarning``; every command goes on with the other records. A control dir that is a
+symlink is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +23,7 @@ import psutil
 
 from xprocess.layout import Layout, RecordWarning, atomic_write, read_or_warn, warn
 from xprocess.liveness import BOOT_ID, find_process, identify, is_alive
+from xprocess.tokens import allowed_uids, carriers, process_uid
 
 if TYPE_CHECKING:
     from xprocess.runs import Run
@@ -32,6 +37,7 @@ __all__ = [
     "RecordStore",
     "RecordWarning",
     "atomic_write",
+    "refuse_symlink",
     "validate_name",
 ]
 
@@ -40,6 +46,21 @@ READY = "ready"
 FAILED = "failed"
 
 _FORBIDDEN_IN_NAME = ("/", "\\", "\0")
+# A name becomes "<name>.lock" in the locks dir; most file systems take 255 bytes per name.
+MAX_NAME_BYTES = 255 - len(".lock")
+
+
+def refuse_symlink(path: Path, what: str, name: str) -> None:
+    """Raise UnsafePathError if ``path`` is a symlink: xprocess writes nothing through one."""
+    from xprocess.errors import UnsafePathError
+
+    if path.is_symlink():
+        raise UnsafePathError(
+            f"the {what} of {name!r}, {path}, is a symlink (to {os.readlink(path)}); xprocess "
+            "does not write through symlinks under its records root. Remove it (the next "
+            "start makes a real one).",
+            name=name,
+        )
 
 
 def validate_name(name: object) -> str:
@@ -57,6 +78,13 @@ def validate_name(name: object) -> str:
             f"process name {name!r} cannot be used: it must not start with '.', contain '..', "
             "'/', '\\' or NUL, since it names a directory inside the records root; "
             "use letters, digits, '-' or '_'",
+            name=name,
+        )
+    size = len(os.fsencode(name))
+    if size > MAX_NAME_BYTES:
+        raise InvalidStarterError(
+            f"process name {name[:40]!r}... is {size} bytes long; it names a directory and a "
+            f"lock file, so it may have at most {MAX_NAME_BYTES} bytes: use a shorter name",
             name=name,
         )
     return name
@@ -111,6 +139,8 @@ class ProcessRecord:
     released_in: str = ""
     fingerprint: str = ""
     leads_session: bool = False
+    token: str = ""
+    uid: int = -1
 
     @classmethod
     def starting(
@@ -123,8 +153,10 @@ class ProcessRecord:
         offset: int,
         run: Run,
         holder: dict[str, Any] | None,
+        token: str,
     ) -> ProcessRecord:
-        """The record of ``plan``'s process, just spawned as ``pid`` by this process."""
+        """The record of ``plan``'s process, just spawned as ``pid`` (carrying ``token``) by
+        this process."""
         identity = identify(pid)  # None only if it is already gone; readiness says why
         stops = plan.terminate_at_end or plan.terminate_on_interrupt
         return cls(
@@ -148,6 +180,8 @@ class ProcessRecord:
             users=[run.entry()] if stops else [],
             holders=[holder] if holder is not None else [],
             data=plan.data,
+            token=token,
+            uid=process_uid(pid),
         )
 
     @classmethod
@@ -184,8 +218,12 @@ class ProcessRecord:
         self.replayed_to = []
 
     def is_alive(self, *, ignore_zombies: bool = True) -> bool:
-        """Whether the recorded process still runs (not a recycled pid)."""
-        return is_alive(
+        """Whether the recorded process still runs (not a recycled pid).
+
+        With a token, it runs while any process carrying the token does: the recorded pid, or the
+        daemon a launcher left when it exited.
+        """
+        pid_alive = is_alive(
             self.pid,
             self.create_time,
             self.start_since_boot,
@@ -193,6 +231,9 @@ class ProcessRecord:
             ignore_zombies=ignore_zombies,
             leads_session=self.leads_session,
         )
+        if pid_alive or not self.token:
+            return pid_alive
+        return bool(carriers(self.token, allowed_uids([self.uid])))
 
     def find_process(self) -> psutil.Process | None:
         """A psutil handle of the recorded process if it still runs, else None."""
@@ -209,16 +250,85 @@ class ProcessRecord:
 
     @classmethod
     def from_json(cls, text: str) -> ProcessRecord:
-        raw = json.loads(text)
+        """Parse a record; ValueError names the first field of the wrong shape."""
+        try:
+            raw = json.loads(text)
+        except RecursionError:
+            raise ValueError("nested too deeply to be a record") from None
         if not isinstance(raw, dict):
             raise ValueError("a record must be a JSON object")
-        record = cls(**{k: v for k, v in raw.items() if k in _FIELDS})
-        if not isinstance(record.pid, int) or not isinstance(record.create_time, (int, float)):
-            raise ValueError("pid and create_time must be numbers")
-        return record
+        for field, value in raw.items():
+            check = _CHECKS.get(field)
+            if check is not None and not check(value):
+                raise ValueError(f"field {field!r} has a wrong value {_short(value)}")
+        missing = sorted(_REQUIRED - raw.keys())
+        if missing:
+            raise ValueError(f"missing fields {', '.join(missing)}")
+        return cls(**{k: v for k, v in raw.items() if k in _CHECKS})
 
 
-_FIELDS = frozenset(f.name for f in dataclasses.fields(ProcessRecord))
+def _short(value: object) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _is_user(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and _is_str(value.get("run"))
+        and _is_int(value.get("pid"))
+        and _is_number(value.get("create_time"))
+        and (value.get("since_boot") is None or _is_number(value.get("since_boot")))
+        and _is_str(value.get("boot_id", ""))
+    )
+
+
+_CHECKS: dict[str, Callable[[object], bool]] = {
+    "name": _is_str,
+    "pid": _is_int,
+    "create_time": _is_number,
+    "argv": lambda v: isinstance(v, list) and all(map(_is_str, v)),
+    "cwd": _is_str,
+    "logpath": _is_str,
+    "log_offset": lambda v: _is_int(v) and v >= 0,  # type: ignore[operator]
+    "started_at": _is_number,
+    "state": lambda v: v in (STARTING, READY, FAILED),
+    "run_id": _is_str,
+    "starter": _is_str,
+    "terminate_at_end": lambda v: isinstance(v, bool),
+    "terminate_on_interrupt": lambda v: isinstance(v, bool),
+    "users": lambda v: isinstance(v, list) and all(map(_is_user, v)),
+    "data": lambda v: isinstance(v, dict) and all(map(_is_str, v)),
+    "error_type": _is_str,
+    "error_message": _is_str,
+    "start_since_boot": lambda v: v is None or _is_number(v),
+    "boot_id": _is_str,
+    "started_by": _is_int,
+    "token": lambda v: _is_str(v) and len(v) <= 128,  # type: ignore[arg-type]
+    "uid": _is_int,
+    "replayed_to": lambda v: isinstance(v, list) and all(map(_is_int, v)),
+    "holders": lambda v: isinstance(v, list) and all(map(_is_user, v)),
+    "released_in": _is_str,
+    "fingerprint": _is_str,
+    "leads_session": lambda v: isinstance(v, bool),
+}
+_REQUIRED = frozenset(
+    f.name
+    for f in dataclasses.fields(ProcessRecord)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
 
 
 class RecordStore:
@@ -241,10 +351,32 @@ class RecordStore:
         return self.layout.process_lock(name)
 
     def ensure_dirs(self, name: str) -> Path:
-        """Create the control dir (and the lock dir) of ``name``; return the control dir."""
-        self.layout.locks.mkdir(parents=True, exist_ok=True)
+        """Create the control dir (and the lock dir) of ``name``; return the control dir.
+
+        Refuses a control dir that is a symlink (UnsafePathError), and a name the file system
+        finds too long (InvalidStarterError) before anything is made.
+        """
+        from xprocess.errors import InvalidStarterError
+
         controldir = self.controldir(name)
-        controldir.mkdir(exist_ok=True)
+        refuse_symlink(controldir, "control dir", name)
+        too_long = InvalidStarterError(
+            f"process name {name[:40]!r}... is too long for the file system of {self.root}: "
+            "use a shorter name",
+            name=name,
+        )
+        with contextlib.suppress(OSError):
+            where = self.root if self.root.is_dir() else self.root.parent
+            if len(os.fsencode(name)) + len(".lock") > os.pathconf(where, "PC_NAME_MAX"):
+                raise too_long
+        try:
+            self.layout.locks.mkdir(parents=True, exist_ok=True)
+            controldir.mkdir(exist_ok=True)
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise too_long from exc
+            raise
+        refuse_symlink(controldir, "control dir", name)
         return controldir
 
     def read(self, name: str) -> ProcessRecord | None:
@@ -254,7 +386,10 @@ class RecordStore:
         if text is None:
             return None
         try:
-            return ProcessRecord.from_json(text)
+            record = ProcessRecord.from_json(text)
+            if record.name != name:
+                raise ValueError(f"it names another process, {record.name!r}")
+            return record
         except (ValueError, TypeError) as exc:
             what = "empty" if not text.strip() else f"corrupt ({exc})"
             warn(

@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 
 from xprocess.errors import InvalidStarterError, rebuild_error
 from xprocess.launch import spawn
+from xprocess.liveness import identify
 from xprocess.locking import NameLock
 from xprocess.readiness import wait_until_ready
 from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
 from xprocess.runs import Run, add_holder, add_user, holder_entry, holds, uses
 from xprocess.starter import LaunchPlan, StarterDescription, check_json_data
-from xprocess.termination import stop_record, stop_spawned
+from xprocess.termination import abandon_on_error, stop_record
+from xprocess.tokens import new_token
+from xprocess.watchdog import start_watchdog
 
 __all__ = ["Action", "Caller", "Decision", "Outcome", "decide", "ensure_process"]
 
@@ -122,6 +125,8 @@ class Caller:
         if self.worker:
             record.holders = add_holder(record.holders, holder_entry(self.run, self.worker))
         self.store.write(record)
+        if description.stops:
+            start_watchdog(self.store.root, self.run)  # stops it if the whole run is killed
 
 
 @dataclass
@@ -225,15 +230,17 @@ def _start(
     controldir = store.controldir(name)
     logpath = store.log_path(name)
     _logger.debug("%s$ %s", controldir, " ".join(plan.argv))
+    token = new_token()
     try:
-        popen, offset = spawn(plan, controldir, logpath, persist_logs=persist_logs)
+        popen, offset = spawn(plan, controldir, logpath, persist_logs=persist_logs, token=token)
     except InvalidStarterError:
         raise
     except Exception as exc:
         _record_not_started(caller, description, exc)
         raise
-    record: ProcessRecord | None = None
-    try:
+    # Whatever fails once the process exists (readiness, a full disk writing the record, Ctrl-C),
+    # everything that carries its token is stopped: nothing spawned outlives this call.
+    with abandon_on_error(token, popen):
         holder = holder_entry(caller.run, caller.worker) if caller.worker else None
         record = ProcessRecord.starting(
             plan,
@@ -243,20 +250,31 @@ def _start(
             offset=offset,
             run=caller.run,
             holder=holder,
+            token=token,
         )
         record.fingerprint = description.fingerprint
         store.write(record)
-        wait_until_ready(plan, popen, logpath, offset, caller.notify)
-        record.ready(check_json_data(name, plan.data))
-        store.write(record)
-    except BaseException as exc:
-        # Whatever failed once the process exists (readiness, a full disk writing the record,
-        # Ctrl-C), nothing that was spawned may outlive this call.
-        stop_spawned(popen, record, timeout=5)
-        if record is not None:
+        if record.users:
+            start_watchdog(store.root, caller.run)
+
+        def adopt(pid: int) -> None:  # the launcher daemonized: its daemon is the process now
+            moved = identify(pid)
+            if moved is not None:
+                record.pid, record.create_time = pid, moved.create_time
+                record.start_since_boot = moved.since_boot
+                record.leads_session = bool(moved.leads_session)
+                store.write(record)
+
+        try:
+            wait_until_ready(
+                plan, popen, logpath, offset, caller.notify, token=token, on_daemon=adopt
+            )
+            record.ready(check_json_data(name, plan.data))
+            store.write(record)
+        except BaseException as exc:
             record.failed(exc)
             with contextlib.suppress(OSError):
                 store.write(record)
-        raise
+            raise
     _logger.debug("%s process startup detected (pid %s)", name, popen.pid)
     return Outcome(record, popen, offset)

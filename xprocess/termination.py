@@ -1,31 +1,44 @@
-"""Stopping a process tree: SIGTERM to the leaves first, a grace period, then SIGKILL."""
+"""Stopping what xprocess started: SIGTERM to the leaves first, a grace period, then SIGKILL.
+
+What is signalled is decided per record: the recorded process while its pid and start time match
+(a recycled pid never does), every process carrying the record's token (see ``xprocess.tokens``)
+wherever it went (a daemon that left the session too), and the live descendants of those. Nothing
+else: no sweep of a session, whose number a stranger may hold by now. A process of another user is
+reported, never signalled; so are pid 1, this process and its ancestors, whatever a record says.
+Records written without a token get the same treatment minus the token search.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING
 
 import psutil
 
-from xprocess.capabilities import HAVE_PROC
+from xprocess.tokens import Verdict, allowed_uids, carriers, process_uid, protected_pids, verify
 
 if TYPE_CHECKING:
-    import subprocess
-
     from xprocess.records import ProcessRecord
 
 __all__ = [
     "KILL_GRACE",
+    "Report",
+    "abandon_on_error",
     "reap_if_child",
+    "stop_carriers",
     "stop_record",
-    "stop_spawned",
-    "terminate_orphaned_session",
     "terminate_tree",
     "wait_gone",
 ]
+
+Report = Callable[[str], None]
+_logger = logging.getLogger("xprocess")
 
 # How long to wait for processes to vanish after SIGKILL before reporting failure.
 KILL_GRACE = 5.0
@@ -80,82 +93,103 @@ def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proces
 
 
 def _signal_all(procs: list[psutil.Process], sig: int) -> None:
+    protected = protected_pids()
     for proc in procs:
+        if proc.pid in protected:
+            continue
         with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
 
 
-def _all_pids() -> list[int]:
-    if HAVE_PROC:
-        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-    return [pid for pid in psutil.pids() if pid > 0]  # getsid(0) would be our own session
+def _carrier_processes(token: str, uids: Collection[int]) -> list[psutil.Process]:
+    """Handles of the processes carrying ``token``. Each handle is made before the check, so a pid
+    that changes hands after the check is refused by psutil when signalled."""
+    found: list[psutil.Process] = []
+    if not token:
+        return found
+    for pid in carriers(token, uids):
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if verify(pid, token, uids) is Verdict.CARRIES:
+                found.append(proc)
+    return found
 
 
-def _session_members(sid: int) -> list[psutil.Process]:
-    """Live processes of session ``sid``: those a tree walk misses (re-parented, or forked
-    after the walk) but that the managed process started in its own session."""
-    members = []
-    for pid in _all_pids():
-        with contextlib.suppress(psutil.Error, OSError):
-            if os.getsid(pid) == sid:
-                proc = psutil.Process(pid)
-                if not _is_gone(proc):
-                    members.append(proc)
-    return members
+def _with_descendants(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """``procs`` and their live descendants, each tree deepest first, without protected pids."""
+    protected = protected_pids()
+    seen: dict[int, psutil.Process] = {}
+    for proc in procs:
+        if proc.pid in seen:
+            continue
+        for member in [*_depth_first_leaves(proc), proc]:
+            if member.pid not in protected:
+                seen.setdefault(member.pid, member)
+    # A process that is some other one's descendant was reached twice; keep the deepest order.
+    ordered = sorted(seen.values(), key=lambda p: -_depth(p))
+    return [p for p in ordered if not _is_gone(p)]
+
+
+def _depth(proc: psutil.Process) -> int:
+    try:
+        return len(proc.parents())
+    except psutil.Error:
+        return 0
 
 
 def terminate_tree(
     root: psutil.Process, *, kill_proc_tree: bool = True, timeout: float = 20
 ) -> int:
-    """Terminate ``root`` (and, with ``kill_proc_tree``, its descendants).
+    """Terminate ``root`` (and, with ``kill_proc_tree``, its live descendants).
 
     Returns 1 when everything is gone, -1 when something survived SIGKILL. SIGTERM goes to the
     leaves first, then up to ``root``; whatever is left after ``timeout`` seconds gets SIGKILL,
-    including processes that appeared meanwhile (a supervisor restarting its child) and, when
-    ``root`` leads its own session as xprocess starts it, every process left in that session.
+    including descendants that appeared meanwhile (a supervisor restarting its child).
     """
-    try:
-        leads_session = os.getsid(root.pid) == root.pid
-    except OSError:
-        leads_session = False
-    procs = _depth_first_leaves(root) if kill_proc_tree else []
-    procs.append(root)
-    sid = root.pid if leads_session and kill_proc_tree else None
-    return _terminate(procs, sid, kill_proc_tree=kill_proc_tree, timeout=timeout)
+    procs = _with_descendants([root]) if kill_proc_tree else [root]
+    return _terminate(procs, lambda: [], kill_proc_tree=kill_proc_tree, timeout=timeout)
 
 
-def terminate_orphaned_session(sid: int, *, timeout: float = 20) -> int:
-    """Terminate what is left of session ``sid`` after its leader exited; 0 if nothing is.
+def stop_carriers(token: str, *, uids: Collection[int] = (), timeout: float = 20) -> int:
+    """Stop every process carrying ``token`` and their descendants; 0 if there is none.
 
-    A launcher that starts a daemon and exits (``pg_ctl start``, say) leaves the daemon in the
-    launcher's session. If a live process holds pid ``sid`` the session is not the one we
-    started (the pid was reused), and nothing is touched: while any member of a session lives,
-    the OS does not hand out its number as a new pid.
+    The start path calls this when anything fails after a spawn, so nothing it spawned survives.
     """
-    if sid <= 0 or _holds_pid(sid):
+    allowed = allowed_uids(uids)
+    procs = _with_descendants(_carrier_processes(token, allowed))
+    if not procs:
         return 0
-    members = _session_members(sid)
-    if not members:
-        return 0
-    return _terminate(members, sid, kill_proc_tree=True, timeout=timeout)
+    return _terminate(
+        procs, lambda: _carrier_processes(token, allowed), kill_proc_tree=True, timeout=timeout
+    )
 
 
-def _holds_pid(pid: int) -> bool:
+@contextlib.contextmanager
+def abandon_on_error(token: str, popen: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Stop everything a start spawned when what follows the spawn fails (writing its record on
+    a full disk, waiting for it, an interrupt): nothing spawned outlives a start that failed."""
+    uid = process_uid(popen.pid)
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+        yield
+    except BaseException:
+        stop_carriers(token, uids=[uid], timeout=5)
+        popen.poll()
+        raise
 
 
 def _terminate(
-    procs: list[psutil.Process], sid: int | None, *, kill_proc_tree: bool, timeout: float
+    procs: list[psutil.Process],
+    rescan: Callable[[], list[psutil.Process]],
+    *,
+    kill_proc_tree: bool,
+    timeout: float,
 ) -> int:
     _signal_all(procs, signal.SIGTERM)
     alive = wait_gone(procs, timeout)
     # A process killed now may have forked a moment before: sweep again until nothing is new.
     for _ in range(_SWEEPS):
         if kill_proc_tree:
-            alive = _with_latecomers(alive, sid)
+            alive = _with_descendants([*alive, *rescan()])
         if not alive:
             return 1
         _signal_all(alive, signal.SIGKILL)
@@ -165,44 +199,55 @@ def _terminate(
     return -1 if alive else 1
 
 
-def _with_latecomers(alive: list[psutil.Process], sid: int | None) -> list[psutil.Process]:
-    """``alive`` plus their descendants and the members of session ``sid`` still running."""
-    found = {p.pid: p for p in alive}
-    for proc in list(alive):
-        for child in _depth_first_leaves(proc):
-            found.setdefault(child.pid, child)
-    if sid is not None:
-        for member in _session_members(sid):
-            found.setdefault(member.pid, member)
-    return [p for p in found.values() if not _is_gone(p)]
+def _warn(message: str) -> None:
+    _logger.warning("%s", message)
 
 
-def stop_record(record: ProcessRecord, *, kill_proc_tree: bool = True, timeout: float = 20) -> int:
+def stop_record(
+    record: ProcessRecord,
+    *,
+    kill_proc_tree: bool = True,
+    timeout: float = 20,
+    report: Report | None = None,
+) -> int:
     """Stop the process ``record`` describes and, by default, what it started.
 
-    Returns 1 (terminated), 0 (nothing to do) or -1 (could not).
+    Signalled are: the recorded process while its pid and start time match, every process that
+    carries the record's token, and the live descendants of those. Never pid 1, this process or
+    its ancestors, nor a process of another user. Returns 1 (terminated), 0 (nothing of it runs)
+    or -1 (could not, or a process could not be verified as ours and was left alone); why a
+    process was left alone goes to ``report`` (default: the ``xprocess`` logger).
     """
-    if record.pid <= 0:
-        return 0
-    proc = record.find_process()
-    if proc is not None:
-        return terminate_tree(proc, kill_proc_tree=kill_proc_tree, timeout=timeout)
-    if kill_proc_tree:  # the process is gone; what it started in its session may not be
-        return terminate_orphaned_session(record.pid, timeout=timeout)
-    return 0
+    say = report or _warn
+    uids = allowed_uids([record.uid])
+    unverified = False
+    root = record.find_process() if record.pid > 0 else None
+    if root is not None and root.pid in protected_pids():
+        say(_refused(record, root.pid))
+        root = None
+    if root is not None and process_uid(root.pid) not in uids:
+        say(
+            f"{record.name!r}: pid {root.pid} runs as uid {process_uid(root.pid)}, not as this "
+            "user or the user it was started as: cannot be verified, not signalled"
+        )
+        unverified = True
+        root = None
+    if not kill_proc_tree:
+        if root is None:
+            return -1 if unverified else 0
+        return _terminate([root], lambda: [], kill_proc_tree=False, timeout=timeout)
+    token = record.token
+    procs = _with_descendants([*([root] if root else []), *_carrier_processes(token, uids)])
+    if not procs:
+        return -1 if unverified else 0
+    result = _terminate(
+        procs, lambda: _carrier_processes(token, uids), kill_proc_tree=True, timeout=timeout
+    )
+    return -1 if unverified else result
 
 
-def stop_spawned(
-    popen: subprocess.Popen[bytes], record: ProcessRecord | None, *, timeout: float
-) -> int:
-    """Stop a process this process just spawned (and what it started), then reap it."""
-    try:
-        if record is not None:
-            return stop_record(record, timeout=timeout)
-        try:
-            root = psutil.Process(popen.pid)
-        except psutil.Error:
-            return 0
-        return terminate_tree(root, timeout=timeout)
-    finally:
-        popen.poll()
+def _refused(record: ProcessRecord, pid: int) -> str:
+    return (
+        f"{record.name!r}: its record names pid {pid}, which is pid 1, this process or one of "
+        "its ancestors: never signalled"
+    )

@@ -76,7 +76,27 @@ class ValueRecord:
         )
 
 
-_VALUE_FIELDS = frozenset(f.name for f in dataclasses.fields(ValueRecord))
+def _is_reference(value: object) -> bool:
+    return value is None or (
+        isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    )
+
+
+_VALUE_CHECKS: dict[str, Callable[[object], bool]] = {
+    "name": lambda v: isinstance(v, str),
+    "run_id": lambda v: isinstance(v, str),
+    "state": lambda v: isinstance(v, str),
+    "payload": lambda v: isinstance(v, str),
+    "key": lambda v: v is None or isinstance(v, str),
+    "cleanup": _is_reference,
+    "loads": _is_reference,
+    "computed_at": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "computed_by": lambda v: isinstance(v, str),
+    "error_type": lambda v: isinstance(v, str),
+    "error_message": lambda v: isinstance(v, str),
+    "cleanup_error": lambda v: isinstance(v, str),
+    "process": lambda v: v is None or isinstance(v, dict),
+}
 
 
 class ValueStore:
@@ -103,7 +123,10 @@ class ValueStore:
             raw = json.loads(text)
             if not isinstance(raw, dict):
                 raise ValueError("a record must be a JSON object")
-            return ValueRecord(**{k: v for k, v in raw.items() if k in _VALUE_FIELDS})
+            wrong = [k for k, v in raw.items() if k in _VALUE_CHECKS and not _VALUE_CHECKS[k](v)]
+            if wrong:
+                raise ValueError(f"field {wrong[0]!r} has a wrong value")
+            return ValueRecord(**{k: v for k, v in raw.items() if k in _VALUE_CHECKS})
         except (ValueError, TypeError, RecursionError) as exc:
             warn(f"the shared value's record at {path} is unreadable ({exc}); computing it anew")
             return None

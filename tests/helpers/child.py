@@ -1,8 +1,9 @@
 """A stand-in for a server, driven by command-line flags, used by the tests and benchmarks.
 
 It appends its pid to --count-file (so tests can count starts), exits at once the first time
-with --fail-once, prints --before lines of noise, waits --delay seconds, then listens (--listen
-on TCP, --unix on a unix socket) and writes its pid to --pidfile, prints --ready, and runs until
+with --fail-once, may leave a daemon (--escape), prints --before lines of noise (and --blob bytes
+without a newline), waits --delay seconds (and for --wait-file), then listens (--listen on TCP,
+--unix on a unix socket) and writes its pid to --pidfile, prints --ready, and runs until
 terminated (or exits with --exit-code). With --mute it accepts connections and never answers.
 """
 
@@ -46,6 +47,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--unix", default=None, help="unix socket path to accept on")
     parser.add_argument("--pidfile", default=None, help="file to write the pid to when ready")
     parser.add_argument("--mute", action="store_true", help="accept but never answer")
+    parser.add_argument("--wait-file", default=None, help="print --ready once this file exists")
+    parser.add_argument("--blob", type=int, default=0, help="bytes written without a newline")
+    parser.add_argument(
+        "--escape", default=None, help="double-fork a setsid daemon writing its pid here"
+    )
     return parser.parse_args()
 
 
@@ -64,12 +70,18 @@ def main() -> None:
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         for _ in range(args.children)
     ]
+    if args.escape:
+        _escape(args.escape)
     out = sys.stdout
     for i in range(args.before):
         out.write(f"noise line {i}\n")
+    if args.blob:
+        out.write("x" * args.blob)
     out.flush()
     if args.delay:
         time.sleep(args.delay)
+    while args.wait_file and not os.path.exists(args.wait_file):
+        time.sleep(0.01)
     server = _listen(args)
     if args.pidfile:
         with open(args.pidfile, "w") as f:
@@ -95,6 +107,20 @@ def main() -> None:
             time.sleep(3600)
     for kid in kids:  # pragma: no cover - the process is terminated by a signal
         kid.wait()
+
+
+def _escape(pidfile: str) -> None:
+    """Leave a daemon outside this process's tree and session, as init-style scripts do."""
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        if os.fork() == 0:
+            with open(pidfile + ".tmp", "w") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(pidfile + ".tmp", pidfile)
+            time.sleep(600)
+        os._exit(0)
+    os.waitpid(middle, 0)
 
 
 if __name__ == "__main__":

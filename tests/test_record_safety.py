@@ -1,0 +1,253 @@
+"""Records and logs: nothing is written outside the records root, a bad record never stops a
+command, and a start that fails after the spawn leaves nothing running."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import HEADER, HELPERS, child_args, namespaces_or_skip, running
+from xprocess import InvalidStarterError, ProcessStarter, RecordWarning, UnsafePathError, XProcess
+from xprocess.commands import kill, show
+
+
+@pytest.fixture
+def xp(tmp_path: Path) -> XProcess:
+    return XProcess(None, tmp_path / "records")
+
+
+def starter(*flags: object) -> type[ProcessStarter]:
+    return type("Starter", (ProcessStarter,), {"pattern": "ready", "args": child_args(*flags)})
+
+
+def test_a_log_that_is_a_symlink_is_refused_and_its_target_kept(
+    xp: XProcess, tmp_path: Path
+) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    controldir = xp.getinfo("srv").controldir
+    (controldir / "xprocess.log").symlink_to(precious)
+    with pytest.raises(UnsafePathError, match=r"the log of 'srv', .*xprocess.log, is a symlink"):
+        xp.ensure("srv", starter(), persist_logs=False)
+    assert precious.read_text() == "keep me\n"
+    assert not xp.getinfo("srv").isrunning()
+
+
+def test_a_control_dir_that_is_a_symlink_is_refused(xp: XProcess, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    xp.rootdir.mkdir()
+    (xp.rootdir / "srv").symlink_to(elsewhere)
+    with pytest.raises(UnsafePathError, match=r"the control dir of 'srv', .*srv, is a symlink"):
+        xp.ensure("srv", starter())
+    assert list(elsewhere.iterdir()) == []
+
+
+BAD_RECORDS = {
+    "deeply nested": "[" * 100_000 + "]" * 100_000,
+    "users of the wrong type": {"users": [1]},
+    "a numeric state": {"state": 3},
+}
+
+
+def write_bad_record(root: Path, name: str, bad: object) -> None:
+    (root / name).mkdir(parents=True, exist_ok=True)
+    if isinstance(bad, str):
+        text = bad
+    else:
+        assert isinstance(bad, dict)
+        base = {
+            "name": name,
+            "pid": 1,
+            "create_time": 0.0,
+            "argv": [],
+            "cwd": "",
+            "logpath": "",
+            "log_offset": 0,
+            "started_at": 0.0,
+        }
+        text = json.dumps({**base, **bad})
+    (root / name / "record.json").write_text(text)
+
+
+@pytest.mark.parametrize("bad", BAD_RECORDS.values(), ids=BAD_RECORDS.keys())
+def test_show_and_kill_go_on_past_a_malformed_record(xp: XProcess, bad: object) -> None:
+    pid, _ = xp.ensure("zz-good", starter())
+    write_bad_record(xp.rootdir, "aa-bad", bad)
+    lines: list[str] = []
+    with pytest.warns(RecordWarning, match="'aa-bad'"):
+        show([xp.rootdir], lines.append)
+    assert lines[0].startswith("- aa-bad DEAD")
+    assert lines[1].startswith(f"{pid} zz-good LIVE")
+    lines.clear()
+    with pytest.warns(RecordWarning, match="'aa-bad'"):
+        assert kill([xp.rootdir], lines.append) == 1
+    assert lines == [
+        "- aa-bad UNREADABLE RECORD (nothing signalled; see the warning above)",
+        f"{pid} zz-good TERMINATED",
+    ]
+    assert not running(pid)
+
+
+@pytest.mark.parametrize("bad", BAD_RECORDS.values(), ids=BAD_RECORDS.keys())
+def test_ensure_starts_afresh_over_a_malformed_record(xp: XProcess, bad: object) -> None:
+    write_bad_record(xp.rootdir, "srv", bad)
+    with pytest.warns(RecordWarning, match="'srv'"):
+        pid, _ = xp.ensure("srv", starter())
+    assert xp.getinfo("srv").pid == pid
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_the_end_of_a_run_goes_on_past_a_malformed_record(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        HEADER
+        + """
+class Server(ProcessStarter):
+    pattern = "ready"
+    args = child("--count-file", "started")
+    terminate_at_end = True
+"""
+    )
+    pytester.makepyfile(
+        """
+        import json
+        from conftest import Server
+
+        def test_uses(xprocess):
+            pid, _ = xprocess.ensure("zz-server", Server)
+            bad = xprocess.rootdir / "aa-bad"
+            bad.mkdir()
+            (bad / "record.json").write_text(json.dumps({"users": [1], "name": "aa-bad"}))
+            open("pid", "w").write(str(pid))
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1)
+    assert not running(int((pytester.path / "pid").read_text()))
+    shutil.rmtree(pytester.path / ".pytest_cache" / "d" / ".xprocess" / "aa-bad")
+
+
+def test_a_failure_writing_the_record_after_spawn_stops_the_spawned_process(
+    tmp_path: Path,
+) -> None:
+    namespaces_or_skip("--mount")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = 'mount -t tmpfs -o size=64k tmpfs "$1" && exec "$2" "$3" "$1" "$4"'
+    done = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            str(disk),
+            sys.executable,
+            str(HELPERS / "full_disk.py"),
+            str(tmp_path / "marker"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert "No space left on device" in result["error"]
+    assert result["left"] == []
+
+
+def test_a_running_process_is_reused_from_a_read_only_records_root(
+    pytester: pytest.Pytester,
+) -> None:
+    namespaces_or_skip("--mount")
+    cache = pytester.path / ".pytest_cache"
+    args = child_args("--count-file", pytester.path / "started")
+    xp = XProcess(None, cache / "d" / ".xprocess")
+    pid, _ = xp.ensure("srv", type("S", (ProcessStarter,), {"pattern": "ready", "args": args}))
+    pytester.makepyfile(
+        f"""
+        from xprocess import ProcessStarter
+
+        class Server(ProcessStarter):
+            pattern = "ready"
+            args = {args!r}
+
+        def test_reuses(xprocess):
+            pid, _ = xprocess.ensure("srv", Server)
+            assert pid == {pid}
+        """
+    )
+    script = (
+        'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && cd "$2" && shift 2 && exec "$@"'
+    )
+    done = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            str(cache),
+            str(pytester.path),
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "1 passed" in done.stdout
+        assert (pytester.path / "started").read_text().split() == [str(pid)]
+    finally:
+        xp.getinfo("srv").terminate()
+
+
+def test_a_name_too_long_for_the_file_system_is_refused_before_anything_is_made(
+    xp: XProcess,
+) -> None:
+    name = "n" * 300
+    with pytest.raises(InvalidStarterError, match="300 bytes long"):
+        xp.ensure(name, starter())
+    assert not xp.rootdir.exists()
+    with pytest.raises(InvalidStarterError, match="300 bytes long"):
+        xp.getinfo(name)
+
+
+def test_no_record_is_written_through_a_symlinked_record_file(xp: XProcess, tmp_path: Path) -> None:
+    precious = tmp_path / "precious.json"
+    precious.write_text("{}")
+    controldir = xp.getinfo("srv").controldir
+    (controldir / "record.json").symlink_to(precious)
+    with pytest.warns(RecordWarning, match="it is a symlink"):
+        pid, _ = xp.ensure("srv", starter())
+    assert precious.read_text() == "{}"
+    assert not os.path.islink(controldir / "record.json")
+    assert xp.getinfo("srv").pid == pid
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_a_malformed_shared_value_record_is_listed_and_cleared(xp: XProcess) -> None:
+    bad = xp.rootdir / ".values" / "db" / "run-x.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(json.dumps({"name": "db", "run_id": "x", "cleanup": [1]}))
+    lines: list[str] = []
+    show([xp.rootdir], lines.append)
+    assert lines == [f"- db VALUE unreadable record {bad}"]
+    lines.clear()
+    assert kill([xp.rootdir], lines.append) == 0
+    assert lines == ["- db VALUE CLEARED"]
+    assert not bad.exists()

@@ -1,0 +1,197 @@
+"""Which processes xprocess started: a random token in their environment says so.
+
+Every start gets a fresh token, put into the environment of the process as ``XPROCESS_TOKEN`` and
+kept in its record. Descendants inherit it, also those that leave the session with a double fork
+and ``setsid()``. A pid, a start time or a session can be recycled or planted in a record; the
+token cannot be guessed, and a process that does not carry it is never signalled.
+
+``verify`` answers "does pid P carry token T and belong to this user" in one place: from
+``/proc/<pid>/environ`` where /proc exists (``HAVE_PROC_ENVIRON``), from psutil's ``environ()``
+elsewhere.
+
+Servers that set their process title (redis, PostgreSQL) overwrite the memory /proc shows as
+their environment. So a start also hands its process an open descriptor of a small file holding
+the token (``MARK_FILE`` in its control dir), inherited like the environment and kept across
+``setsid()`` and the usual daemonizing; on Linux a process holding it carries the token too.
+
+Some pids are never signalled whatever a record says (``protected_pids``): pid 1, this process
+and its ancestors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import secrets
+from collections.abc import Collection
+
+import psutil
+
+from xprocess.capabilities import HAVE_PROC
+
+__all__ = [
+    "HAVE_PROC_ENVIRON",
+    "HAVE_PROC_FD",
+    "MARK_FILE",
+    "TOKEN_VAR",
+    "Verdict",
+    "allowed_uids",
+    "carriers",
+    "new_token",
+    "process_uid",
+    "protected_pids",
+    "verify",
+]
+
+TOKEN_VAR = "XPROCESS_TOKEN"
+MARK_FILE = ".xprocess-mark"
+# Off with XPROCESS_PORTABLE=1, as everything read from /proc (see xprocess.capabilities).
+HAVE_PROC_ENVIRON = HAVE_PROC and os.path.exists("/proc/self/environ")
+HAVE_PROC_FD = HAVE_PROC and os.path.isdir("/proc/self/fd")
+
+
+class Verdict(enum.Enum):
+    """What is known of a pid against a token."""
+
+    CARRIES = "carries the token"
+    ABSENT = "does not carry the token"
+    UNKNOWN = "cannot be verified"
+
+
+def new_token() -> str:
+    """A fresh token for one start."""
+    return secrets.token_hex(16)
+
+
+def protected_pids() -> frozenset[int]:
+    """Pids never signalled: pid 1 (and 0), this process and every one of its ancestors."""
+    pids = {0, 1, os.getpid()}
+    with contextlib.suppress(psutil.Error):
+        pids.update(p.pid for p in psutil.Process().parents())
+    return frozenset(pids)
+
+
+def _environ_entry(pid: int) -> tuple[bytes | None, int]:
+    """``XPROCESS_TOKEN=...`` of ``pid`` (None when absent) and its real uid.
+
+    Raises ProcessLookupError when there is no such process, PermissionError when its environment
+    cannot be read.
+    """
+    if HAVE_PROC_ENVIRON:
+        return _from_proc(pid)
+    return _from_psutil(pid)
+
+
+def _from_proc(pid: int) -> tuple[bytes | None, int]:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read()
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except FileNotFoundError as exc:
+        raise ProcessLookupError(pid) from exc
+    except ProcessLookupError:
+        raise
+    except OSError as exc:  # EACCES for another user's process; ESRCH while it exits
+        raise PermissionError(f"cannot read the environment of pid {pid}: {exc}") from exc
+    uid = -1
+    for line in status.splitlines():
+        if line.startswith(b"Uid:"):
+            uid = int(line.split()[1])
+            break
+    prefix = TOKEN_VAR.encode() + b"="
+    entry = next((e for e in environ.split(b"\0") if e.startswith(prefix)), None)
+    return (entry[len(prefix) :] if entry is not None else None), uid
+
+
+def _from_psutil(pid: int) -> tuple[bytes | None, int]:
+    try:
+        proc = psutil.Process(pid)
+        uid = proc.uids().real
+        value = proc.environ().get(TOKEN_VAR)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess) as exc:
+        raise ProcessLookupError(pid) from exc
+    except psutil.Error as exc:
+        raise PermissionError(f"cannot read the environment of pid {pid}: {exc}") from exc
+    return (value.encode() if value is not None else None), uid
+
+
+def process_uid(pid: int) -> int:
+    """The real uid ``pid`` runs as, or -1 when it cannot be told."""
+    try:
+        return psutil.Process(pid).uids().real
+    except psutil.Error:
+        return -1
+
+
+def allowed_uids(extra: Collection[int] = ()) -> frozenset[int]:
+    """The uids whose processes may be signalled: this user's, and those ``extra`` names."""
+    return frozenset({os.getuid(), *(u for u in extra if u >= 0)})
+
+
+def verify(
+    pid: int,
+    token: str,
+    uids: Collection[int] | None = None,
+    *,
+    protected: Collection[int] | None = None,
+) -> Verdict:
+    """Whether ``pid`` carries ``token`` and runs as one of ``uids`` (default: this user).
+
+    ``UNKNOWN`` when its environment cannot be read, or when it carries the token but runs as
+    another user: such a process is reported, never signalled. A protected pid (default:
+    ``protected_pids()``) is ``ABSENT`` whatever its environment holds.
+    """
+    if not token or pid in (protected if protected is not None else protected_pids()):
+        return Verdict.ABSENT
+    try:
+        value, uid = _environ_entry(pid)
+    except ProcessLookupError:
+        return Verdict.ABSENT
+    except PermissionError:
+        return Verdict.UNKNOWN
+    if value != token.encode() and not _holds_mark(pid, token):
+        return Verdict.ABSENT
+    allowed = uids if uids is not None else allowed_uids()
+    return Verdict.CARRIES if uid in allowed else Verdict.UNKNOWN
+
+
+def _holds_mark(pid: int, token: str) -> bool:
+    """Whether ``pid`` has an open descriptor of a mark file that holds ``token``."""
+    if not HAVE_PROC_FD:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if not target.removesuffix(" (deleted)").endswith("/" + MARK_FILE):
+            continue
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/fd/{fd}", "rb") as f:
+            if f.read(256) == token.encode():
+                return True
+    return False
+
+
+def _all_pids() -> list[int]:
+    if HAVE_PROC:
+        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    return psutil.pids()
+
+
+def carriers(token: str, uids: Collection[int] | None = None) -> list[int]:
+    """Every live pid carrying ``token`` that may be signalled (see ``verify``), sorted."""
+    if not token:
+        return []
+    allowed = uids if uids is not None else allowed_uids()
+    protected = protected_pids()
+    return sorted(
+        pid
+        for pid in _all_pids()
+        if verify(pid, token, allowed, protected=protected) is Verdict.CARRIES
+    )

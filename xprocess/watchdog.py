@@ -1,0 +1,172 @@
+"""A watchdog per test run that has something to stop at its end, for runs that never reach it.
+
+A CI job that hits its time limit SIGKILLs pytest and its workers at once: no end-of-run hook
+runs, and ``terminate_at_end`` processes and the cleanups of shared values would wait for
+``--xkill``. So the first process of a run that records such a thing starts one watchdog for the
+whole run (``start_watchdog``): a small process in a session of its own, out of reach of a signal
+to the run's process group, that waits for the run's main process (the xdist controller) to exit.
+
+* The run ended normally: its end removed the run's marker ``<root>/.runs/<run id>``; the
+  watchdog sees that (inotify, or polling) and exits, even before the main process does.
+* The main process is gone and the marker is still there: the watchdog does what the end of the
+  run would have done (cleanups of shared values, then stopping the run's processes, as for an
+  interrupted run) and exits.
+
+Runs without such processes start none. ``<root>/.runs/<run id>.watchdog`` says a watchdog was
+started for the run (it is made exclusively, so there is one per run) and holds what it reported;
+after a killed run it stays as ``<run id>.killed.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from xprocess.capabilities import HAVE_PIDFD, LIBC
+from xprocess.layout import Layout
+
+__all__ = ["start_watchdog", "watchdog_flag"]
+
+_IN_DELETE = 0x00000200
+_IN_MOVED_FROM = 0x00000040
+_POLL_INTERVAL = 0.2
+_started: set[tuple[str, str]] = set()
+
+
+def watchdog_flag(root: Path, run_id: str) -> Path:
+    """The file that says run ``run_id`` has a watchdog."""
+    return Layout(root).watchdog_flag(run_id)
+
+
+def start_watchdog(root: Path, run: Any) -> None:
+    """Start the watchdog of ``run`` (a ``runs.Run``) unless it has one; a no-op outside a run.
+
+    Only a pytest run has an end to stand in for: its ``xprocess`` fixture makes the run's marker,
+    and without the marker nothing is started.
+    """
+    key = (str(root), run.id)
+    if key in _started:
+        return
+    marker = Layout(root).run_marker(run.id)
+    if not marker.exists():
+        return
+    flag = watchdog_flag(root, run.id)
+    try:
+        fd = os.open(flag, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileExistsError:
+        _started.add(key)  # another process of this run started it
+        return
+    except OSError:
+        return  # a read-only records root: nothing of this run can be recorded either
+    _started.add(key)
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
+    env.pop("XPROCESS_TOKEN", None)  # it is no managed process
+    with os.fdopen(fd, "wb") as log:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "xprocess.watchdog", str(root), json.dumps(run.entry())],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            cwd="/",
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    launcher.wait()  # it forks the watchdog and exits at once, so nothing is left to reap
+
+
+def _main_is_gone(entry: dict[str, Any]) -> bool:
+    from xprocess.liveness import is_alive
+
+    return not is_alive(
+        int(entry["pid"]),
+        float(entry["create_time"]),
+        entry.get("since_boot"),
+        str(entry.get("boot_id", "")),
+    )
+
+
+def _inotify_on(directory: Path) -> int:
+    """An inotify descriptor that wakes when an entry of ``directory`` goes, or -1."""
+    if LIBC is None:
+        return -1
+    fd = int(LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+    if fd < 0:
+        return -1
+    if LIBC.inotify_add_watch(fd, os.fsencode(directory), _IN_DELETE | _IN_MOVED_FROM) < 0:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def wait_for_end(entry: dict[str, Any], marker: Path) -> bool:
+    """Wait until the run ends; True when it ended normally (its marker was removed)."""
+    pidfd = -1
+    if HAVE_PIDFD:
+        with contextlib.suppress(OSError):
+            pidfd = os.pidfd_open(int(entry["pid"]))
+    inotify = _inotify_on(marker.parent)
+    poller = select.poll()
+    for fd in (pidfd, inotify):
+        if fd >= 0:
+            poller.register(fd, select.POLLIN)
+    try:
+        # Checked after the pidfd was opened: a pid reused before would point it at a stranger.
+        while marker.exists() and not _main_is_gone(entry):
+            events = poller.poll(_POLL_INTERVAL * 1000)
+            if inotify >= 0 and any(fd == inotify for fd, _ in events):
+                with contextlib.suppress(BlockingIOError):
+                    os.read(inotify, 65536)
+            if pidfd >= 0 and any(fd == pidfd for fd, _ in events):
+                break
+        return not marker.exists()
+    finally:
+        for fd in (pidfd, inotify):
+            if fd >= 0:
+                os.close(fd)
+
+
+def stand_in_for_end(root: Path, run_id: str) -> None:
+    """What the end of run ``run_id`` would have done, for a run that was killed."""
+    from xprocess.end_of_run import finish_run
+
+    def report(line: str) -> None:
+        print(line, flush=True)
+
+    finish_run(root, run_id, interrupted=True, report=report)
+
+
+def main(argv: list[str]) -> int:
+    root, entry = Path(argv[0]), json.loads(argv[1])
+    if os.fork() > 0:
+        os._exit(0)  # the caller reaps this parent at once; the watchdog is no one's child
+    run_id = str(entry["run"])
+    marker = Layout(root).run_marker(run_id)
+    started = time.time()
+    flag = watchdog_flag(root, run_id)
+    if wait_for_end(entry, marker):
+        with contextlib.suppress(OSError):
+            flag.unlink()
+        return 0
+    print(
+        f"xprocess watchdog: run {run_id} was killed (watched since {time.ctime(started)}); "
+        "doing what its end would have done",
+        flush=True,
+    )
+    stand_in_for_end(root, run_id)
+    with contextlib.suppress(OSError):  # what it did stays readable, beside the run markers
+        flag.rename(flag.with_name(f"{run_id}.killed.log"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
