@@ -38,6 +38,6 @@ def test_cache_clear_keeps_running_processes_recorded(
         assert not other.exists(), "the cache was not cleared"
         assert count_lines(pytester.path / "started") == 1, "a second copy was started"
         result = pytester.runpytest_subprocess("--xshow")
-        result.stdout.fnmatch_lines(["* server LIVE *"])
+        result.stdout.fnmatch_lines(["server * LIVE *"])
     finally:
         pytester.runpytest_subprocess("--xkill")

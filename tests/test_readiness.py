@@ -355,6 +355,8 @@ def test_a_silent_child_that_is_not_python_gets_no_buffering_hint(xp: XProcess) 
         xp.ensure("sh", starter(pattern="never", timeout=0.3, args=["sleep", "60"]))
     assert "wrote nothing to its log" in str(excinfo.value)
     assert "buffer" not in str(excinfo.value)
+
+
 def test_a_log_truncated_while_waiting_is_read_again_from_its_start(
     xp: XProcess, tmp_path: Path
 ) -> None:

@@ -26,9 +26,13 @@ class NameLock:
         self.path = path
         self.timeout = timeout
         self._lock = filelock.FileLock(str(path), timeout=timeout)
+        self._held = False
 
-    def __enter__(self) -> NameLock:
+    def acquire(self) -> None:
+        """Take the lock (``with`` does it too); StartupTimeoutError if not had in time."""
         __tracebackhide__ = True
+        if self._held:
+            return
         try:
             self._lock.acquire()
         except filelock.Timeout as exc:
@@ -39,6 +43,11 @@ class NameLock:
                 "that takes longer.",
                 name=self.name,
             ) from exc
+        self._held = True
+
+    def __enter__(self) -> NameLock:
+        __tracebackhide__ = True
+        self.acquire()
         return self
 
     def __exit__(
@@ -47,4 +56,5 @@ class NameLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._held = False
         self._lock.release()

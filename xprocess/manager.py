@@ -74,7 +74,7 @@ class XProcessInfo:
         elif int(pid) != self.record.pid:
             # Another pid with the recorded start time: never the process that was recorded.
             self.record = replace(
-                self.record, pid=int(pid), create_time=-1.0, start_since_boot=-1.0
+                self.record, pid=int(pid), create_time=-1.0, start_since_boot=-1.0, token=""
             )
 
     @property

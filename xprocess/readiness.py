@@ -138,7 +138,7 @@ def _buffering_hint(
     plan: LaunchPlan, popen: subprocess.Popen[bytes] | None, logpath: Path, offset: int
 ) -> str:
     """Why a Python process that wrote nothing may look silent: its output is in its buffer."""
-    if read_tail(logpath, offset, 1) or not _is_python(popen, plan):
+    if log_size(logpath) > offset or not _is_python(popen, plan):
         return ""
     env = plan.env if plan.env is not None else os.environ
     if env.get("PYTHONUNBUFFERED"):

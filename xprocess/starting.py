@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import logging
 import os
 import subprocess
@@ -161,8 +162,16 @@ def ensure_process(
             and not caller.needs_claim(record, description)
         ):
             return Outcome(record)
-    store.ensure_dirs(name)
-    with NameLock(store.lock_path(name), name, description.timeout + LOCK_SLACK):
+    try:
+        store.ensure_dirs(name)
+        lock = NameLock(store.lock_path(name), name, description.timeout + LOCK_SLACK)
+        lock.acquire()
+    except OSError as exc:
+        reused = _reuse_read_only(store, name, exc)
+        if reused is None:
+            raise
+        return reused
+    with lock:
         record = store.read(name)
         alive = record is not None and record.is_alive()
         decision = decide(
@@ -193,6 +202,18 @@ def ensure_process(
         started = _start(caller, description, plan, persist_logs)
         started.reason = decision.reason
         return started
+
+
+def _reuse_read_only(store: RecordStore, name: str, error: OSError) -> Outcome | None:
+    """A records root this user cannot write to: a ready process there is reused as it is (its
+    record cannot be changed, so not restarted, nor claimed); anything else is the error."""
+    if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return None
+    record = store.read(name)
+    if record is None or record.state != READY or not record.is_alive():
+        return None
+    _logger.warning("records root %s is read-only: reusing %r as it is", store.root, name)
+    return Outcome(record)
 
 
 def _plan(caller: Caller, description: StarterDescription) -> LaunchPlan:
@@ -272,6 +293,7 @@ def _start(
             record.ready(check_json_data(name, plan.data))
             store.write(record)
         except BaseException as exc:
+            stop_record(record, timeout=5)  # the daemon it handed over to, if any
             record.failed(exc)
             with contextlib.suppress(OSError):
                 store.write(record)
