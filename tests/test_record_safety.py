@@ -245,9 +245,11 @@ def test_a_malformed_shared_value_record_is_listed_and_cleared(xp: XProcess) -> 
     bad.parent.mkdir(parents=True)
     bad.write_text(json.dumps({"name": "db", "run_id": "x", "cleanup": [1]}))
     lines: list[str] = []
-    show([xp.rootdir], lines.append)
+    with pytest.warns(RecordWarning, match="wrong value"):
+        show([xp.rootdir], lines.append)
     assert lines == [f"- db VALUE unreadable record {bad}"]
     lines.clear()
-    assert kill([xp.rootdir], lines.append) == 0
+    with pytest.warns(RecordWarning, match="wrong value"):
+        assert kill([xp.rootdir], lines.append) == 0
     assert lines == ["- db VALUE CLEARED"]
     assert not bad.exists()

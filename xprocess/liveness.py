@@ -37,14 +37,32 @@ _TICKS = os.sysconf("SC_CLK_TCK") if HAVE_PROC_STAT else 100
 _SAME_START = 0.5 / _TICKS
 
 
+# Without /proc a boot is told by its boot time, to the second: "boot-<epoch seconds>".
+_BOOT_TIME_PREFIX = "boot-"
+
+
 def _read_boot_id() -> str:
-    if not HAVE_PROC_STAT:
-        return ""
+    if HAVE_PROC_STAT:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+                return f.read().strip()
+        except OSError:
+            return ""
     try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
+        return f"{_BOOT_TIME_PREFIX}{int(psutil.boot_time())}"
+    except (psutil.Error, OSError, RuntimeError):
         return ""
+
+
+def other_boot(boot_id: str) -> bool:
+    """Whether ``boot_id`` (of a record) names a boot other than this one. Only ids of the same
+    kind are compared: a record written on Linux's fast path, read on the portable one, is not
+    taken for another boot's."""
+    if not boot_id or not BOOT_ID:
+        return False
+    if boot_id.startswith(_BOOT_TIME_PREFIX) != BOOT_ID.startswith(_BOOT_TIME_PREFIX):
+        return False
+    return boot_id != BOOT_ID
 
 
 BOOT_ID = _read_boot_id()
@@ -115,7 +133,7 @@ def is_alive(
         return False
     if leads_session and now.leads_session is False:
         return False
-    if boot_id and BOOT_ID and boot_id != BOOT_ID:
+    if other_boot(boot_id):
         return False  # recorded during another boot: whatever holds the pid now is not it
     if now.since_boot is not None and since_boot is not None and boot_id and BOOT_ID:
         return abs(now.since_boot - since_boot) < _SAME_START

@@ -160,7 +160,7 @@ def verify(
 def _holds_mark(pid: int, token: str) -> bool:
     """Whether ``pid`` has an open descriptor of a mark file that holds ``token``."""
     if not HAVE_PROC_FD:
-        return False
+        return _holds_mark_by_psutil(pid, token)
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
@@ -175,6 +175,20 @@ def _holds_mark(pid: int, token: str) -> bool:
         with contextlib.suppress(OSError), open(f"/proc/{pid}/fd/{fd}", "rb") as f:
             if f.read(256) == token.encode():
                 return True
+    return False
+
+
+def _holds_mark_by_psutil(pid: int, token: str) -> bool:
+    """``_holds_mark`` where /proc is not read: psutil lists the files ``pid`` has open."""
+    try:
+        paths = [f.path for f in psutil.Process(pid).open_files()]
+    except psutil.Error:
+        return False
+    for path in paths:
+        if os.path.basename(path) == MARK_FILE:
+            with contextlib.suppress(OSError), open(path, "rb") as f:
+                if f.read(256) == token.encode():
+                    return True
     return False
 
 
