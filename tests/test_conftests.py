@@ -498,3 +498,28 @@ def body_sees(xprocess):
     pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=2)
     # "first" is finalized while "second" is set up; "second" in the last test's teardown.
     assert (pytester.path / "seen").read_text().split("\n")[:2] == ["first True", "second True"]
+
+
+def test_a_misspelt_starter_attribute_fails_the_run_before_anything_starts(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        HEADER
+        + """
+ROOT = Path(__file__).parent
+
+class Server(ProcessStarter):
+    pattern = "ready"
+    timout = 5
+    args = child("--count-file", ROOT / "starts")
+
+@pytest.fixture
+def server(xprocess):
+    xprocess.ensure("server", Server)
+"""
+    )
+    pytester.makepyfile("def test_x(server):\n    pass\n")
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*unknown attribute 'timout'*did you mean 'timeout'?*"])
+    assert count_lines(pytester.path / "starts") == 0

@@ -173,3 +173,21 @@ def test_attributes_of_the_users_own_are_left_alone(tmp_path: Path) -> None:
         {"pattern": "ready", "args": child_args(), "server_path": "x", "port": 5},
     )
     assert describe_starter("srv", starter, tmp_path, None).label.endswith("Own")
+
+
+def test_args_runs_only_once_the_process_it_replaces_is_stopped(tmp_path: Path) -> None:
+    seen: list[bool] = []
+
+    class Prepares(ProcessStarter):
+        pattern = "ready"
+
+        def args(self) -> list[str]:  # e.g. initdb into the control dir
+            old = XProcess(None, tmp_path).getinfo("srv")
+            seen.append(old.isrunning())
+            return child_args()
+
+    with XProcess(None, tmp_path) as xp:
+        first, _ = xp.ensure("srv", Prepares)
+        second, _ = xp.ensure("srv", Prepares, restart=True)
+        assert seen == [False, False] and first != second
+        assert xp.getinfo("srv").terminate() == 1

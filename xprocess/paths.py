@@ -32,10 +32,14 @@ def _cache_dir(config: pytest.Config) -> Path | None:
     return path if path.is_absolute() else config.rootpath / path
 
 
+def _cached_root(cache: Path) -> Path:
+    return cache / "d" / ".xprocess"
+
+
 def records_root(config: pytest.Config, *, create: bool = True) -> Path:
     """``<cache_dir>/d/.xprocess``, or ``<rootdir>/.xprocess`` without the cache plugin."""
     cache = _cache_dir(config)
-    root = config.rootpath / NO_CACHE_DIRNAME if cache is None else cache / "d" / ".xprocess"
+    root = config.rootpath / NO_CACHE_DIRNAME if cache is None else _cached_root(cache)
     if create and not root.is_dir():
         top = root if cache is None else cache
         existed = top.exists()
@@ -68,7 +72,7 @@ def set_records_aside(config: pytest.Config) -> None:
     cache = _cache_dir(config)
     if cache is None:
         return
-    root = cache / "d" / ".xprocess"
+    root = _cached_root(cache)
     if root.is_dir() and not root.is_symlink() and not (cache / _ASIDE).exists():
         os.rename(root, cache / _ASIDE)
 
@@ -78,7 +82,7 @@ def restore_records(config: pytest.Config) -> None:
     cache = _cache_dir(config)
     if cache is None or not (cache / _ASIDE).is_dir():
         return
-    root = cache / "d" / ".xprocess"
+    root = _cached_root(cache)
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(cache / _ASIDE, root)
@@ -91,7 +95,9 @@ def restore_records(config: pytest.Config) -> None:
 
 def run_marker(root: Path, run_id: str) -> Path:
     """An empty file that says run ``run_id`` used the records under ``root``."""
-    return root / ".runs" / run_id
+    from xprocess.layout import Layout
+
+    return Layout(root).run_marker(run_id)
 
 
 def candidate_roots(config: pytest.Config) -> list[Path]:
