@@ -6,9 +6,14 @@ in a fixture's teardown, a skip on a missing executable, a retry loop around ``e
 
 from __future__ import annotations
 
+import os
+import signal
+
+import psutil
 import pytest
 
-from tests.support import HEADER, count_lines, live_records
+from tests.support import HEADER, count_lines, live_records, running, wait_for
+from xprocess.manager import XProcessInfo
 
 SERVER = (
     HEADER
@@ -523,3 +528,67 @@ def server(xprocess):
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*unknown attribute 'timout'*did you mean 'timeout'?*"])
     assert count_lines(pytester.path / "starts") == 0
+
+
+def test_a_starter_env_built_from_os_environ_does_not_restart_a_kept_process(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        HEADER
+        + """
+ROOT = Path(__file__).parent
+
+class Server(ProcessStarter):
+    pattern = "ready"
+    env = dict(os.environ, SERVER_MODE="test")
+    args = child("--count-file", ROOT / "starts")
+
+@pytest.fixture(scope="session")
+def server(xprocess):
+    xprocess.ensure("server", Server)
+"""
+    )
+    pytester.makepyfile(
+        "import pytest\n@pytest.mark.parametrize('i', range(4))\ndef test_x(server, i):\n    pass\n"
+    )
+    for _ in range(2):  # xdist puts this run's and this worker's ids into os.environ
+        result = pytester.runpytest_subprocess("-n", "2")
+        result.assert_outcomes(passed=4)
+        result.stdout.no_fnmatch_line("*restarted 'server'*")
+    assert count_lines(pytester.path / "starts") == 1
+    [info] = live_records(pytester.path)
+    assert info.terminate() == 1
+
+
+def test_a_server_that_crashed_leaving_a_child_is_started_again(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        HEADER
+        + """
+ROOT = Path(__file__).parent
+
+class Server(ProcessStarter):
+    pattern = "ready"
+    args = child("--children", 1, "--count-file", ROOT / "starts")
+
+@pytest.fixture
+def server(xprocess):
+    return xprocess.ensure("server", Server)[0]
+"""
+    )
+    pytester.makepyfile("def test_x(server):\n    pass\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    [first] = live_records(pytester.path)
+    server = first.pid
+    assert server is not None
+    kids = psutil.Process(server).children()
+    os.kill(server, signal.SIGKILL)  # its child lives on, still carrying the start's token
+    wait_for(lambda: not running(server), what="the server to die")
+    assert any(running(kid.pid) for kid in kids)
+    assert not XProcessInfo(first.store.root, "server").isrunning()
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    assert count_lines(pytester.path / "starts") == 2
+    assert not any(running(kid.pid) for kid in kids), "what the crashed server left is stopped"
+    [second] = live_records(pytester.path)
+    assert second.pid != server and second.terminate() == 1

@@ -350,6 +350,19 @@ def test_a_silent_python_child_that_times_out_is_said_to_be_buffered(xp: XProces
     assert "waiting in its buffer" in message and "-u" in message
 
 
+def test_a_silent_python_child_with_the_default_environment_is_said_to_buffer_itself(
+    xp: XProcess,
+) -> None:
+    args = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with pytest.raises(StartupTimeoutError) as excinfo:
+        xp.ensure("py", starter(pattern="never", timeout=0.5, args=args))
+    message = str(excinfo.value)
+    assert (
+        "PYTHONUNBUFFERED is set, so the likely cause is a buffer of the program's own" in message
+    )
+    assert "sets PYTHONUNBUFFERED to an empty value" not in message
+
+
 def test_a_silent_child_that_is_not_python_gets_no_buffering_hint(xp: XProcess) -> None:
     with pytest.raises(StartupTimeoutError) as excinfo:
         xp.ensure("sh", starter(pattern="never", timeout=0.3, args=["sleep", "60"]))

@@ -8,6 +8,7 @@ databases do not meet.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import shutil
 import sys
@@ -266,5 +267,6 @@ def test_a_loader_that_is_neither_a_file_nor_a_function_is_refused() -> None:
 
 def test_a_directory_without_initdb_is_not_taken_for_postgresql(tmp_path: Path) -> None:
     (tmp_path / "postgres").write_text("")
-    with pytest.raises(ServerNotFoundError, match="does not hold postgres, initdb"):
+    with pytest.raises(ServerNotFoundError, match="does not hold postgres, initdb") as excinfo:
         pg.find_postgres(tmp_path)
+    assert excinfo.value.errno == errno.ENOENT and excinfo.value.filename == "postgres"

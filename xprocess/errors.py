@@ -86,7 +86,21 @@ class UnsupportedPlatformError(XProcessError, RuntimeError):
 
 
 class ServerNotFoundError(XProcessError, FileNotFoundError):
-    """A server program (``postgres``, ``redis-server``) is not where it was looked for."""
+    """A server program (``postgres``, ``redis-server``) is not where it was looked for.
+
+    Its ``errno`` is ``errno.ENOENT`` and its ``filename`` the program, as for
+    :class:`ExecutableNotFoundError`.
+    """
+
+    def __init__(self, message: str, *, name: str | None = None, filename: str = "") -> None:
+        FileNotFoundError.__init__(self, errno.ENOENT, message, filename)
+        self.name = name
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self).__name__, str(self), self.name, self.filename))
 
 
 class CleanupWarning(UserWarning):
@@ -118,8 +132,9 @@ _BY_NAME: dict[str, type[XProcessError]] = {
 def _rebuild(
     type_name: str, message: str, name: str | None, filename: str | None = None
 ) -> XProcessError:
-    if type_name == ExecutableNotFoundError.__name__:
-        return ExecutableNotFoundError(message, name=name, filename=filename or "")
+    if type_name in (ExecutableNotFoundError.__name__, ServerNotFoundError.__name__):
+        found = _BY_NAME[type_name]
+        return found(message, name=name, filename=filename or "")  # type: ignore[call-arg]
     return _BY_NAME.get(type_name, StartupError)(message, name=name)
 
 

@@ -82,7 +82,11 @@ def spawn(
     __tracebackhide__ = True
     check_executable(plan.name, plan.argv, plan.env, controldir, plan.popen_kwargs)
     fd = open_log(logpath, plan.name, truncate=not persist_logs)
-    mark = make_mark(controldir, token) if token else -1
+    try:
+        mark = make_mark(controldir, token) if token else -1
+    except BaseException:
+        os.close(fd)
+        raise
     with open(fd, "ab", buffering=0) as log, contextlib.ExitStack() as stack:
         if mark >= 0:
             stack.callback(os.close, mark)

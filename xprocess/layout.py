@@ -100,6 +100,10 @@ class Layout:
         """A file that says run ``run_id`` has a watchdog (made exclusively: one per run)."""
         return self.runs / f"{run_id}.watchdog"
 
+    def killed_run_log(self, run_id: str) -> Path:
+        """What the watchdog of run ``run_id`` did after the run was killed."""
+        return self.runs / f"{run_id}.killed.log"
+
 
 def atomic_write(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``: readers see the old content or the new, never a part."""

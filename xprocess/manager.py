@@ -21,7 +21,7 @@ from xprocess.records import ProcessRecord, RecordStore, validate_name
 from xprocess.release import release_process
 from xprocess.runs import Run
 from xprocess.starter import describe_starter
-from xprocess.starting import Caller, ensure_process
+from xprocess.starting import Caller, ensure_process, settle
 from xprocess.termination import stop_record
 from xprocess.values import DEFAULT_TIMEOUT as DEFAULT_VALUE_TIMEOUT
 from xprocess.values import shared_value
@@ -134,7 +134,9 @@ class StartedProcess:
     info: XProcessInfo
 
     def release(self) -> None:
-        self.popen.poll()
+        """Reap it if it exited; a launcher that exited 0 hands its record to its daemon."""
+        if self.popen.poll() == 0:
+            settle(self.info.store, self.name, self.popen)
 
 
 class XProcess:
@@ -266,7 +268,7 @@ class XProcess:
             timeout=timeout,
             dumps=dumps,
             loads=loads,
-            worker=os.environ.get("PYTEST_XDIST_WORKER", ""),
+            worker=self.worker,
             process=process,
         )
 

@@ -30,6 +30,7 @@ from typing import IO
 from xprocess.checks import Call, abandon_worker, as_cause, is_programming_error, submit
 from xprocess.daemons import StartedProcess
 from xprocess.errors import PatternNotFoundError, ProcessExitedError, StartupTimeoutError
+from xprocess.launch import child_environment
 from xprocess.logs import log_size, read_tail
 from xprocess.logwatch import FIRST_DELAY, HAVE_INOTIFY, HAVE_PIDFD, LogWatcher
 from xprocess.probes import BoundProbe, ProbeFailed
@@ -140,7 +141,7 @@ def _buffering_hint(
     """Why a Python process that wrote nothing may look silent: its output is in its buffer."""
     if log_size(logpath) > offset or not _is_python(popen, plan):
         return ""
-    env = plan.env if plan.env is not None else os.environ
+    env = plan.popen_kwargs.get("env") or child_environment(plan.env)
     if env.get("PYTHONUNBUFFERED"):
         how = (
             "PYTHONUNBUFFERED is set, so the likely cause is a buffer of the program's own (a "
@@ -149,7 +150,7 @@ def _buffering_hint(
     else:
         how = (
             "its output is most likely waiting in its buffer (Python buffers output to a file, "
-            "and the starter's env sets PYTHONUNBUFFERED to an empty value): run it with -u, "
+            "and its environment sets PYTHONUNBUFFERED to an empty value): run it with -u, "
             "set PYTHONUNBUFFERED=1, or flush after printing"
         )
     return f"\n  It is a Python interpreter that wrote nothing; {how}."

@@ -50,6 +50,11 @@ _FORBIDDEN_IN_NAME = ("/", "\\", "\0")
 MAX_NAME_BYTES = 255 - len(".lock")
 
 
+def _own_start_time() -> float:
+    identity = identify(os.getpid())
+    return identity.create_time if identity is not None else 0.0
+
+
 def refuse_symlink(path: Path, what: str, name: str) -> None:
     """Raise UnsafePathError if ``path`` is a symlink: xprocess writes nothing through one."""
     from xprocess.errors import UnsafePathError
@@ -141,6 +146,7 @@ class ProcessRecord:
     leads_session: bool = False
     token: str = ""
     uid: int = -1
+    started_by_time: float = 0.0
 
     @classmethod
     def starting(
@@ -167,6 +173,7 @@ class ProcessRecord:
             boot_id=BOOT_ID,
             leads_session=bool(identity is not None and identity.leads_session),
             started_by=os.getpid(),
+            started_by_time=_own_start_time(),
             argv=plan.argv,
             cwd=str(cwd),
             logpath=str(logpath),
@@ -220,8 +227,10 @@ class ProcessRecord:
     def is_alive(self, *, ignore_zombies: bool = True) -> bool:
         """Whether the recorded process still runs (not a recycled pid).
 
-        With a token, it runs while any process carrying the token does: the recorded pid, or the
-        daemon a launcher left when it exited.
+        While the process that started it runs (and may yet hand the record over to the daemon
+        a launcher left when it exited 0 right after its ready line), processes carrying its
+        token count too. After that only the recorded process does: a server that crashed
+        leaving a child behind is dead, not kept alive by the child.
         """
         pid_alive = is_alive(
             self.pid,
@@ -231,9 +240,12 @@ class ProcessRecord:
             ignore_zombies=ignore_zombies,
             leads_session=self.leads_session,
         )
-        if pid_alive or not self.token:
+        if pid_alive or not self.token or not self._starter_runs():
             return pid_alive
         return bool(carriers(self.token, allowed_uids([self.uid])))
+
+    def _starter_runs(self) -> bool:
+        return is_alive(self.started_by, self.started_by_time or None)
 
     def find_process(self) -> psutil.Process | None:
         """A psutil handle of the recorded process if it still runs, else None."""
@@ -318,6 +330,7 @@ _CHECKS: dict[str, Callable[[object], bool]] = {
     "started_by": _is_int,
     "token": lambda v: _is_str(v) and len(v) <= 128,  # type: ignore[arg-type]
     "uid": _is_int,
+    "started_by_time": _is_number,
     "replayed_to": lambda v: isinstance(v, list) and all(map(_is_int, v)),
     "holders": lambda v: isinstance(v, list) and all(map(_is_user, v)),
     "released_in": _is_str,

@@ -269,7 +269,11 @@ def _check_attribute_names(name: str, cls: type) -> None:
 def _fingerprint_of(definition: object, instance: object = None) -> str:
     """A hash of what defines a starter: its source, and its plain (data) settings."""
     target = definition.func if isinstance(definition, functools.partial) else definition
-    parts: list[str] = [label_of(definition), _source_of(target)]
+    try:
+        source = _source_of(target)
+    except TypeError:  # not hashable: read it without the cache
+        source = _source_of.__wrapped__(target)
+    parts: list[str] = [label_of(definition), source]
     if isinstance(definition, functools.partial):
         parts.append(repr((definition.args, sorted(definition.keywords.items()))))
     settings: dict[str, str] = {}
@@ -277,10 +281,10 @@ def _fingerprint_of(definition: object, instance: object = None) -> str:
         for klass in reversed(definition.__mro__):
             if klass is object:
                 continue
-            settings.update({k: _plain(v) for k, v in vars(klass).items() if _is_setting(k, v)})
+            settings.update({k: _plain(k, v) for k, v in vars(klass).items() if _is_setting(k, v)})
     if instance is not None:
         own = {
-            k: _plain(v)
+            k: _plain(k, v)
             for k, v in vars(instance).items()
             if _is_setting(k, v) and k not in ("control_dir", "process", "data")
         }
@@ -303,10 +307,14 @@ def _is_setting(key: str, value: object) -> bool:
     )
 
 
-def _plain(value: object) -> str:
+def _plain(key: str, value: object) -> str:
     if isinstance(value, re.Pattern):
         return f"re:{value.pattern}"
-    return repr(value)
+    if key == "env" and isinstance(value, dict):
+        # dict(os.environ, FOO="1") holds this run's variables too (xdist's, the shell's): only
+        # what the starter sets differently from the environment it inherits defines it.
+        value = {k: v for k, v in value.items() if os.environ.get(k) != v}
+    return repr(sorted(value.items(), key=repr) if isinstance(value, dict) else value)
 
 
 def _plan_from_starter(

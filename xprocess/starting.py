@@ -17,16 +17,17 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from xprocess.daemons import find_daemon
 from xprocess.errors import InvalidStarterError, rebuild_error
 from xprocess.launch import spawn
-from xprocess.liveness import identify
+from xprocess.liveness import Identity, identify
 from xprocess.locking import NameLock
 from xprocess.readiness import wait_until_ready
 from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
 from xprocess.runs import Run, add_holder, add_user, holder_entry, holds, uses
 from xprocess.starter import LaunchPlan, StarterDescription, check_json_data
 from xprocess.termination import abandon_on_error, stop_record
-from xprocess.tokens import new_token
+from xprocess.tokens import allowed_uids, new_token, process_uid
 from xprocess.watchdog import start_watchdog
 
 __all__ = ["Action", "Caller", "Decision", "Outcome", "decide", "ensure_process"]
@@ -204,6 +205,34 @@ def ensure_process(
         return started
 
 
+def settle(store: RecordStore, name: str, popen: subprocess.Popen[bytes]) -> None:
+    """Once the launcher this process started for ``name`` has exited 0 after its ready line
+    (``pg_ctl start``), hand the record over to the daemon it left, so that later runs know the
+    process by the daemon's pid. Called when this process reaps what it started."""
+    if popen.poll() != 0:
+        return
+    record = store.read(name)
+    if record is None or record.pid != popen.pid or not record.token or record.state != READY:
+        return
+    daemon = find_daemon(record.token, allowed_uids([record.uid]))
+    identity = identify(daemon.pid) if daemon is not None else None
+    if daemon is None or identity is None:
+        return
+    with NameLock(store.lock_path(name), name, LOCK_SLACK):
+        fresh = store.read(name)
+        if fresh is None or (fresh.pid, fresh.create_time) != (record.pid, record.create_time):
+            return
+        _adopt(fresh, daemon.pid, identity)
+        store.write(fresh)
+
+
+def _adopt(record: ProcessRecord, pid: int, identity: Identity) -> None:
+    record.pid, record.create_time = pid, identity.create_time
+    record.start_since_boot = identity.since_boot
+    record.leads_session = bool(identity.leads_session)
+    record.uid = process_uid(pid)
+
+
 def _reuse_read_only(store: RecordStore, name: str, error: OSError) -> Outcome | None:
     """A records root this user cannot write to: a ready process there is reused as it is (its
     record cannot be changed, so not restarted, nor claimed); anything else is the error."""
@@ -281,9 +310,7 @@ def _start(
         def adopt(pid: int) -> None:  # the launcher daemonized: its daemon is the process now
             moved = identify(pid)
             if moved is not None:
-                record.pid, record.create_time = pid, moved.create_time
-                record.start_since_boot = moved.since_boot
-                record.leads_session = bool(moved.leads_session)
+                _adopt(record, pid, moved)
                 store.write(record)
 
         try:

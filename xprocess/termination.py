@@ -33,7 +33,6 @@ __all__ = [
     "reap_if_child",
     "stop_carriers",
     "stop_record",
-    "terminate_tree",
     "wait_gone",
 ]
 
@@ -135,19 +134,6 @@ def _depth(proc: psutil.Process) -> int:
         return len(proc.parents())
     except psutil.Error:
         return 0
-
-
-def terminate_tree(
-    root: psutil.Process, *, kill_proc_tree: bool = True, timeout: float = 20
-) -> int:
-    """Terminate ``root`` (and, with ``kill_proc_tree``, its live descendants).
-
-    Returns 1 when everything is gone, -1 when something survived SIGKILL. SIGTERM goes to the
-    leaves first, then up to ``root``; whatever is left after ``timeout`` seconds gets SIGKILL,
-    including descendants that appeared meanwhile (a supervisor restarting its child).
-    """
-    procs = _with_descendants([root]) if kill_proc_tree else [root]
-    return _terminate(procs, lambda: [], kill_proc_tree=kill_proc_tree, timeout=timeout)
 
 
 def stop_carriers(token: str, *, uids: Collection[int] = (), timeout: float = 20) -> int:

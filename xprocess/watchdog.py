@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
     )
     stand_in_for_end(root, run_id)
     with contextlib.suppress(OSError):  # what it did stays readable, beside the run markers
-        flag.rename(flag.with_name(f"{run_id}.killed.log"))
+        flag.rename(Layout(root).killed_run_log(run_id))
     return 0
 
 

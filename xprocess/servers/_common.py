@@ -63,6 +63,7 @@ def find_program(
             raise ServerNotFoundError(
                 f"{setting} is {str(configured)!r}, but {directory} does not hold {needed}; "
                 f"point {setting} at the {program} program (or its directory)",
+                filename=program,
             )
         return directory / program
     on_path = shutil.which(program)
@@ -76,6 +77,7 @@ def find_program(
     raise ServerNotFoundError(
         f"{program} is not installed (looked in {places}); "
         f"install it ({install}) or set {setting} to where it is",
+        filename=program,
     )
 
 

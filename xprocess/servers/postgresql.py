@@ -167,12 +167,11 @@ class PostgreSQLStarter(ProcessStarter):
     def fresh_datadir(self) -> Path:
         """An empty data directory owned by the user the server runs as.
 
-        The cluster of the previous start (its path is in the old record) is removed first.
+        The cluster of the previous start (its path is in the old record) is removed first:
+        ``ensure`` has stopped that server before it calls ``args()``.
         """
         if self.process is not None:
             previous = self.process.getinfo(self.process_name)
-            if previous.isrunning():  # a restart: the old server must go before its data does
-                previous.terminate()
             old = previous.data.get("datadir")
             if old:
                 shutil.rmtree(old, ignore_errors=True)
