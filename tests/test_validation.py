@@ -153,3 +153,13 @@ def test_a_bad_popen_argument_is_a_clear_startup_error(xp: XProcess) -> None:
         xp.ensure("srv", starter(popen_kwargs={"user": "no-such-user-here"}))
     record = xp.getinfo("srv").record
     assert record is not None and record.state == "failed"
+
+
+def test_a_restart_with_a_missing_executable_does_not_stop_the_running_process(
+    xp: XProcess,
+) -> None:
+    pid, _ = xp.ensure("srv", starter())
+    with pytest.raises(FileNotFoundError, match="not found on PATH"):
+        xp.ensure("srv", starter(args=["no-such-server-binary"]), restart=True)
+    assert xp.getinfo("srv").isrunning() and xp.getinfo("srv").pid == pid
+    assert xp.getinfo("srv").terminate() == 1

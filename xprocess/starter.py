@@ -153,6 +153,8 @@ class StarterDescription:
     terminate_on_interrupt: bool
     fingerprint: str
     make_plan: Callable[[], LaunchPlan] = field(repr=False, compare=False)
+    # What can be checked of the command before anything is stopped for a start.
+    check_command: Callable[[], None] = field(default=lambda: None, repr=False, compare=False)
 
     @property
     def stops(self) -> bool:
@@ -207,6 +209,7 @@ def _describe_instance(name: str, starter: Any) -> StarterDescription:
     def make_plan() -> LaunchPlan:
         return _plan_from_starter(name, starter, timeout, at_end, on_interrupt)
 
+    check_command = _nothing_to_check
     if not _args_is_a_method(starter):
         # Nothing of the starter has to run to know the whole plan: check it now, so a bad
         # one is refused before a running process of that name is stopped for a restart.
@@ -214,6 +217,11 @@ def _describe_instance(name: str, starter: Any) -> StarterDescription:
 
         def make_plan() -> LaunchPlan:
             return plan
+
+        def check_command() -> None:
+            __tracebackhide__ = True
+            controldir = Path(getattr(starter, "control_dir", ".") or ".")
+            check_executable(name, plan.argv, plan.env, controldir, plan.popen_kwargs)
 
     return StarterDescription(
         name=name,
@@ -223,7 +231,12 @@ def _describe_instance(name: str, starter: Any) -> StarterDescription:
         terminate_on_interrupt=on_interrupt,
         fingerprint=_fingerprint_of(type(starter), starter),
         make_plan=make_plan,
+        check_command=check_command,
     )
+
+
+def _nothing_to_check() -> None:
+    """``args()`` runs code: its command is known only once it has run."""
 
 
 def _describe_legacy(

@@ -194,6 +194,7 @@ def ensure_process(
             record.replayed_to.append(caller.pid)
             store.write(record)
             raise rebuild_error(record.error_type, record.error_message, name)
+        description.check_command()  # a missing executable: refused before anything is stopped
         if decision.stop_first and record is not None:
             # A restart, a start its caller abandoned (it crashed mid-start), or what a dead
             # process left behind: nothing of the old one may outlive the new one, and the
