@@ -142,7 +142,7 @@ def read_or_warn(path: Path, what: str, *, limit: int = MAX_RECORD_BYTES) -> str
                 "only on records its own user wrote: treating it as absent"
             )
             return None
-        data = f.read(limit + 1)
+        data = f.read(min(info.st_size, limit) + 1)  # not a buffer of ``limit`` bytes
     if len(data) > limit:
         warn(f"{what} at {path} is larger than {limit} bytes; treating it as absent")
         return None

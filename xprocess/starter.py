@@ -291,10 +291,7 @@ def _fingerprint_of(definition: object, instance: object = None) -> str:
         parts.append(repr((definition.args, sorted(definition.keywords.items()))))
     settings: dict[str, str] = {}
     if isinstance(definition, type):
-        for klass in reversed(definition.__mro__):
-            if klass is object:
-                continue
-            settings.update({k: _plain(k, v) for k, v in vars(klass).items() if _is_setting(k, v)})
+        settings.update(_class_settings(definition))
     if instance is not None:
         own = {
             k: _plain(k, v)
@@ -304,6 +301,16 @@ def _fingerprint_of(definition: object, instance: object = None) -> str:
         settings.update(own)
     parts.append(json.dumps(sorted(settings.items())))
     return hashlib.sha256("\0".join(parts).encode("utf-8", "replace")).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=256)
+def _class_settings(cls: type) -> tuple[tuple[str, str], ...]:
+    """The plain settings a class and its bases define (read once per class and process)."""
+    settings: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is not object:
+            settings.update({k: _plain(k, v) for k, v in vars(klass).items() if _is_setting(k, v)})
+    return tuple(settings.items())
 
 
 @functools.lru_cache(maxsize=256)
