@@ -59,15 +59,12 @@ class InvalidStarterError(XProcessError, ValueError):
     """A name, starter or argument is invalid; nothing was started or written."""
 
 
-class ExecutableNotFoundError(InvalidStarterError, FileNotFoundError):
-    """The command of a starter cannot be found or run; nothing was started.
-
-    Also a ``FileNotFoundError`` with ``errno.ENOENT`` and ``filename`` (the program), so that
-    ``except OSError as e: if e.errno == errno.ENOENT: pytest.skip(...)`` keeps working.
-    """
+class _ProgramNotFound(FileNotFoundError):
+    """A program that is not there: also a ``FileNotFoundError`` with ``errno.ENOENT`` and
+    ``filename`` (the program), so ``except OSError as e: if e.errno == errno.ENOENT`` works."""
 
     def __init__(self, message: str, *, name: str | None = None, filename: str = "") -> None:
-        FileNotFoundError.__init__(self, errno.ENOENT, message, filename)
+        super().__init__(errno.ENOENT, message, filename)
         self.name = name
 
     def __str__(self) -> str:
@@ -75,6 +72,14 @@ class ExecutableNotFoundError(InvalidStarterError, FileNotFoundError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild, (type(self).__name__, str(self), self.name, self.filename))
+
+
+class ExecutableNotFoundError(_ProgramNotFound, InvalidStarterError):
+    """The command of a starter cannot be found or run; nothing was started.
+
+    Also a ``FileNotFoundError`` with ``errno.ENOENT`` and ``filename`` (the program), so that
+    ``except OSError as e: if e.errno == errno.ENOENT: pytest.skip(...)`` keeps working.
+    """
 
 
 class SharedValueError(XProcessError, RuntimeError):
@@ -85,22 +90,12 @@ class UnsupportedPlatformError(XProcessError, RuntimeError):
     """xprocess cannot manage processes on this platform (Windows)."""
 
 
-class ServerNotFoundError(XProcessError, FileNotFoundError):
+class ServerNotFoundError(_ProgramNotFound, XProcessError):
     """A server program (``postgres``, ``redis-server``) is not where it was looked for.
 
     Its ``errno`` is ``errno.ENOENT`` and its ``filename`` the program, as for
     :class:`ExecutableNotFoundError`.
     """
-
-    def __init__(self, message: str, *, name: str | None = None, filename: str = "") -> None:
-        FileNotFoundError.__init__(self, errno.ENOENT, message, filename)
-        self.name = name
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild, (type(self).__name__, str(self), self.name, self.filename))
 
 
 class CleanupWarning(UserWarning):
