@@ -56,9 +56,11 @@ class LogWatcher:
         self._watched: set[int] = set()
         self.delay = FIRST_DELAY
         self._max_delay = _MAX_DELAY_POLLING
+        self._logpath = os.fsencode(logpath)
+        self._paused = False
         fd = _thread_inotify()
         if fd >= 0 and LIBC is not None:
-            wd = LIBC.inotify_add_watch(fd, os.fsencode(logpath), _IN_MODIFY)
+            wd = LIBC.inotify_add_watch(fd, self._logpath, _IN_MODIFY)
             if wd >= 0:
                 self._inotify_fd, self._inotify_wd = fd, wd
                 self._watched.add(fd)
@@ -86,6 +88,29 @@ class LogWatcher:
                 self._watched.add(self._pidfd)
             except OSError:
                 self._pidfd = -1
+
+    def pause_log(self) -> None:
+        """Stop watching the log for a while: a process printing a lot pays for every event a
+        watch makes, and its writes are read in batches meanwhile (see ``resume_log``)."""
+        if self._inotify_wd >= 0 and LIBC is not None and not self._paused:
+            LIBC.inotify_rm_watch(self._inotify_fd, self._inotify_wd)
+            self._watched.discard(self._inotify_fd)
+            self._inotify_wd = -1
+            self._paused = True
+
+    def resume_log(self) -> bool:
+        """Watch the log again after ``pause_log``; True if it was paused, in which case read
+        the log once more before waiting (a write may have come while it was not watched)."""
+        if not self._paused:
+            return False
+        self._paused = False
+        if LIBC is not None and self._inotify_fd >= 0:
+            wd = LIBC.inotify_add_watch(self._inotify_fd, self._logpath, _IN_MODIFY)
+            if wd >= 0:
+                self._inotify_wd = wd
+                self._watched.add(self._inotify_fd)
+                _drain(self._inotify_fd)
+        return True
 
     def stop_following_log(self) -> None:
         """Wake only for the process's exit from now on (a startup_check is being retried: log

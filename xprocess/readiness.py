@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+# How long to let a streaming log gather before reading it again (see _wait_for_pattern).
+_GATHER = 0.0005
 TAIL_LINES = 20
 # After this many seconds without readiness, say what is being waited for (a silent 20 s start
 # looks like a hang).
@@ -66,16 +68,23 @@ class _LineReader:
         self._partial = b""
         self.offset = offset
         self.truncated = False
+        # The last read got less than a chunk: the process is likely writing still.
+        self.more_coming = False
 
     def new_lines(self) -> list[str]:
-        if os.fstat(self._log.fileno()).st_size < self._log.tell():
+        data = self._log.read(_CHUNK)
+        self.more_coming = 0 < len(data) < _CHUNK
+        if not data:
+            # Nothing past where we are: either nothing new, or the log was emptied under us.
+            if os.fstat(self._log.fileno()).st_size >= self._log.tell():
+                return []
             self._log.seek(0)
             self._partial = b""
             self.offset = 0
             self.truncated = True
-        data = self._log.read(_CHUNK)
-        if not data:
-            return []
+            data = self._log.read(_CHUNK)
+            if not data:
+                return []
         data = self._partial + data
         cut = data.rfind(b"\n") + 1
         self._partial = data[cut:]
@@ -330,7 +339,15 @@ def _wait_for_pattern(
                     name=plan.name,
                 )
         if lines:
+            if reader.more_coming:
+                # A process printing a lot writes line by line: reading each line as it comes
+                # costs a read per line, and a watched log an event per write. Unwatched for a
+                # moment, the log gathers a batch (a ready line waits no longer than that).
+                watcher.pause_log()
+                time.sleep(_GATHER)
             continue
+        if watcher.resume_log():
+            continue  # read once more: a write may have come while the log was not watched
         # A ready line may lack its newline yet (a prompt, a buffered last line).
         if reader.partial.strip() and search(reader.partial):
             return
