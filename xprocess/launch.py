@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from xprocess.errors import StartupError, UnsafePathError
-from xprocess.starter import LaunchPlan, check_executable
+from xprocess.starter import LaunchPlan
 from xprocess.tokens import MARK_FILE, TOKEN_VAR
+from xprocess.validation import check_executable
 
 __all__ = ["child_environment", "make_mark", "open_log", "spawn"]
 

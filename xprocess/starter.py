@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
 import inspect
-import json
-import os
 import re
-import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from xprocess.errors import ExecutableNotFoundError, InvalidStarterError
+from xprocess.errors import InvalidStarterError
+from xprocess.fingerprint import fingerprint_of
 from xprocess.probes import BoundProbe
+from xprocess.validation import (
+    check_executable,
+    check_json_data,
+    compile_pattern,
+    validate_argv,
+    validate_env,
+    validate_max_read_lines,
+    validate_timeout,
+)
 
 __all__ = ["LaunchPlan", "ProcessStarter", "StarterDescription", "describe_starter"]
 
@@ -190,8 +196,10 @@ def describe_starter(
             made = starter(controldir, xprocess)
             if isinstance(made, ProcessStarter) or hasattr(made, "args"):
                 return _describe_instance(name, made)
-            return _describe_legacy(name, label, _fingerprint_of(starter), lambda: made)
-        return _describe_legacy(name, label, _fingerprint_of(starter), lambda: starter(controldir))
+            return _describe_legacy(name, label, fingerprint_of(label, starter), lambda: made)
+        return _describe_legacy(
+            name, label, fingerprint_of(label, starter), lambda: starter(controldir)
+        )
     raise InvalidStarterError(
         f"cannot start {name!r}: the starter must be a ProcessStarter subclass or a function "
         f"preparefunc(cwd) returning (pattern, args[, env]); got {starter!r}",
@@ -202,7 +210,7 @@ def describe_starter(
 def _describe_instance(name: str, starter: Any) -> StarterDescription:
     __tracebackhide__ = True
     _check_attribute_names(name, type(starter))
-    timeout = _validate_timeout(name, getattr(starter, "timeout", DEFAULT_TIMEOUT))
+    timeout = validate_timeout(name, getattr(starter, "timeout", DEFAULT_TIMEOUT))
     at_end = bool(getattr(starter, "terminate_at_end", False))
     on_interrupt = bool(getattr(starter, "terminate_on_interrupt", False))
 
@@ -229,7 +237,7 @@ def _describe_instance(name: str, starter: Any) -> StarterDescription:
         timeout=timeout,
         terminate_at_end=at_end,
         terminate_on_interrupt=on_interrupt,
-        fingerprint=_fingerprint_of(type(starter), starter),
+        fingerprint=fingerprint_of(label_of(type(starter)), type(starter), starter),
         make_plan=make_plan,
         check_command=check_command,
     )
@@ -279,64 +287,6 @@ def _check_attribute_names(name: str, cls: type) -> None:
                 )
 
 
-def _fingerprint_of(definition: object, instance: object = None) -> str:
-    """A hash of what defines a starter: its source, and its plain (data) settings."""
-    target = definition.func if isinstance(definition, functools.partial) else definition
-    try:
-        source = _source_of(target)
-    except TypeError:  # not hashable: read it without the cache
-        source = _source_of.__wrapped__(target)
-    parts: list[str] = [label_of(definition), source]
-    if isinstance(definition, functools.partial):
-        parts.append(repr((definition.args, sorted(definition.keywords.items()))))
-    settings: dict[str, str] = {}
-    if isinstance(definition, type):
-        settings.update(_class_settings(definition))
-    if instance is not None:
-        own = {
-            k: _plain(k, v)
-            for k, v in vars(instance).items()
-            if _is_setting(k, v) and k not in ("control_dir", "process", "data")
-        }
-        settings.update(own)
-    parts.append(json.dumps(sorted(settings.items())))
-    return hashlib.sha256("\0".join(parts).encode("utf-8", "replace")).hexdigest()[:16]
-
-
-@functools.lru_cache(maxsize=256)
-def _class_settings(cls: type) -> tuple[tuple[str, str], ...]:
-    """The plain settings a class and its bases define (read once per class and process)."""
-    settings: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if klass is not object:
-            settings.update({k: _plain(k, v) for k, v in vars(klass).items() if _is_setting(k, v)})
-    return tuple(settings.items())
-
-
-@functools.lru_cache(maxsize=256)
-def _source_of(definition: object) -> str:
-    try:
-        return inspect.getsource(definition)  # type: ignore[arg-type]
-    except (OSError, TypeError):
-        return ""
-
-
-def _is_setting(key: str, value: object) -> bool:
-    return not key.startswith("__") and isinstance(
-        value, (str, bytes, int, float, bool, type(None), list, tuple, dict, Path, re.Pattern)
-    )
-
-
-def _plain(key: str, value: object) -> str:
-    if isinstance(value, re.Pattern):
-        return f"re:{value.pattern}"
-    if key == "env" and isinstance(value, dict):
-        # dict(os.environ, FOO="1") holds this run's variables too (xdist's, the shell's): only
-        # what the starter sets differently from the environment it inherits defines it.
-        value = {k: v for k, v in value.items() if os.environ.get(k) != v}
-    return repr(sorted(value.items(), key=repr) if isinstance(value, dict) else value)
-
-
 def _plan_from_starter(
     name: str, starter: Any, timeout: float, at_end: bool, on_interrupt: bool
 ) -> LaunchPlan:
@@ -344,8 +294,8 @@ def _plan_from_starter(
     raw_args = starter.args
     if callable(raw_args):
         raw_args = raw_args()
-    argv = _validate_argv(name, raw_args)
-    pattern = _compile_pattern(name, getattr(starter, "pattern", None))
+    argv = validate_argv(name, raw_args)
+    pattern = compile_pattern(name, getattr(starter, "pattern", None))
     check: Callable[[], object] | None = None
     overridden = type(starter).startup_check is not ProcessStarter.startup_check
     if overridden or not isinstance(starter, ProcessStarter):
@@ -369,11 +319,11 @@ def _plan_from_starter(
     return LaunchPlan(
         name=name,
         argv=argv,
-        env=_validate_env(name, getattr(starter, "env", None)),
+        env=validate_env(name, getattr(starter, "env", None)),
         pattern=pattern,
         check=check,
         timeout=timeout,
-        max_read_lines=_validate_max_read_lines(
+        max_read_lines=validate_max_read_lines(
             name, getattr(starter, "max_read_lines", DEFAULT_MAX_READ_LINES)
         ),
         popen_kwargs=dict(getattr(starter, "popen_kwargs", None) or {}),
@@ -404,7 +354,7 @@ def _plan_from_prepared(name: str, label: str, result: Any) -> LaunchPlan:
         )
     wait, raw_args, *rest = result
     env = rest[0] if rest else None
-    pattern = None if callable(wait) else _compile_pattern(name, wait)
+    pattern = None if callable(wait) else compile_pattern(name, wait)
     if pattern is None and not callable(wait):
         raise InvalidStarterError(
             f"cannot start {name!r}: preparefunc must return a pattern (a regex string) or a "
@@ -413,8 +363,8 @@ def _plan_from_prepared(name: str, label: str, result: Any) -> LaunchPlan:
         )
     return LaunchPlan(
         name=name,
-        argv=_validate_argv(name, raw_args),
-        env=_validate_env(name, env),
+        argv=validate_argv(name, raw_args),
+        env=validate_env(name, env),
         pattern=pattern,
         check=None,
         timeout=DEFAULT_TIMEOUT,
@@ -434,133 +384,3 @@ def _legacy_reader(wait: Callable[..., object]) -> Callable[[IO[str]], object]:
     except (TypeError, ValueError):
         takes_file = True
     return wait if takes_file else (lambda log: wait())
-
-
-def _validate_argv(name: str, raw: object) -> list[str]:
-    __tracebackhide__ = True
-    if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
-        raise InvalidStarterError(
-            f"cannot start {name!r}: args must be a list such as ['redis-server', '--port', 6380], "
-            f"got {raw!r}" + (" (a string: split it into a list)" if isinstance(raw, str) else ""),
-            name=name,
-        )
-    argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in raw]
-    if not argv or not argv[0]:
-        raise InvalidStarterError(
-            f"cannot start {name!r}: args is empty; give the command to run, e.g. "
-            "[sys.executable, 'server.py']",
-            name=name,
-        )
-    return argv
-
-
-def check_executable(
-    name: str,
-    argv: list[str],
-    env: Mapping[str, str] | None,
-    cwd: Path,
-    popen_kwargs: Mapping[str, Any] | None = None,
-) -> None:
-    """Raise InvalidStarterError if ``argv[0]`` cannot be found or run.
-
-    Skipped when ``popen_kwargs`` run something else (``shell``, ``executable``).
-    """
-    __tracebackhide__ = True
-    popen_kwargs = popen_kwargs or {}
-    if popen_kwargs.get("shell") or popen_kwargs.get("executable"):
-        return
-    cwd = Path(popen_kwargs.get("cwd") or cwd)
-    program = argv[0]
-    if os.sep in program or (os.altsep and os.altsep in program):
-        path = Path(program) if os.path.isabs(program) else cwd / program
-        if not path.is_file() or not os.access(path, os.X_OK):
-            raise ExecutableNotFoundError(
-                f"cannot start {name!r}: {program!r} is not an executable file"
-                f" (looked at {path}); command: {' '.join(argv)}",
-                name=name,
-                filename=program,
-            )
-        return
-    search = (env if env is not None else os.environ).get("PATH", os.defpath)
-    if shutil.which(program, path=search) is None:
-        raise ExecutableNotFoundError(
-            f"cannot start {name!r}: executable {program!r} was not found on PATH "
-            f"({search}); install it or give its full path. Command: {' '.join(argv)}",
-            name=name,
-            filename=program,
-        )
-
-
-def _compile_pattern(name: str, pattern: object) -> re.Pattern[str] | None:
-    __tracebackhide__ = True
-    if pattern is None:
-        return None
-    if isinstance(pattern, re.Pattern):
-        return pattern
-    if not isinstance(pattern, str):
-        raise InvalidStarterError(
-            f"cannot start {name!r}: pattern must be a regex string, got {pattern!r}",
-            name=name,
-        )
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise InvalidStarterError(
-            f"cannot start {name!r}: pattern {pattern!r} is not a valid regular expression: "
-            f"{exc}; escape special characters with re.escape() if you meant them literally",
-            name=name,
-        ) from exc
-
-
-def _validate_env(name: str, env: object) -> dict[str, str] | None:
-    __tracebackhide__ = True
-    if env is None:
-        return None
-    if not isinstance(env, Mapping):
-        raise InvalidStarterError(
-            f"cannot start {name!r}: env must be a mapping of strings, got {env!r}", name=name
-        )
-    for key, value in env.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(
-                f"cannot start {name!r}: env must map strings to strings, but the value of "
-                f"{key!r} is {value!r} ({type(value).__name__}); use str(...) or leave it out"
-            )
-    return dict(env)
-
-
-def _validate_timeout(name: str, timeout: object) -> float:
-    __tracebackhide__ = True
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise InvalidStarterError(
-            f"cannot start {name!r}: timeout must be a number of seconds above 0, got {timeout!r}",
-            name=name,
-        )
-    return float(timeout)
-
-
-def _validate_max_read_lines(name: str, value: object) -> int:
-    __tracebackhide__ = True
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidStarterError(
-            f"cannot start {name!r}: max_read_lines must be an integer of at least 1, "
-            f"got {value!r}",
-            name=name,
-        )
-    return value
-
-
-def check_json_data(name: str, data: Mapping[str, Any]) -> dict[str, Any]:
-    """Return ``data`` if every value is JSON-serialisable, else raise TypeError naming the key."""
-    __tracebackhide__ = True
-    for key, value in data.items():
-        if not isinstance(key, str):
-            raise TypeError(f"data of {name!r}: keys must be strings, got {key!r}")
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"data of {name!r}: the value of {key!r} ({type(value).__name__}) cannot be "
-                f"stored as JSON: {exc}; store a str, number, bool, None, list or dict instead",
-            ) from exc
-    return data if isinstance(data, dict) else dict(data)

@@ -25,9 +25,10 @@ from xprocess.locking import NameLock
 from xprocess.readiness import wait_until_ready
 from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
 from xprocess.runs import Run, add_holder, add_user, holder_entry, holds, uses
-from xprocess.starter import LaunchPlan, StarterDescription, check_json_data
+from xprocess.starter import LaunchPlan, StarterDescription
 from xprocess.termination import abandon_on_error, stop_record
 from xprocess.tokens import allowed_uids, new_token, process_uid
+from xprocess.validation import check_json_data
 from xprocess.watchdog import start_watchdog
 
 __all__ = ["Action", "Caller", "Decision", "Outcome", "decide", "ensure_process"]
