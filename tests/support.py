@@ -1,28 +1,39 @@
-"""Test helpers: the helper child's command line, waiting on a condition, finding leftover
-processes, and the text snippets pytester-driven tests put into the projects they create."""
+"""Test helpers: finding leftover processes, and the text snippets pytester-driven tests put into
+the projects they create. The helper child's command line (``child_args``) and ``wait_for`` come
+from ``tests/helpers/projects.py``, which those projects import too."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
+from tests.helpers.projects import CHILD, child, wait_for
 from xprocess.manager import XProcessInfo
 from xprocess.records import RecordStore
 
-HELPERS = Path(__file__).parent / "helpers"
-CHILD = HELPERS / "child.py"
+__all__ = [
+    "CHILD",
+    "HEADER",
+    "HELPERS",
+    "child_args",
+    "cmdline_of",
+    "count_lines",
+    "is_live",
+    "live_records",
+    "module_using",
+    "namespaces_or_skip",
+    "records_roots",
+    "running",
+    "wait_for",
+    "working_in",
+]
 
-
-def child_args(*flags: object) -> list[str]:
-    """The command line of the helper child with ``flags``."""
-    return [sys.executable, "-u", str(CHILD), *(str(f) for f in flags)]
+HELPERS = CHILD.parent
+child_args = child
 
 
 def records_roots(base: Path) -> list[Path]:
@@ -78,28 +89,19 @@ def cmdline_of(proc: psutil.Process) -> list[str]:
         return []
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    """Wait until ``condition()`` is true, polling with a short back-off, or fail at ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-
-
-# Imported by the generated conftest/test files: ``child(*flags)`` builds the helper command.
+# The first lines of a generated conftest or test module: the names its code uses, and
+# ``child(*flags)``, the helper child's command line, from tests/helpers/projects.py (which the
+# code may import more from: ``from projects import talk``).
 HEADER = f"""
 import os, sys
 from pathlib import Path
 import pytest
 from xprocess import ProcessStarter
 
-CHILD = {str(CHILD)!r}
-
-def child(*flags):
-    return [sys.executable, "-u", CHILD, *map(str, flags)]
+HELPERS = {str(HELPERS)!r}
+if HELPERS not in sys.path:
+    sys.path.insert(0, HELPERS)
+from projects import child
 """
 
 

@@ -15,31 +15,14 @@ import pytest
 from tests.support import HEADER, count_lines, live_records, running, wait_for
 from xprocess.manager import XProcessInfo
 
+# The server the fixtures below start, and what their tests call, from tests/helpers/projects.py.
 SERVER = (
     HEADER
     + """
-import socket
-from xprocess import free_port
+from projects import listening_server, talk, wait_for
 
 ROOT = Path(__file__).parent
-
-class Server(ProcessStarter):
-    pattern = "ready"
-    def args(self):
-        self.data["port"] = free_port()
-        return child("--listen", self.data["port"], "--count-file", ROOT / "starts")
-
-def talk(xprocess):
-    port = xprocess.getinfo("server").port
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-        assert conn.recv(10) == b"hello\\n"
-
-def wait_for(condition, what, timeout=60):
-    import time
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+Server = listening_server(ROOT / "starts")
 """
 )
 
@@ -87,7 +70,8 @@ ROOT = Path(__file__).parent
 def test_talks(server, xprocess):
     # Every worker uses the server before any finishes (each is sent two tests at first).
     (ROOT / f"holding-{os.environ['PYTEST_XDIST_WORKER']}").write_text("")
-    wait_for(lambda: len(list(ROOT.glob("holding-*"))) == 4, "all four workers to use it")
+    wait_for(lambda: len(list(ROOT.glob("holding-*"))) == 4,
+             timeout=60, what="all four workers to use it")
     for _ in range(5):
         talk(xprocess)
 
@@ -98,7 +82,7 @@ def test_z_last(server, xprocess):
     # Last of the run: it runs while the other workers end their sessions.
     me = os.environ["PYTEST_XDIST_WORKER"]
     wait_for(lambda: [p for p in ROOT.glob("done-*") if p.name != f"done-{me}"],
-             "another worker to end its session")
+             timeout=60, what="another worker to end its session")
     talk(xprocess)
 """
     )
@@ -125,11 +109,12 @@ def test_0_lingers(server, xprocess):
     # Holds the server while the other workers' teardowns let go of it.
     (ROOT / "holding").write_text("")
     wait_for(lambda: XProcessInfo(RECORDS, "server").record.released_in,
-             "another worker's teardown to release the server")
+             timeout=60, what="another worker's teardown to release the server")
     talk(xprocess)
 
 def test_talks(server, xprocess):
-    wait_for(lambda: (ROOT / "holding").exists(), "the lingering test to hold the server")
+    wait_for(lambda: (ROOT / "holding").exists(),
+             timeout=60, what="the lingering test to hold the server")
     talk(xprocess)
 
 test_a, test_b, test_c, test_d, test_e, test_f, test_g = (test_talks,) * 7

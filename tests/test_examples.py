@@ -21,59 +21,14 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.support import wait_for
+from tests.helpers.example_reporter import REPORT
+from tests.support import HELPERS, wait_for
 from xprocess.liveness import find_process
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-REPORT = "xprocess-report.jsonl"
+# tests/helpers/example_reporter.py, copied into the example under this name, loaded with -p.
 REPORTER = "xprocess_example_reporter"
 POSTGRES_SEARCH = "/usr/lib/postgresql/*/bin"
-
-# Written into the copied example and loaded with ``-p``; runs in every worker.
-REPORTER_SOURCE = f"""
-import json
-import os
-
-import psutil
-import pytest
-
-from xprocess.paths import records_root
-from xprocess.records import RecordStore
-
-
-def _descendants(pid):
-    try:
-        return [[p.pid, p.create_time()] for p in psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item):
-    try:
-        return (yield)
-    finally:
-        root = records_root(item.config)
-        worker = getattr(item.config, "workerinput", {{}}).get("workerid", "main")
-        lines = []
-        for name, record in RecordStore(root).records():
-            if record is not None:
-                entry = {{
-                    "worker": worker,
-                    "root": str(root),
-                    "name": name,
-                    "pid": record.pid,
-                    "create_time": record.create_time,
-                    "data": record.data,
-                    "descendants": _descendants(record.pid),
-                }}
-                lines.append(json.dumps(entry) + "\\n")
-        fd = os.open(item.config.rootpath / {REPORT!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        try:
-            os.write(fd, "".join(lines).encode())
-        finally:
-            os.close(fd)
-"""
 
 
 @dataclass
@@ -140,7 +95,7 @@ def copy_example(pytester: pytest.Pytester, example: Example) -> Path:
         dirs_exist_ok=True,
         ignore=shutil.ignore_patterns(".pytest_cache", "__pycache__", ".xprocess"),
     )
-    (pytester.path / f"{REPORTER}.py").write_text(REPORTER_SOURCE, encoding="utf-8")
+    shutil.copyfile(HELPERS / "example_reporter.py", pytester.path / f"{REPORTER}.py")
     return pytester.path
 
 

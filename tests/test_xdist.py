@@ -31,31 +31,20 @@ def seen(pytester: pytest.Pytester) -> dict[str, set[str]]:
     return result
 
 
+# Starters of a server on a free port that count their starts in starts-NAME, and note(), which
+# each test calls to record what it saw in "seen": both from tests/helpers/projects.py.
 SHARED = (
     HEADER
     + """
-from xprocess import free_port
+from projects import listening_server, note_seen
 
 ROOT = Path(__file__).parent
 
 def make(name, delay=0.0, at_end=False):
-    class Starter(ProcessStarter):
-        pattern = "ready"
-        terminate_at_end = at_end
-        def args(self):
-            self.data["port"] = free_port()
-            return child("--listen", self.data["port"], "--delay", delay,
-                         "--count-file", ROOT / f"starts-{name}")
-    return Starter
+    return listening_server(ROOT / f"starts-{name}", delay=delay, at_end=at_end)
 
 def note(name, xprocess):
-    info = xprocess.getinfo(name)
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    with open(ROOT / "seen", "a") as f:
-        f.write(f"{worker} {name} {info.pid} {info.port}\\n")
-    import socket
-    with socket.create_connection(("127.0.0.1", info.port), timeout=5) as conn:
-        assert conn.recv(10) == b"hello\\n"
+    note_seen(ROOT / "seen", name, xprocess)
 """
 )
 
