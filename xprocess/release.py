@@ -36,7 +36,7 @@ def release_process(
     name = seen.name
     with NameLock(store.lock_path(name), name, RELEASE_LOCK_TIMEOUT):
         record = store.read(name)
-        if record is None or (record.pid, record.create_time) != (seen.pid, seen.create_time):
+        if record is None or not _same_start(record, seen):
             # Restarted (or forgotten) since the caller looked: stop what the caller saw.
             return stop_record(seen, kill_proc_tree=kill_proc_tree, timeout=timeout)
         left, last = release_holder(record.holders, run_id, pid)
@@ -49,3 +49,11 @@ def release_process(
             result = 1
         store.write(record)
         return result
+
+
+def _same_start(record: ProcessRecord, seen: ProcessRecord) -> bool:
+    """Whether two records describe the same start (the token says so, even after the record
+    was handed over to the daemon a launcher left)."""
+    if record.token and seen.token:
+        return record.token == seen.token
+    return (record.pid, record.create_time) == (seen.pid, seen.create_time)
