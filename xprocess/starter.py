@@ -14,6 +14,7 @@ import difflib
 import functools
 import inspect
 import re
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,9 +268,15 @@ def _args_is_a_method(starter: object) -> bool:
     return inspect.isfunction(found) or isinstance(found, (staticmethod, classmethod))
 
 
+# Starter classes whose attribute names passed: checked once, not at every ensure.
+_NAMES_CHECKED: weakref.WeakSet[type] = weakref.WeakSet()
+
+
 def _check_attribute_names(name: str, cls: type) -> None:
     """Refuse a public attribute that is not a known name but close to one (``timout``)."""
     __tracebackhide__ = True
+    if cls in _NAMES_CHECKED:
+        return
     known = sorted(KNOWN_ATTRIBUTES)
     for klass in cls.__mro__:
         if klass is ProcessStarter or klass is object:
@@ -285,6 +292,7 @@ def _check_attribute_names(name: str, cls: type) -> None:
                     "own, prefix it with '_')",
                     name=name,
                 )
+    _NAMES_CHECKED.add(cls)
 
 
 def _plan_from_starter(
