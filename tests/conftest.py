@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 
 import psutil
@@ -37,3 +39,13 @@ def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture
 def child() -> Callable[..., list[str]]:
     return child_args
+
+
+@pytest.fixture
+def stranger() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process xprocess did not start, in our own session: what a recycled pid, or a
+    planted record, may point at."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield proc
+    proc.kill()
+    proc.wait()

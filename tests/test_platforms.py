@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,15 +89,6 @@ def test_a_record_written_on_one_path_reads_as_live_on_the_other(xp: XProcess) -
     )
     assert result.stdout.split() == ["portable" if other else "fast", "live"]
     assert xp.getinfo("srv").terminate() == 1
-
-
-@pytest.fixture
-def stranger() -> Iterator[subprocess.Popen[bytes]]:
-    """A live process in our own session, as a process that took over a recorded pid may be."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def test_a_pid_with_the_same_start_time_but_not_leading_a_session_is_not_ours(

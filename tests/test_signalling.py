@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -28,14 +27,6 @@ def starter(*flags: object, **attrs: object) -> type[ProcessStarter]:
     return type(
         "Starter", (ProcessStarter,), {"pattern": "ready", "args": child_args(*flags), **attrs}
     )
-
-
-@pytest.fixture
-def stranger() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def plant(root: Path, name: str, pid: int, **fields: object) -> Path:

@@ -7,7 +7,6 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -59,14 +58,6 @@ def test_terminate_with_nothing_running_returns_zero(xp: XProcess) -> None:
     xp.ensure("srv", starter())
     assert xp.getinfo("srv").terminate() == 1
     assert xp.getinfo("srv").terminate() == 0
-
-
-@pytest.fixture
-def stranger() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def test_a_recycled_pid_is_reported_dead_and_never_signalled(
