@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xprocess.capabilities import require_supported
+from xprocess.localpath import LogPath, local_path, log_path
 from xprocess.logs import WatchedLogs
 from xprocess.records import ProcessRecord, RecordStore, validate_name
 from xprocess.release import release_process
@@ -49,10 +50,12 @@ class XProcessInfo:
     ) -> None:
         self.name = validate_name(name)
         self.store = RecordStore(Path(path))
-        self.controldir = self.store.controldir(name)
-        self.logpath = self.store.log_path(name)
-        self.pidpath = self.store.record_path(name)
         self.record = record if record is not None else self.store.read(name)
+        # Paths that are pathlib.Path and answer py.path.local's calls (``logpath.read()``).
+        self.controldir = local_path(self.store.controldir(name))
+        offset = self.record.log_offset if self.record is not None else 0
+        self.logpath = log_path(self.store.log_path(name), offset)
+        self.pidpath = local_path(self.store.record_path(name))
         self._owner = owner
 
     @property
@@ -164,7 +167,7 @@ class XProcess:
 
             rootdir = records_root(config)
         self.config = config
-        self.rootdir = Path(rootdir)
+        self.rootdir = local_path(rootdir)
         self.store = RecordStore(self.rootdir)
         self.proc_wait_timeout = proc_wait_timeout
         self.log = log if log is not None else _logger
@@ -199,7 +202,7 @@ class XProcess:
 
     def ensure(
         self, name: str, preparefunc: Any, restart: bool = False, persist_logs: bool = True
-    ) -> tuple[int, Path]:
+    ) -> tuple[int, LogPath]:
         """Make sure ``name`` runs and is ready; return ``(pid, logpath)``.
 
         Starts it with the starter ``preparefunc`` (a ProcessStarter subclass or instance, a
@@ -207,17 +210,19 @@ class XProcess:
         ``preparefunc(cwd) -> (pattern, args[, env])``) unless a ready process of that name is
         already running, from this run or an earlier one. Under xdist, concurrent callers start it
         once and all get the same pid. ``restart`` stops a running one first; ``persist_logs=False``
-        starts a fresh log instead of appending.
+        starts a fresh log instead of appending. The log returned is a ``pathlib.Path`` whose
+        ``read()`` (a ``py.path`` call) gives only what the running start wrote.
         """
         __tracebackhide__ = True
         validate_name(name)
         require_supported(f"start {name!r}", name)
-        description = describe_starter(name, preparefunc, self.store.controldir(name), self)
+        controldir = local_path(self.store.controldir(name))
+        description = describe_starter(name, preparefunc, controldir, self)
         outcome = ensure_process(
             self._caller, description, restart=restart, persist_logs=persist_logs
         )
         record = outcome.record
-        logpath = Path(record.logpath)
+        logpath = log_path(record.logpath, record.log_offset)
         if outcome.popen is not None:
             info = XProcessInfo(self.rootdir, name, record, owner=self)
             self.resources.append(StartedProcess(name, outcome.popen, info))
@@ -256,6 +261,7 @@ class XProcess:
             def database_url(xprocess):
                 return xprocess.shared("database", create_database, cleanup=drop_database)
         """
+        __tracebackhide__ = True
         if cleanup is not None:
             start_watchdog(self.rootdir, self.run)  # cleans up if the whole run is killed
         return shared_value(
