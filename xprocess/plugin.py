@@ -54,7 +54,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
-    """Answer --xshow/--xkill before any collection, and end the run with their exit code."""
+    """Refuse to run beside pytest-xprocess; answer --xshow/--xkill before any collection,
+    and end the run with their exit code."""
+    from xprocess.migration import conflicting_distribution
+
+    conflict = conflicting_distribution()
+    if conflict is not None:
+        raise pytest.UsageError(conflict)
     commands = config.option.xshow or config.option.xkill  # they return before any clearing
     if getattr(config.option, "cacheclear", False) and not commands:
         if is_xdist_worker(config):
