@@ -165,7 +165,8 @@ def type_name(error: BaseException) -> str:
     return f"{cls.__module__}:{cls.__qualname__}({nearest})"
 
 
-_QUALIFIED = re.compile(r"(?P<module>[\w.]+):(?P<qualname>[\w.]+)\((?P<builtin>\w+)\)")
+# module:qualname(builtin); a qualname may hold "<locals>" (a class made in a function).
+_QUALIFIED = re.compile(r"(?P<module>[\w.]+):(?P<qualname>[^():]+)\((?P<builtin>\w+)\)")
 
 
 def rebuild_exact(recorded: str, message: str) -> Exception | None:
