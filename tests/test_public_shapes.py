@@ -11,6 +11,7 @@ import os
 import pytest
 
 from tests.support import HEADER, count_lines, live_records
+from xprocess import free_port
 
 # A server that says which port it took, as many public servers do; conftests find the port
 # again by searching the log ``ensure`` returned.
@@ -376,3 +377,202 @@ def test_pytest_xprocess_installed_beside_stops_the_run_with_the_fix(
     )
     assert len(result.stderr.lines) < 25
     result.stdout.no_fnmatch_line("*test_never_runs*")
+
+
+def test_a_generated_app_fixture_with_popen_kwargs_and_a_port_check_under_xdist(
+    pytester: pytest.Pytester,
+) -> None:
+    # The shape of many app test suites: a named Starter with env, popen_kwargs (cwd, text),
+    # a socket startup_check, its log printed around the start, terminate() at the end.
+    project = pytester.mkdir("project")
+    pytester.makeconftest(
+        HEADER
+        + f"""
+import socket
+
+PROJECT_DIR = {str(project)!r}
+PORT = {free_port()}  # a fixed port, as in those suites
+
+@pytest.fixture(scope="session")
+def start_app(xprocess):
+    class Starter(ProcessStarter):
+        name = "api_server"
+        args = child("--listen", PORT, "--count-file", "starts")
+        env = os.environ.copy()
+        popen_kwargs = {{"cwd": PROJECT_DIR, "text": True}}
+        timeout = 180
+        terminate_on_interrupt = True
+
+        def startup_check(self):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                return s.connect_ex(("127.0.0.1", PORT)) == 0
+
+    info = xprocess.getinfo(Starter.name)
+    printed = 0
+
+    def capture_logs(tag):
+        nonlocal printed
+        try:
+            with open(info.logpath, "r") as f:
+                all_lines = f.readlines()
+        except FileNotFoundError:
+            all_lines = []
+        print(f"[{{tag}}]", "".join(all_lines[printed:]))
+        printed = len(all_lines)
+
+    started = False
+    try:
+        xprocess.ensure(Starter.name, Starter)
+        started = True
+    finally:
+        capture_logs("STARTED" if started else "FAILED")
+    yield PORT
+    capture_logs("TEARDOWN")
+    info.terminate()
+"""
+    )
+    pytester.makepyfile(
+        TALK + "import pytest\n@pytest.mark.parametrize('i', range(6))\n"
+        "def test_app(start_app, i):\n    assert greeted(start_app)\n"
+    )
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=6)
+    assert count_lines(project / "starts") >= 1  # it ran in PROJECT_DIR, not its control dir
+    nothing_left(pytester)
+
+
+def test_subclasses_of_xprocess_and_xprocessinfo_written_for_py_path(
+    pytester: pytest.Pytester,
+) -> None:
+    # A plugin's own XProcess and XProcessInfo subclasses (as in pytest-xdocker): a file of its
+    # own in the control dir, an attribute set on the log path, a factory taking *args.
+    pytester.makeconftest(
+        HEADER
+        + """
+from functools import partial
+import psutil
+from xprocess import XProcess, XProcessInfo
+
+class ProcessInfo(XProcessInfo):
+    def __init__(self, path, name):
+        super().__init__(path, name)
+        self.stime_path = self.controldir.join("xprocess.STIME")
+        self.logpath.open = partial(self.logpath.open, "rb")
+        if self.stime_path.check() and self.stime_path.size() > 0:
+            self.stime = int(self.stime_path.read())
+        else:
+            self.stime = None
+
+    def isrunning(self):
+        if not super().isrunning() or self.stime is None:
+            return False
+        return self.stime == int(psutil.Process(self.pid).create_time())
+
+class Process(XProcess):
+    def getinfo(self, name):
+        return ProcessInfo(self.rootdir, name)
+
+    def ensure(self, name, prepare_func, restart=None):
+        pid, log_path = super().ensure(name, prepare_func, restart)
+        info = self.getinfo(name)
+        info.stime_path.write(str(int(psutil.Process(pid).create_time())))
+        return pid, log_path
+
+def prepare_func(controldir, *args, **kwargs):
+    class Starter(ProcessStarter):
+        pattern = "ready"
+        args = child()
+        max_read_lines = 100000
+    return Starter(controldir, *args, **kwargs)
+
+@pytest.fixture
+def server(request, xprocess):
+    process = Process(request.config, str(xprocess.rootdir))
+    yield process.ensure("server", prepare_func, False)
+    process.resources[0].fhandles = []
+    process.getinfo("server").terminate()
+    assert not process.getinfo("server").isrunning()
+"""
+    )
+    pytester.makepyfile(
+        """
+def test_up(server, request):
+    pid, log = server
+    from conftest import Process
+    info = Process(request.config, str(log.dirpath().dirpath())).getinfo("server")
+    assert info.isrunning() and info.pid == pid
+    with info.logpath.open() as f:
+        assert b"ready" in f.read()
+"""
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    nothing_left(pytester)
+
+
+def test_a_process_started_from_pytest_configure_through_the_plugin_object(
+    pytester: pytest.Pytester,
+) -> None:
+    # Older conftests start their server before the session, from the plugin pytest hands out.
+    pytester.makeconftest(
+        HEADER
+        + """
+pytest_plugins = "xprocess"
+
+def pytest_configure(config):
+    def preparefunc(cwd):
+        return ("Started", child("--ready", "Started"))
+
+    xprocess_plugin = config.pluginmanager.getplugin("xprocess")
+    xprocess = xprocess_plugin.XProcess(config)
+    xprocess.ensure("jagare", preparefunc)
+
+def pytest_unconfigure(config):
+    xprocess_plugin = config.pluginmanager.getplugin("xprocess")
+    info = xprocess_plugin.XProcess(config).getinfo("jagare")
+    if info.pid:
+        info.terminate()
+"""
+    )
+    pytester.makepyfile(
+        "def test_up(xprocess):\n    assert xprocess.getinfo('jagare').isrunning()\n"
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    nothing_left(pytester)
+
+
+def test_a_positional_restart_starts_a_new_process_and_returns_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest-xprocess's own fixtures: ensure(proc_name, Starter, restart), then a terminator
+    # that checks isrunning() first.
+    pytester.makeconftest(
+        PORT_SERVER
+        + """
+@pytest.fixture
+def xprocess_starter(xprocess):
+    def _runner(proc_name, restart=False):
+        return xprocess.ensure(proc_name, Server, restart)
+    return _runner
+
+@pytest.fixture
+def xprocess_terminate(xprocess):
+    def _terminator(name, **kwargs):
+        proc = xprocess.getinfo(name)
+        if proc.isrunning():
+            return proc.terminate(**kwargs)
+    return _terminator
+"""
+    )
+    pytester.makepyfile(
+        """
+def test_restart(xprocess_starter, xprocess_terminate):
+    first, log = xprocess_starter("s1")
+    again, _ = xprocess_starter("s1")
+    restarted, log = xprocess_starter("s1", True)
+    assert first == again != restarted
+    assert log.read().count("serving on port") == 1
+    assert xprocess_terminate("s1") == 1
+    assert xprocess_terminate("s1") is None
+"""
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    nothing_left(pytester)

@@ -25,9 +25,11 @@ else:  # PosixPath here; a subclass of Path itself cannot be instantiated before
 
 
 class LocalPath(_ConcretePath):
-    """A ``pathlib.Path`` with the methods of ``py.path.local`` that conftests use."""
+    """A ``pathlib.Path`` with the methods of ``py.path.local`` that conftests use.
 
-    __slots__ = ()
+    Without ``__slots__``: code written for py.path sets attributes on its paths
+    (``info.logpath.open = functools.partial(info.logpath.open, "rb")``).
+    """
 
     # -- names -------------------------------------------------------------------------------
     @property
@@ -58,6 +60,12 @@ class LocalPath(_ConcretePath):
     def join(self, *parts: str | os.PathLike[str]) -> LocalPath:
         """This path with ``parts`` appended: ``controldir.join("redis.conf")``."""
         return self.joinpath(*parts)
+
+    def chdir(self) -> LocalPath:
+        """Make this directory the current one; return the one that was."""
+        old = LocalPath.cwd()
+        os.chdir(self)
+        return old
 
     def dirpath(self, *parts: str | os.PathLike[str]) -> LocalPath:
         """The parent directory, with ``parts`` appended if given."""
@@ -195,7 +203,6 @@ class LogPath(LocalPath):
     one. pathlib's ``read_text()`` and ``open()`` still give the whole file.
     """
 
-    __slots__ = ("_start",)
     _start: int
 
     def read(self, mode: str = "r") -> Any:

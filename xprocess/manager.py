@@ -57,6 +57,22 @@ class XProcessInfo:
         self.logpath = log_path(self.store.log_path(name), offset)
         self.pidpath = local_path(self.store.record_path(name))
         self._owner = owner
+        self._assigned = False  # a pid was assigned: this info no longer follows the record
+
+    def _current(self, *, unless_alive: bool) -> ProcessRecord | None:
+        """The record to answer from: this info's own, unless it has none (or, with
+        ``unless_alive``, its process has ended) and no pid was assigned; then the one on disk
+        now. So an info taken before ``ensure`` (conftests take one to print the log around
+        the start) sees, and stops, what ``ensure`` started."""
+        record = self.record
+        if self._assigned or (record is not None and not unless_alive):
+            return record
+        if record is not None and record.is_alive():
+            return record
+        latest = self.store.read(self.name)
+        if latest is not None and (record is None or latest.is_alive()):
+            self.record = record = latest
+        return record
 
     @property
     def pid(self) -> int | None:
@@ -65,11 +81,12 @@ class XProcessInfo:
         Assignable, as in pytest-xprocess: another pid is not the recorded process, so it is
         not reported running and not signalled; None forgets the process in this object.
         """
-        record = self.record
+        record = self._current(unless_alive=False)
         return record.pid if record is not None and record.pid > 0 else None
 
     @pid.setter
     def pid(self, pid: int | None) -> None:
+        self._assigned = True
         if pid is None:
             self.record = None
         elif self.record is None:
@@ -86,6 +103,8 @@ class XProcessInfo:
 
     def __getattr__(self, attr: str) -> Any:
         record = self.__dict__.get("record")
+        if record is None and "_assigned" in self.__dict__:
+            record = self._current(unless_alive=False)
         if record is not None and attr in record.data:
             return record.data[attr]
         raise AttributeError(
@@ -95,9 +114,10 @@ class XProcessInfo:
 
     def isrunning(self, ignore_zombies: bool = True) -> bool:
         """Whether the recorded process still runs (a recycled pid does not count)."""
-        if self.record is None:
+        record = self._current(unless_alive=True)
+        if record is None:
             return False
-        return self.record.is_alive(ignore_zombies=ignore_zombies)
+        return record.is_alive(ignore_zombies=ignore_zombies)
 
     def terminate(self, *, kill_proc_tree: bool = True, timeout: float = 20) -> int:
         """Stop the process and, by default, its descendants.
@@ -107,7 +127,7 @@ class XProcessInfo:
         negative ``timeout``). In an xdist worker's fixture teardown, it releases this worker's
         use instead, and only the last worker of the run to release it stops it.
         """
-        record = self.record
+        record = self._current(unless_alive=True)
         if record is None or record.pid <= 0:
             return 0
         if timeout < 0:
@@ -130,15 +150,16 @@ class XProcessInfo:
 
 @dataclass
 class StartedProcess:
-    """A process this XProcess started: its Popen stays here so it can be reaped."""
+    """A process ``ensure`` returned; when this XProcess started it, its Popen stays here so it
+    can be reaped. One per ``ensure`` call, as pytest-xprocess kept (``xprocess.resources``)."""
 
     name: str
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | None
     info: XProcessInfo
 
     def release(self) -> None:
         """Reap it if it exited; a launcher that exited 0 hands its record to its daemon."""
-        if self.popen.poll() == 0:
+        if self.popen is not None and self.popen.poll() == 0:
             settle(self.info.store, self.name, self.popen)
 
 
@@ -223,9 +244,8 @@ class XProcess:
         )
         record = outcome.record
         logpath = log_path(record.logpath, record.log_offset)
-        if outcome.popen is not None:
-            info = XProcessInfo(self.rootdir, name, record, owner=self)
-            self.resources.append(StartedProcess(name, outcome.popen, info))
+        info = XProcessInfo(self.rootdir, name, record, owner=self)
+        self.resources.append(StartedProcess(name, outcome.popen, info))
         self.watched.watch(name, logpath, outcome.offset)
         if outcome.reason:
             say = self.notify or self.log.warning

@@ -35,6 +35,20 @@ _WORKERINPUT_KEY = "xprocess_run_id"
 _MAIN_PID_KEY = "xprocess_main_pid"
 
 
+def __getattr__(name: str) -> Any:
+    """``config.pluginmanager.getplugin("xprocess").XProcess``: pytest-xprocess's plugin module
+    offered these names, and older conftests reach them through the plugin object."""
+    if name in ("XProcess", "XProcessInfo"):
+        from xprocess import manager
+
+        return getattr(manager, name)
+    if name == "getrootdir":
+        from xprocess.pytest_xprocess import getrootdir
+
+        return getrootdir
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def is_xdist_worker(config: pytest.Config) -> bool:
     """True in a pytest-xdist worker process, False in the controller or without xdist."""
     return hasattr(config, "workerinput")
