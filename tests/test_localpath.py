@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from pathlib import Path
@@ -82,3 +83,24 @@ def test_a_log_reads_what_the_running_start_wrote(tmp_path: Path) -> None:
     log.write_text("truncated\n")  # shorter than the start: all of it
     assert path.read() == "truncated\n"
     assert (path.parent / "xprocess.log").read() == "truncated\n"
+
+
+def test_new_with_an_empty_basename_and_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cwd.new(basename="").dirpath().chdir(), as a preparefunc of a Django project does.
+    monkeypatch.chdir(tmp_path)
+    controldir = LocalPath(tmp_path, "records", "server")
+    controldir.mkdir(parents=True)
+    assert controldir.new(basename="") == controldir.parent  # py.path: the basename goes
+    old = controldir.dirpath().chdir()
+    assert old == tmp_path and Path.cwd() == tmp_path / "records"
+
+
+def test_attributes_can_be_set_on_it_as_on_py_path(tmp_path: Path) -> None:
+    log = LocalPath(tmp_path, "xprocess.log")
+    log.write_text("ready\n")
+    log.open = functools.partial(log.open, "rb")  # type: ignore[assignment, method-assign]
+    with log.open() as f:
+        data: object = f.read()
+    assert data == b"ready\n"
