@@ -576,3 +576,31 @@ def test_restart(xprocess_starter, xprocess_terminate):
     )
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
     nothing_left(pytester)
+
+
+def test_a_starter_with_names_and_methods_of_its_own_starts(pytester: pytest.Pytester) -> None:
+    # Starters carry their own helpers: a name, a script path, a method that is not a hook.
+    pytester.makeconftest(
+        HEADER
+        + """
+import sys
+
+class Starter(ProcessStarter):
+    name = "http_server"
+    pattern = "Uvicorn running"  # type: ignore
+    server_path = Path(sys.modules["projects"].__file__).with_name("child.py")
+    args = [sys.executable, "-u", server_path, "--ready", "Uvicorn running"]  # type: ignore
+
+    def check(self, stdout, stderr):
+        return self.pattern in stdout + stderr
+
+@pytest.fixture
+def http_server(xprocess):
+    xprocess.ensure(Starter.name, Starter)
+    yield xprocess.getinfo(Starter.name)
+    xprocess.getinfo(Starter.name).terminate()
+"""
+    )
+    pytester.makepyfile("def test_up(http_server):\n    assert http_server.isrunning()\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    nothing_left(pytester)
