@@ -35,6 +35,20 @@ _WORKERINPUT_KEY = "xprocess_run_id"
 _MAIN_PID_KEY = "xprocess_main_pid"
 
 
+def __getattr__(name: str) -> Any:
+    """``config.pluginmanager.getplugin("xprocess").XProcess``: pytest-xprocess's plugin module
+    offered these names, and older conftests reach them through the plugin object."""
+    if name in ("XProcess", "XProcessInfo"):
+        from xprocess import manager
+
+        return getattr(manager, name)
+    if name == "getrootdir":
+        from xprocess.pytest_xprocess import getrootdir
+
+        return getrootdir
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def is_xdist_worker(config: pytest.Config) -> bool:
     """True in a pytest-xdist worker process, False in the controller or without xdist."""
     return hasattr(config, "workerinput")
@@ -54,7 +68,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
-    """Answer --xshow/--xkill before any collection, and end the run with their exit code."""
+    """Refuse to run beside pytest-xprocess; answer --xshow/--xkill before any collection,
+    and end the run with their exit code."""
+    from xprocess.migration import conflicting_distribution
+
+    conflict = conflicting_distribution()
+    if conflict is not None:
+        raise pytest.UsageError(conflict)
     commands = config.option.xshow or config.option.xkill  # they return before any clearing
     if getattr(config.option, "cacheclear", False) and not commands:
         if is_xdist_worker(config):
