@@ -58,6 +58,9 @@ def normalized(lines: list[str], project: Path) -> list[str]:
         line = re.sub(r"\d+(\.\d+)?", "0", line)
         line = re.sub(r"([=_])\1{2,}", r"\1\1\1", line)
         line = " ".join(line.split())
+        # http.server's usage line names the program and options as this Python's version does.
+        line = re.sub(r"^E usage: .*", "E usage: ...", line)
+        line = re.sub(r"^E \S.*: error: ", "E server.py: error: ", line)
         if line:
             out.append(line)
     return out
