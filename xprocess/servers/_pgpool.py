@@ -22,8 +22,9 @@ class DatabasePool:
     """``ahead`` databases ready at any time; ``take`` one, ``give_back`` it when done.
 
     ``create(connection)`` makes a database and returns its name, ``drop(connection, name)``
-    drops one; each thread has a connection of its own from ``connect()``. A failure to create
-    is not kept: the next ``take`` creates in the caller's thread, where the error is raised.
+    drops one; each thread has a connection of its own from ``connect()``. ``connect_to(name)``
+    connects to a new database ahead too, so that a test does not wait for that either. A
+    failure is not kept: the next ``take`` makes one in the caller's thread, raising the error.
     """
 
     def __init__(
@@ -31,14 +32,16 @@ class DatabasePool:
         connect: Connect,
         create: Callable[[Any], str],
         drop: Callable[[Any, str], None],
+        connect_to: Callable[[str], Any],
         *,
         ahead: int = 2,
     ) -> None:
         self._connect = connect
         self._create = create
         self._drop = drop
+        self._open = connect_to
         self._slots = threading.Semaphore(ahead)
-        self._ready: queue.Queue[str | None] = queue.Queue()
+        self._ready: queue.Queue[tuple[str, Any] | None] = queue.Queue()
         self._used: queue.Queue[str | None] = queue.Queue()
         self._closing = threading.Event()
         self._maker = threading.Thread(target=self._make, name="xprocess-pg-make", daemon=True)
@@ -46,20 +49,22 @@ class DatabasePool:
         self._maker.start()
         self._dropper.start()
 
-    def take(self) -> str:
-        """A database of the caller's own: a ready one, or one made now if the maker failed."""
+    def take(self) -> tuple[str, Any]:
+        """A database of the caller's own and a connection to it: ready ones, or made now if
+        the maker failed."""
         while True:
             try:
-                name = self._ready.get(timeout=0.5)
+                ready = self._ready.get(timeout=0.5)
             except queue.Empty:
                 if self._maker.is_alive():
                     continue
-                name = None
-            if name is None:  # the maker stopped on an error: make one here, raising it again
+                ready = None
+            if ready is None:  # the maker stopped on an error: make one here, raising it again
                 with self._connect() as connection:
-                    return self._create(connection)
+                    name = self._create(connection)
+                return name, self._open(name)
             self._slots.release()
-            return name
+            return ready
 
     def give_back(self, name: str) -> None:
         """Drop ``name`` in the background."""
@@ -72,11 +77,12 @@ class DatabasePool:
         self._maker.join()
         while True:
             try:
-                name = self._ready.get_nowait()
+                ready = self._ready.get_nowait()
             except queue.Empty:
                 break
-            if name is not None:
-                self._used.put(name)
+            if ready is not None:
+                ready[1].close()
+                self._used.put(ready[0])
         self._used.put(None)
         self._dropper.join()
 
@@ -87,7 +93,8 @@ class DatabasePool:
                     self._slots.acquire()
                     if self._closing.is_set():
                         return
-                    self._ready.put(self._create(connection))
+                    name = self._create(connection)
+                    self._ready.put((name, self._open(name)))
         except Exception:
             self._ready.put(None)  # the next take() creates, and raises, in its own thread
 
