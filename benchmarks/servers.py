@@ -9,7 +9,9 @@ Each side gets a venv under ``benchmarks/.venvs/`` (built on first use, reused a
 with pytest-postgresql, pytest-redis and pytest-xdist from PyPI, one with this checkout
 (``xprocess[postgresql,redis,xdist]``). For each scenario (``postgresql``: every test gets a
 database copied from a template loaded from ``schema.sql``; ``redis``: every test gets a clean
-database) the same 40 test bodies run with each side's fixtures, at each ``-n``, interleaved.
+database) the same 40 test bodies run with each side's fixtures, at each ``-n``, interleaved: first in a
+new project (``new``: nothing cached), then again in the same one (``again``: the run a user makes
+every day, the server stopped at the end of the first; xprocess copies its cached cluster).
 
 Measured per run: wall time; servers started (PostgreSQL postmasters, redis-server processes);
 peak PSS of all server processes (sampled every 0.1 s); time from the start of pytest to the start
@@ -50,6 +52,7 @@ TESTS = 40
 PLUGINS = "pytest-postgresql+pytest-redis"
 XPROCESS = "xprocess"
 SIDES = (PLUGINS, XPROCESS)
+KINDS = ("new", "again")
 SERVER_NAMES = ("postgres", "redis-server")
 TOKEN_VAR = "XPROCESS_SERVERS_BENCH"
 INITDB_MODES = {"--boot", "--single", "--check", "-C"}
@@ -316,20 +319,23 @@ def main() -> int:
         ]
         for repeat, scenario, n, side in plan:
             project = make_project(base / f"r{repeat}-n{n}", scenario, side, args.user)
-            sample = run_pytest(venvs[side], project, n, args.user)
-            if sample["returncode"] != 0:
-                errors.append(f"{scenario} {side} -n {n}: exit {sample['returncode']}")
-                errors.append(sample["tail"])
-            leftovers += len(sample["left"])
-            kill(sample.pop("left"))
-            sample.pop("tail")
-            samples.setdefault(f"{scenario}|{side}|{n}", []).append(sample)
-            print(
-                f"{scenario:10} {side:32} -n {n}: {sample['wall']:.2f} s, "
-                f"{sample['servers']} servers, {sample['peak_pss_mb']:.0f} MB, "
-                f"first test {sample['first_test'] or float('nan'):.2f} s",
-                flush=True,
-            )
+            # A new project's first run (nothing cached), then the run a user makes every day:
+            # the same project again, its server stopped at the end of the first.
+            for kind in KINDS:
+                sample = run_pytest(venvs[side], project, n, args.user)
+                if sample["returncode"] != 0:
+                    errors.append(f"{scenario} {side} -n {n}: exit {sample['returncode']}")
+                    errors.append(sample["tail"])
+                leftovers += len(sample["left"])
+                kill(sample.pop("left"))
+                sample.pop("tail")
+                samples.setdefault(f"{scenario}|{side}|{n}|{kind}", []).append(sample)
+                print(
+                    f"{scenario:10} {side:32} -n {n} {kind:>5}: {sample['wall']:.2f} s, "
+                    f"{sample['servers']} servers, {sample['peak_pss_mb']:.0f} MB, "
+                    f"first test {sample['first_test'] or float('nan'):.2f} s",
+                    flush=True,
+                )
         kept = (
             kept_runs(base, venvs[XPROCESS], args.user, errors) if "postgresql" in scenarios else {}
         )
@@ -393,25 +399,24 @@ def report(
     # A ratio is taken within each repeat (the two sides ran one after the other), then the
     # median of those and their range: the machine's noise moves both sides of a repeat alike.
     heading = "plugins / xprocess (ratio, range)"
-    print(f"{'scenario':11}{'-n':>3}  " + "  ".join(f"{label:>37}" for _, label in fields))
-    print(f"{'':14}" + "  ".join(f"{heading:>37}" for _ in fields))
+    print(f"{'scenario':11}{'-n':>3} {'run':>5}  " + "  ".join(f"{f:>37}" for _, f in fields))
+    print(f"{'':20}" + "  ".join(f"{heading:>37}" for _ in fields))
     rows = []
-    for scenario in scenarios:
-        for n in workers:
-            plugin = samples.get(f"{scenario}|{PLUGINS}|{n}", [])
-            ours = samples.get(f"{scenario}|{XPROCESS}|{n}", [])
-            cells = []
-            row: dict[str, Any] = {"scenario": scenario, "workers": n}
-            for field, _ in fields:
-                a, b = median(plugin, field), median(ours, field)
-                pairs = zip(plugin, ours, strict=False)
-                ratios = [x[field] / y[field] for x, y in pairs if x[field] and y[field]]
-                ratio = statistics.median(ratios) if ratios else float("nan")
-                low, high = (min(ratios), max(ratios)) if ratios else (ratio, ratio)
-                row[field] = {"plugins": a, "xprocess": b, "ratio": ratio, "range": [low, high]}
-                cells.append(f"{a:7.2f} / {b:6.2f} ({ratio:4.1f}x, {low:3.1f}-{high:3.1f})")
-            rows.append(row)
-            print(f"{scenario:11}{n:>3}  " + "  ".join(f"{c:>37}" for c in cells))
+    for scenario, n, kind in ((s, n, k) for k in KINDS for s in scenarios for n in workers):
+        plugin = samples.get(f"{scenario}|{PLUGINS}|{n}|{kind}", [])
+        ours = samples.get(f"{scenario}|{XPROCESS}|{n}|{kind}", [])
+        cells = []
+        row: dict[str, Any] = {"scenario": scenario, "workers": n, "run": kind}
+        for field, _ in fields:
+            a, b = median(plugin, field), median(ours, field)
+            pairs = zip(plugin, ours, strict=False)
+            ratios = [x[field] / y[field] for x, y in pairs if x[field] and y[field]]
+            ratio = statistics.median(ratios) if ratios else float("nan")
+            low, high = (min(ratios), max(ratios)) if ratios else (ratio, ratio)
+            row[field] = {"plugins": a, "xprocess": b, "ratio": ratio, "range": [low, high]}
+            cells.append(f"{a:7.2f} / {b:6.2f} ({ratio:4.1f}x, {low:3.1f}-{high:3.1f})")
+        rows.append(row)
+        print(f"{scenario:11}{n:>3} {kind:>5}  " + "  ".join(f"{c:>37}" for c in cells))
     lines = {
         scenario: {side: user_lines(*SETUP[scenario][side]) for side in SIDES}
         for scenario in scenarios

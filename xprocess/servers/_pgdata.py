@@ -48,15 +48,16 @@ TMPFS = Path("/dev/shm")
 TMPFS_ROOM = 512 << 20
 CACHE_FORMAT = "1"
 
-# Runs postgres, removes the scratch directory when it exits. A SIGTERM (how xprocess stops a
-# process) is passed on as SIGINT, PostgreSQL's fast shutdown, which does not wait for clients.
+# Runs postgres, removes the scratch directory when it exits, and exits as postgres did. A SIGTERM
+# (how xprocess stops a process) is passed on as SIGINT, PostgreSQL's fast shutdown, which does
+# not wait for clients; the wait it interrupted is then waited again.
 _WRAPPER = """scratch=$1; shift
 "$@" &
 pid=$!
 trap 'kill -INT "$pid" 2>/dev/null' TERM INT
 wait "$pid"
-wait "$pid"
 status=$?
+if kill -0 "$pid" 2>/dev/null; then wait "$pid"; status=$?; fi
 rm -rf "$scratch"
 exit $status
 """

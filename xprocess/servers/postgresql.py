@@ -8,11 +8,12 @@ In ``conftest.py``::
     postgresql = pg.postgresql("postgresql_proc")
 
 ``postgresql_proc`` (session scope) starts the server once for the whole run, through
-``xprocess.ensure``: ``initdb`` into a fresh data directory, then ``postgres`` on a free port of
-127.0.0.1 with durability turned off. It builds a template database from ``load`` once per run
-(kept across runs while the server and the loaders' inputs stay the same). ``postgresql``
-(function scope) gives each test a psycopg connection to a database of its own, created from that
-template, and drops it after the test.
+``xprocess.ensure``: a fresh cluster (a copy of the pristine one ``initdb`` made once, see
+``_pgdata``) on a tmpfs where there is room, then ``postgres`` on a free port of 127.0.0.1 with
+durability turned off. It builds a template database from ``load`` once per run (kept across runs
+while the server and the loaders' inputs stay the same). ``postgresql`` (function scope) gives
+each test a psycopg connection to a database of its own, created from that template ahead of need
+(``_pgpool``), and drops it in the background after the test.
 
 PostgreSQL refuses to run as root: when the tests run as root, ``initdb`` and the server run as
 the ``postgres`` user, with a data directory that user can reach.
@@ -386,7 +387,10 @@ def build_template(
     identifier = sql.Identifier(template)
     with psycopg.connect(**connect_kwargs(data, "postgres"), autocommit=True) as admin:
         _drop_template(admin, template)
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(identifier))
+        create = sql.SQL("CREATE DATABASE {}").format(identifier)
+        if admin.info.server_version >= 150000:
+            create += sql.SQL(" STRATEGY FILE_COPY")  # as for the tests' databases
+        admin.execute(create)
         try:
             for loader in loaders:
                 if isinstance(loader, Path):
