@@ -9,9 +9,10 @@ Each side gets a venv under ``benchmarks/.venvs/`` (built on first use, reused a
 with pytest-postgresql, pytest-redis and pytest-xdist from PyPI, one with this checkout
 (``xprocess[postgresql,redis,xdist]``). For each scenario (``postgresql``: every test gets a
 database copied from a template loaded from ``schema.sql``; ``redis``: every test gets a clean
-database) the same 40 test bodies run with each side's fixtures, at each ``-n``, interleaved: first in a
-new project (``new``: nothing cached), then again in the same one (``again``: the run a user makes
-every day, the server stopped at the end of the first; xprocess copies its cached cluster).
+database) the same 40 test bodies run with each side's fixtures, at each ``-n``, interleaved:
+first in a new project (``new``: nothing cached), then again in the same one (``again``: the run
+a user makes every day, the server stopped at the end of the first; xprocess copies its cached
+cluster).
 
 Measured per run: wall time; servers started (PostgreSQL postmasters, redis-server processes);
 peak PSS of all server processes (sampled every 0.1 s); time from the start of pytest to the start
