@@ -54,6 +54,11 @@ PLUGINS = "pytest-postgresql+pytest-redis"
 XPROCESS = "xprocess"
 SIDES = (PLUGINS, XPROCESS)
 KINDS = ("new", "again")
+# Both plugins share a venv: each scenario turns the other off, as a project using one has it.
+OTHER = {
+    "postgresql": {PLUGINS: ("-p", "no:pytest_redis"), XPROCESS: ()},
+    "redis": {PLUGINS: ("-p", "no:pytest_postgresql"), XPROCESS: ()},
+}
 SERVER_NAMES = ("postgres", "redis-server")
 TOKEN_VAR = "XPROCESS_SERVERS_BENCH"
 INITDB_MODES = {"--boot", "--single", "--check", "-C"}
@@ -323,7 +328,7 @@ def main() -> int:
             # A new project's first run (nothing cached), then the run a user makes every day:
             # the same project again, its server stopped at the end of the first.
             for kind in KINDS:
-                sample = run_pytest(venvs[side], project, n, args.user)
+                sample = run_pytest(venvs[side], project, n, args.user, *OTHER[scenario][side])
                 if sample["returncode"] != 0:
                     errors.append(f"{scenario} {side} -n {n}: exit {sample['returncode']}")
                     errors.append(sample["tail"])
