@@ -169,9 +169,10 @@ def _stat_key(path: Path) -> str:
     return f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns}"
 
 
-def cache_key(postgres: Path, initdb_args: list[str]) -> str:
-    """What the pristine cluster depends on: the programs (their files) and initdb's arguments."""
-    digest = hashlib.sha256(f"format {CACHE_FORMAT}\n".encode())
+def cache_key(postgres: Path, initdb_args: list[str], owner: str | None) -> str:
+    """What the pristine cluster depends on: the programs (their files), initdb's arguments and
+    the user its files belong to (``None``: the one running the tests)."""
+    digest = hashlib.sha256(f"format {CACHE_FORMAT}\nowner {owner or os.geteuid()}\n".encode())
     for program in (postgres, postgres.parent / "initdb"):
         digest.update(f"{_stat_key(program)}\n".encode())
     digest.update(json.dumps(initdb_args).encode())

@@ -151,7 +151,7 @@ class PostgreSQLStarter(ProcessStarter):
         _pgdata.sweep()
         scratch = _pgdata.make_scratch(self.control_dir, user)
         datadir = scratch / "data"
-        key = _pgdata.cache_key(postgres, INITDB_ARGS)
+        key = _pgdata.cache_key(postgres, INITDB_ARGS, user)
         cache = Layout(self.control_dir.parent).cache
 
         def make(target: Path) -> None:
