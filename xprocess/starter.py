@@ -110,6 +110,15 @@ class ProcessStarter:
         """
         return True
 
+    def wait(self, log_file: IO[str]) -> bool:
+        """pytest-xprocess's readiness hook: override it to wait for something else as well.
+
+        An override is called with the log of this start (after ``pattern`` matched and
+        ``startup_check`` passed, when they are set) until it returns a true value. This one
+        returns True, so an override may end with ``return super().wait(log_file)``.
+        """
+        return True
+
 
 @dataclass
 class LaunchPlan:
@@ -354,7 +363,8 @@ def _plan_from_starter(
 def _overridden_wait(starter: object) -> Callable[[IO[str]], object] | None:
     """A ``wait(log_file)`` the starter's class defines (pytest-xprocess called it to tell
     readiness; conftests override it to wait for a port instead of a line)."""
-    if inspect.getattr_static(type(starter), "wait", None) is None:
+    found = inspect.getattr_static(type(starter), "wait", None)
+    if found is None or found is ProcessStarter.__dict__["wait"]:
         return None
     wait = getattr(starter, "wait", None)
     return wait if callable(wait) else None
