@@ -624,8 +624,9 @@ def wait_for_port(port, timeout=60.0):
 """
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
 def test_an_overridden_wait_tells_readiness_and_a_kept_process_is_used_again(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, workers: list[str]
 ) -> None:
     # home-assistant-cli: no pattern, ``wait(log_file)`` overridden to wait for the port; the
     # process is never terminated, and the next run uses it when ``isrunning()`` says so.
@@ -653,13 +654,15 @@ def home(xprocess):
 """
     )
     pytester.makepyfile(
+        "import pytest\n"
         "from conftest import greeted, PORT\n"
-        "def test_up(home, xprocess):\n"
+        "@pytest.mark.parametrize('i', range(4))\n"
+        "def test_up(home, xprocess, i):\n"
         "    assert greeted(PORT)\n"
         "    assert xprocess.getinfo('home').isrunning()\n"
     )
     for _ in range(2):
-        pytester.runpytest_subprocess().assert_outcomes(passed=1)
+        pytester.runpytest_subprocess(*workers).assert_outcomes(passed=4)
     assert count_lines(pytester.path / "starts") == 1
     assert pytester.runpytest_subprocess("--xkill").ret == 0
     nothing_left(pytester)
