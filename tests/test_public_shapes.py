@@ -7,10 +7,12 @@ Each test writes its conftest the way those projects do (the imports, what they 
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 
-from tests.support import HEADER, count_lines, live_records
+from tests.support import HEADER, count_lines, live_records, working_in
 from xprocess import free_port
 
 # A server that says which port it took, as many public servers do; conftests find the port
@@ -603,4 +605,512 @@ def http_server(xprocess):
     )
     pytester.makepyfile("def test_up(http_server):\n    assert http_server.isrunning()\n")
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    nothing_left(pytester)
+
+
+WAIT_FOR_PORT = """
+import socket, time
+
+def wait_for_port(port, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"port {port} is not accepting connections")
+            time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_an_overridden_wait_tells_readiness_and_a_kept_process_is_used_again(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    # home-assistant-cli: no pattern, ``wait(log_file)`` overridden to wait for the port; the
+    # process is never terminated, and the next run uses it when ``isrunning()`` says so.
+    port = free_port()
+    pytester.makeconftest(
+        HEADER
+        + WAIT_FOR_PORT
+        + TALK
+        + f"""
+ROOT = Path(__file__).parent
+PORT = {port}
+
+@pytest.fixture(scope="session")
+def home(xprocess):
+    if xprocess.getinfo("home").isrunning():
+        return
+    class Starter(ProcessStarter):
+        args = child("--delay", 0.5, "--listen", PORT, "--count-file", ROOT / "starts")
+
+        def wait(self, log_file):
+            wait_for_port(PORT)
+            return True
+
+    xprocess.ensure("home", Starter)
+"""
+    )
+    pytester.makepyfile(
+        "import pytest\n"
+        "from conftest import greeted, PORT\n"
+        "@pytest.mark.parametrize('i', range(4))\n"
+        "def test_up(home, xprocess, i):\n"
+        "    assert greeted(PORT)\n"
+        "    assert xprocess.getinfo('home').isrunning()\n"
+    )
+    for _ in range(2):
+        pytester.runpytest_subprocess(*workers).assert_outcomes(passed=4)
+    assert count_lines(pytester.path / "starts") == 1
+    assert pytester.runpytest_subprocess("--xkill").ret == 0
+    nothing_left(pytester)
+
+
+def test_a_shell_command_with_shell_true_starts_and_its_tree_is_stopped(
+    pytester: pytest.Pytester,
+) -> None:
+    # Araneid: popen_kwargs {"shell": True}, args a one-item tuple holding the whole command
+    # line ("cd dir; run ..."), pattern ".*", terminate() in a finally.
+    port = free_port()
+    pytester.makeconftest(
+        HEADER
+        + TALK
+        + f"""
+import shlex
+
+ROOT = Path(__file__).parent
+PORT = {port}
+
+@pytest.fixture
+def script_runner(xprocess):
+    command = " ".join(shlex.quote(a) for a in child("--listen", PORT, "--count-file", "starts"))
+    start_script_cmd = f"cd {{shlex.quote(str(ROOT))}}; {{command}}"
+
+    class ScriptStarter(ProcessStarter):
+        terminate_on_interrupt = True
+        pattern = ".*"
+        popen_kwargs = {{"shell": True}}
+        env = None
+        args = (start_script_cmd,)
+
+    try:
+        server_process_pid, _ = xprocess.ensure("script_starter", ScriptStarter)
+        yield server_process_pid
+    finally:
+        xprocess.getinfo("script_starter").terminate()
+"""
+    )
+    pytester.makepyfile(
+        "from conftest import greeted, PORT\n"
+        "def test_served(script_runner):\n"
+        "    assert greeted(PORT)\n"
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    assert count_lines(pytester.path / "starts") == 1  # it ran in the directory it cd'd to
+    assert working_in(pytester.path) == []  # the shell's child went with the shell
+    nothing_left(pytester)
+
+
+def test_a_preparefunc_that_sets_the_environment_and_a_pid_killed_by_the_finalizer(
+    pytester: pytest.Pytester,
+) -> None:
+    # whatsmyrank, vdirsyncer: preparefunc(cwd) sets os.environ and returns a callable (not a
+    # pattern) that polls the port; the finalizer SIGKILLs the pid ensure returned.
+    port = free_port()
+    pytester.makeconftest(
+        HEADER
+        + f"""
+import signal, socket, time
+
+ROOT = Path(__file__).parent
+PORT = {port}
+
+def wait():
+    for i in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", PORT), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+@pytest.fixture(scope="session")
+def test_server(xprocess, request):
+    def preparefunc(cwd):
+        os.environ["QUEST_DATABASE_URL"] = str(ROOT / "test.shelve")
+        return wait, child("--delay", 0.3, "--listen", PORT, "--show-env", "QUEST_DATABASE_URL",
+                           "--count-file", ROOT / "starts")
+
+    pid, log = xprocess.ensure("server", preparefunc)
+
+    def fin():
+        os.kill(pid, signal.SIGKILL)
+
+    request.addfinalizer(fin)
+    return pid, log
+"""
+    )
+    pytester.makepyfile(
+        """
+import socket
+from conftest import PORT, ROOT
+
+def test_served(test_server, xprocess):
+    pid, log = test_server
+    assert pid == xprocess.getinfo("server").pid
+    assert f"env QUEST_DATABASE_URL={ROOT / 'test.shelve'}" in log.read()
+    socket.create_connection(("127.0.0.1", PORT), timeout=5).close()
+"""
+    )
+    for _ in range(2):  # the second run starts it again: the killed one is not taken as running
+        pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    assert count_lines(pytester.path / "starts") == 2
+    result = pytester.runpytest_subprocess("--xshow")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    nothing_left(pytester)
+
+
+def test_a_control_dir_removed_by_hand_at_the_end_of_the_session(
+    pytester: pytest.Pytester,
+) -> None:
+    # mupifDB: mongod keeps its data in its cwd ("--dbpath=./", the control dir), function-scoped
+    # fixtures depending on each other, and a session fixture that removes
+    # .pytest_cache/d/.xprocess/<name> when the session ends.
+    pytester.makeconftest(
+        HEADER
+        + """
+import shutil
+
+class Database(ProcessStarter):
+    env = {"PYTHONUNBUFFERED": "1"}
+    args = child("--ready", "Waiting for connections", "--count-file", "./db.data")
+    timeout = 5
+    max_read_lines = 100
+    pattern = "Waiting for connections"
+    terminate_on_interrupt = True
+
+class Api(ProcessStarter):
+    args = child("--ready", "Application startup complete.")
+    pattern = "Application startup complete."
+    terminate_on_interrupt = True
+
+@pytest.fixture
+def mongodb(xprocess):
+    xprocess.ensure("mongodb", Database)
+    yield xprocess.getinfo("mongodb")
+    xprocess.getinfo("mongodb").terminate()
+
+@pytest.fixture
+def rest_api(xprocess, mongodb):
+    xprocess.ensure("restApi", Api)
+    yield mongodb
+    xprocess.getinfo("restApi").terminate()
+
+@pytest.fixture(autouse=True, scope="session")
+def test_suite_cleanup():
+    yield
+    shutil.rmtree(".pytest_cache/d/.xprocess/mongodb", ignore_errors=True)
+"""
+    )
+    pytester.makepyfile(
+        """
+import pytest
+
+@pytest.mark.parametrize("i", range(2))
+def test_workflow(rest_api, i):
+    # mongod's data, in the control dir it ran in (each start of this run appends its pid)
+    assert (rest_api.controldir / "db.data").read_text().split()[-1] == str(rest_api.pid)
+"""
+    )
+    for _ in range(2):
+        pytester.runpytest_subprocess().assert_outcomes(passed=2)
+        assert not (pytester.path / ".pytest_cache/d/.xprocess/mongodb").exists()
+    result = pytester.runpytest_subprocess("--xshow")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    nothing_left(pytester)
+
+
+def test_the_log_path_kept_at_teardown_is_printed_in_the_terminal_summary(
+    pytester: pytest.Pytester,
+) -> None:
+    # HERA-Team/librarian: an env without PATH (the program given by its full path), a port
+    # drawn anew each run under the same name, the log's path kept at teardown and printed by
+    # pytest_terminal_summary after the process was stopped.
+    pytester.makeconftest(
+        HEADER
+        + """
+import sys
+from xprocess import free_port
+
+SERVER_LOG_PATH = None
+
+@pytest.fixture(scope="package")
+def server(xprocess):
+    port = str(free_port())
+
+    class Starter(ProcessStarter):
+        pattern = "Uvicorn running on"
+        args = child("--listen", port, "--ready", f"Uvicorn running on port {port}",
+                     "--show-env", "PORT", "--show-env", "PATH")
+        timeout = 10
+        env = {"PORT": port, "VIRTUAL_ENV": sys.prefix}
+
+    xprocess.ensure("server", Starter)
+    yield port
+    global SERVER_LOG_PATH
+    SERVER_LOG_PATH = str(xprocess.getinfo("server").logpath)
+    xprocess.getinfo("server").terminate()
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    terminalreporter.section("integration test temporary files")
+    terminalreporter.write_line("Server log: " + str(SERVER_LOG_PATH))
+"""
+    )
+    pytester.makepyfile(
+        "def test_up(server, xprocess):\n"
+        "    assert 'env PATH=<unset>' in xprocess.getinfo('server').logpath.read()\n"
+        "    assert f'env PORT={server}' in xprocess.getinfo('server').logpath.read()\n"
+    )
+    ports = []
+    for _ in range(2):
+        result = pytester.runpytest_subprocess()
+        result.assert_outcomes(passed=1)
+        line = next(x for x in result.stdout.lines if x.startswith("Server log: "))
+        log = Path(line.removeprefix("Server log: "))
+        ports.append(re.findall(r"Uvicorn running on port (\d+)", log.read_text())[-1])
+    assert ports[0] != ports[1]  # the second run's server, not the first one's
+    nothing_left(pytester)
+
+
+def test_an_env_without_path_and_a_startup_check_that_raises_until_it_answers(
+    pytester: pytest.Pytester,
+) -> None:
+    # zobtube: an autouse function-scoped fixture, no pattern, env of the server's settings
+    # only, a startup_check whose request raises until the server listens.
+    port = free_port()
+    pytester.makeconftest(
+        HEADER
+        + f"""
+import socket
+
+ROOT = Path(__file__).parent
+PORT = {port}
+
+@pytest.fixture(autouse=True)
+def zobtube_server(xprocess):
+    class Starter(ProcessStarter):
+        # pattern = "PATTERN"
+        args = child("--delay", 0.3, "--listen", PORT, "--show-env", "ZT_SERVER_BIND",
+                     "--count-file", ROOT / "starts")
+        env = {{"ZT_SERVER_BIND": f"127.0.0.1:{{PORT}}", "ZT_DB_DRIVER": "sqlite"}}
+
+        def startup_check(self):
+            with socket.create_connection(("127.0.0.1", PORT), timeout=1) as conn:
+                return conn.recv(10) == b"hello\\n"
+
+    logfile = xprocess.ensure("zobtube", Starter)
+    yield
+    xprocess.getinfo("zobtube").terminate()
+"""
+    )
+    pytester.makepyfile(
+        """
+import pytest
+
+@pytest.mark.parametrize("i", range(3))
+def test_page(xprocess, i):
+    assert "env ZT_SERVER_BIND=127.0.0.1:" in xprocess.getinfo("zobtube").logpath.read()
+"""
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=3)
+    assert count_lines(pytester.path / "starts") == 3
+    nothing_left(pytester)
+
+
+def test_a_path_in_env_and_a_name_per_test_function(pytester: pytest.Pytester) -> None:
+    # lxi-rs: env = {"CARGO_TARGET_DIR": pytestconfig.cache.mkdir("target"), **os.environ},
+    # a process named after the test function, started and stopped by each test.
+    pytester.makeconftest(
+        HEADER
+        + """
+@pytest.fixture
+def example(xprocess, request, pytestconfig):
+    class Starter(ProcessStarter):
+        pattern = "Running server"
+        env = {"RUSTFLAGS": "-Awarnings", "CARGO_TARGET_DIR": pytestconfig.cache.mkdir("target"),
+               **os.environ}
+        args = child("--ready", "Running server", "--show-env", "CARGO_TARGET_DIR")
+
+    name = request.function.__name__
+    xprocess.ensure(f"example-{name}", Starter)
+    yield xprocess.getinfo(f"example-{name}")
+    xprocess.getinfo(f"example-{name}").terminate()
+"""
+    )
+    pytester.makepyfile(
+        """
+def test_one(example, pytestconfig):
+    assert f"env CARGO_TARGET_DIR={pytestconfig.cache.mkdir('target')}" in example.logpath.read()
+
+def test_two(example):
+    assert example.name == "example-test_two" and example.isrunning()
+"""
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=2)
+    nothing_left(pytester)
+
+
+def test_a_relative_popen_cwd_and_the_latest_block_of_the_log_at_teardown(
+    pytester: pytest.Pytester,
+) -> None:
+    # bpm-ai-connectors-camunda-8: popen_kwargs {"cwd": "."} (where pytest runs), an int among
+    # the args, ``_, log_path = ensure(...)`` and, at teardown, the log after the last
+    # "@@__xproc_block_delimiter__@@" (xprocess writes none: the whole log of the start).
+    pytester.makeconftest(
+        HEADER
+        + """
+import logging
+
+logger = logging.getLogger("test")
+
+@pytest.fixture
+def connector_runtime(xprocess):
+    class Starter(ProcessStarter):
+        pattern = "Starting connector worker"
+        popen_kwargs = {"cwd": "."}
+        args = [*child("--ready", "Starting connector worker", "--before"), 3,
+                "--count-file", "starts"]
+
+    _, log_path = xprocess.ensure("connector_runtime", Starter)
+    yield
+    full_logs = Path(log_path).read_text().split("@@__xproc_block_delimiter__@@")
+    latest_logs = full_logs[-1] if full_logs else ""
+    print("LATEST:", latest_logs.count("Starting connector worker"))
+    xprocess.getinfo("connector_runtime").terminate()
+"""
+    )
+    pytester.makepyfile("def test_runtime(connector_runtime):\n    pass\n")
+    result = pytester.runpytest_subprocess("-s")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*LATEST: 1*"])
+    assert count_lines(pytester.path / "starts") == 1  # "." is where pytest runs
+    nothing_left(pytester)
+
+
+def test_an_xprocess_of_its_own_as_a_context_manager_stopping_the_process_group(
+    pytester: pytest.Pytester,
+) -> None:
+    # anchorpy: its own XProcess subclass made in a session fixture from getrootdir(config) and
+    # used as a context manager, stored on config._xprocess; an XProcessInfo subclass whose
+    # terminate() kills the process group of a start_new_session process.
+    pytester.makeconftest(
+        HEADER
+        + """
+import signal
+import psutil
+from xprocess import XProcessInfo, XProcess
+from xprocess.pytest_xprocess import getrootdir
+
+ROOT = Path(__file__).parent
+
+class FixedXProcessInfo(XProcessInfo):
+    def terminate(self, timeout=60):
+        if not self.pid:
+            return 0
+        try:
+            pgid = os.getpgid(self.pid)
+        except ProcessLookupError:
+            return 0
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except OSError as err:
+            print(f"Error while terminating process {err}")
+            return -1
+        return 1
+
+class FixedXProcess(XProcess):
+    def getinfo(self, name):
+        return FixedXProcessInfo(self.rootdir, name)
+
+@pytest.fixture(scope="session")
+def fixed_xprocess(request):
+    rootdir = getrootdir(request.config)
+    with FixedXProcess(request.config, rootdir) as xproc:
+        request.config._xprocess = xproc
+        yield xproc
+
+@pytest.fixture(scope="module")
+def localnet(fixed_xprocess):
+    class Starter(ProcessStarter):
+        pattern = "JSON RPC URL"
+        terminate_on_interrupt = True
+        args = child("--ready", "JSON RPC URL", "--children", 2)
+        timeout = 60
+        popen_kwargs = {"cwd": ROOT, "start_new_session": True}
+        max_read_lines = 1_000
+
+    logfile = fixed_xprocess.ensure("localnet", Starter)
+    yield logfile
+    info = fixed_xprocess.getinfo("localnet")
+    tree = [psutil.Process(info.pid), *psutil.Process(info.pid).children()]
+    assert info.terminate() == 1
+    psutil.wait_procs(tree, timeout=30)
+    assert not info.isrunning()
+"""
+    )
+    pytester.makepyfile(
+        "def test_up(localnet, fixed_xprocess):\n"
+        "    pid, log = localnet\n"
+        "    assert 'JSON RPC URL' in log.read()\n"
+        "    assert fixed_xprocess.getinfo('localnet').pid == pid\n"
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    assert working_in(pytester.path) == []
+    nothing_left(pytester)
+
+
+def test_a_class_scoped_redis_with_its_port_in_one_argument_and_an_env_without_path(
+    pytester: pytest.Pytester,
+) -> None:
+    # cachelib: a class-scoped redis_server fixture, "--port N" as one argument, an env that
+    # only sets PYTHONUNBUFFERED (redis-server is found on the default search path).
+    port = free_port()
+    pytester.makeconftest(
+        HEADER
+        + f"""
+@pytest.fixture(scope="class")
+def redis_server(xprocess):
+    package_name = "redis"
+
+    class Starter(ProcessStarter):
+        env = {{"PYTHONUNBUFFERED": "1"}}
+        pattern = "[Rr]eady to accept connections"
+        args = ["redis-server", "--port {port}", "--bind", "127.0.0.1", "--save", ""]
+
+    xprocess.ensure(package_name, Starter)
+    yield {port}
+    xprocess.getinfo(package_name).terminate()
+"""
+    )
+    pytester.makepyfile(
+        """
+import socket
+
+def pong(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"PING\\r\\n")
+        return conn.recv(10) == b"+PONG\\r\\n"
+
+class TestRedisCache:
+    def test_ping(self, redis_server):
+        assert pong(redis_server)
+
+class TestAgain:
+    def test_ping(self, redis_server, xprocess):
+        assert pong(redis_server) and xprocess.getinfo("redis").isrunning()
+"""
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=2)
     nothing_left(pytester)
