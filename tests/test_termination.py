@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -40,10 +42,35 @@ def test_terminate_without_the_tree_leaves_the_children(xp: XProcess) -> None:
     pid, _ = xp.ensure("srv", starter("--children", 1))
     wait_for(lambda: len(psutil.Process(pid).children()) == 1, what="a child")
     kid = psutil.Process(pid).children()[0]
-    assert xp.getinfo("srv").terminate(kill_proc_tree=False) == 1
-    assert kid.is_running()
-    kid.kill()
-    kid.wait(5)
+    try:
+        assert xp.getinfo("srv").terminate(kill_proc_tree=False) == 1
+        assert kid.is_running()
+        # The child it chose to leave carries the start's token: it does not keep "srv" alive.
+        assert not xp.getinfo("srv").isrunning()
+        lines: list[str] = []
+        show([xp.rootdir], lines.append)
+        assert lines[1].split()[:3] == ["srv", str(pid), "DEAD"]
+    finally:
+        kid.kill()
+        kid.wait(5)
+
+
+def test_a_server_killed_while_its_child_lives_is_dead_and_started_again(xp: XProcess) -> None:
+    pid, _ = xp.ensure("srv", starter("--children", 1))
+    wait_for(lambda: len(psutil.Process(pid).children()) == 1, what="a child")
+    kid = psutil.Process(pid).children()[0]
+    try:
+        os.kill(pid, signal.SIGKILL)  # unreaped by this process, which started it
+        wait_for(lambda: not running(pid), what="the server to die")
+        assert kid.is_running()
+        assert not xp.getinfo("srv").isrunning()
+        second, _ = xp.ensure("srv", starter())
+        assert second != pid
+        assert not running(kid.pid), "what the crashed server left is stopped before a start"
+    finally:
+        with contextlib.suppress(psutil.Error):
+            kid.kill()
+    assert xp.getinfo("srv").terminate() == 1
 
 
 def test_a_process_that_ignores_sigterm_is_killed_after_the_timeout(xp: XProcess) -> None:

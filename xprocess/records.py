@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from xprocess.layout import Layout, RecordWarning, atomic_write, read_or_warn, warn
-from xprocess.liveness import BOOT_ID, find_process, identify, is_alive
+from xprocess.liveness import BOOT_ID, exited_zero, find_process, identify, is_alive
 from xprocess.tokens import allowed_uids, carriers, process_uid
 
 if TYPE_CHECKING:
@@ -227,10 +227,12 @@ class ProcessRecord:
     def is_alive(self, *, ignore_zombies: bool = True) -> bool:
         """Whether the recorded process still runs (not a recycled pid).
 
-        While the process that started it runs (and may yet hand the record over to the daemon
-        a launcher left when it exited 0 right after its ready line), processes carrying its
-        token count too. After that only the recorded process does: a server that crashed
-        leaving a child behind is dead, not kept alive by the child.
+        Only the recorded process counts, with one exception: a launcher that exited 0 and has
+        not been reaped yet by the process that started it, which hands the record over to the
+        daemon the launcher left when it reaps it (``starting.settle``). While that launcher
+        holds its pid, the processes carrying its token stand for it. A server that crashed
+        (killed, or exited non-zero) is dead whatever child of it lives on; so is one stopped by
+        ``terminate(kill_proc_tree=False)``, whose children the caller chose to leave running.
         """
         pid_alive = is_alive(
             self.pid,
@@ -240,11 +242,28 @@ class ProcessRecord:
             ignore_zombies=ignore_zombies,
             leads_session=self.leads_session,
         )
-        if pid_alive or not self.token or not self._starter_runs():
+        if pid_alive or not self.token or not self._handing_over():
             return pid_alive
         return bool(carriers(self.token, allowed_uids([self.uid])))
 
-    def _starter_runs(self) -> bool:
+    def _handing_over(self) -> bool:
+        """Whether the recorded process is a launcher that exited 0, not reaped yet."""
+        identity = identify(self.pid)
+        if identity is None or not identity.zombie:
+            return False
+        if not is_alive(
+            self.pid,
+            self.create_time,
+            self.start_since_boot,
+            self.boot_id,
+            ignore_zombies=False,
+            leads_session=self.leads_session,
+        ):
+            return False  # another process's zombie holds the pid now
+        zero = exited_zero(self.pid, identity)
+        if zero is not None:
+            return zero
+        # Not our child and no /proc to read its status from: its starter may still hand over.
         return is_alive(self.started_by, self.started_by_time or None)
 
     def find_process(self) -> psutil.Process | None:
