@@ -26,8 +26,8 @@ __all__ = [
     "BOOT_ID",
     "HAVE_PROC_STAT",
     "Identity",
-    "find_process",
     "exited_zero",
+    "find_process",
     "identify",
     "is_alive",
 ]

@@ -23,7 +23,7 @@ import psutil
 
 from xprocess.layout import Layout, RecordWarning, atomic_write, read_or_warn, warn
 from xprocess.liveness import BOOT_ID, exited_zero, find_process, identify, is_alive
-from xprocess.tokens import allowed_uids, carriers, process_uid
+from xprocess.tokens import allowed_uids, carriers
 
 if TYPE_CHECKING:
     from xprocess.runs import Run
@@ -104,8 +104,9 @@ class ProcessRecord:
                                         +----failed()---> FAILED
         (no record) --not_started()-----------------------> FAILED
 
-    A start writes a STARTING record as soon as the process is spawned, so a caller that dies
-    mid-start leaves a record the next caller recognises (and stops) instead of an unknown
+    A start writes a STARTING record with its token before it spawns the process, and again
+    with the pid once it is spawned, so a caller that dies mid-start, at any line, leaves a
+    record the next caller recognises (and stops what carries its token) instead of an unknown
     process. A FAILED record carries the error, for the other workers of the same run: each is
     told once (``replayed_to``), and the caller that made the attempt (``started_by``) starts
     afresh when it asks again.
@@ -143,41 +144,42 @@ class ProcessRecord:
     holders: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     released_in: str = ""
     fingerprint: str = ""
-    leads_session: bool = False
+    # Missing from a record: required (every process xprocess starts leads its session).
+    leads_session: bool = True
     token: str = ""
     uid: int = -1
     started_by_time: float = 0.0
 
     @classmethod
-    def starting(
+    def before_spawn(
         cls,
         plan: LaunchPlan,
-        pid: int,
         *,
         cwd: Path,
         logpath: Path,
-        offset: int,
         run: Run,
         holder: dict[str, Any] | None,
         token: str,
+        uid: int,
     ) -> ProcessRecord:
-        """The record of ``plan``'s process, just spawned as ``pid`` (carrying ``token``) by
-        this process."""
-        identity = identify(pid)  # None only if it is already gone; readiness says why
+        """The record of a start of ``plan`` about to spawn its process with ``token``.
+
+        Written before the spawn: whoever comes next (a successor's start, ``--xkill``) finds
+        and stops what carries the token, even if this process dies before the pid is known.
+        ``uid`` is the user the process will run as.
+        """
         stops = plan.terminate_at_end or plan.terminate_on_interrupt
         return cls(
             name=plan.name,
-            pid=pid,
-            create_time=identity.create_time if identity is not None else time.time(),
-            start_since_boot=identity.since_boot if identity is not None else None,
+            pid=0,
+            create_time=0.0,
             boot_id=BOOT_ID,
-            leads_session=bool(identity is not None and identity.leads_session),
             started_by=os.getpid(),
             started_by_time=_own_start_time(),
             argv=plan.argv,
             cwd=str(cwd),
             logpath=str(logpath),
-            log_offset=offset,
+            log_offset=0,
             started_at=time.time(),
             state=STARTING,
             run_id=run.id,
@@ -188,8 +190,18 @@ class ProcessRecord:
             holders=[holder] if holder is not None else [],
             data=plan.data,
             token=token,
-            uid=process_uid(pid),
+            uid=uid,
         )
+
+    def spawned(self, pid: int, offset: int) -> None:
+        """The process is spawned as ``pid``; its output begins at byte ``offset`` of the log."""
+        identity = identify(pid)  # None only if it is already gone; readiness says why
+        self.pid = pid
+        self.create_time = identity.create_time if identity is not None else time.time()
+        self.start_since_boot = identity.since_boot if identity is not None else None
+        self.leads_session = bool(identity is not None and identity.leads_session)
+        self.log_offset = offset
+        self.started_at = time.time()
 
     @classmethod
     def not_started(

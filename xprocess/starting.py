@@ -202,7 +202,7 @@ def ensure_process(
             # starter's args() (which may prepare files) runs only once it is gone.
             stop_record(record)
         plan = _plan(caller, description)
-        started = _start(caller, description, plan, persist_logs)
+        started = _start(caller, description, plan, persist_logs, record)
         started.reason = decision.reason
         return started
 
@@ -233,6 +233,40 @@ def _adopt(record: ProcessRecord, pid: int, identity: Identity) -> None:
     record.start_since_boot = identity.since_boot
     record.leads_session = bool(identity.leads_session)
     record.uid = process_uid(pid)
+
+
+def _intended_uid(plan: LaunchPlan) -> int:
+    """The uid the process of ``plan`` will run as: this user's, or ``popen_kwargs["user"]``."""
+    user = plan.popen_kwargs.get("user")
+    if user is None:
+        return os.getuid()
+    if isinstance(user, int):
+        return user
+    try:
+        import pwd
+
+        return pwd.getpwnam(str(user)).pw_uid
+    except (ImportError, KeyError):
+        return -1  # Popen refuses it with a clear error
+
+
+# A test seam: with this variable naming a file, a start writes the new pid there right after
+# the spawn and waits until the file is removed, so that a test can kill the starting process
+# between the spawn and the record naming the pid.
+HOLD_AFTER_SPAWN_VAR = "XPROCESS_TEST_HOLD_AFTER_SPAWN"
+
+
+def _hold_after_spawn(pid: int) -> None:
+    path = os.environ.get(HOLD_AFTER_SPAWN_VAR)
+    if not path:
+        return
+    import time
+
+    with open(path, "w", encoding="ascii") as f:
+        f.write(str(pid))
+    deadline = time.monotonic() + 60
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _reuse_read_only(store: RecordStore, name: str, error: OSError) -> Outcome | None:
@@ -274,7 +308,11 @@ def _record_not_started(caller: Caller, description: StarterDescription, exc: Ex
 
 
 def _start(
-    caller: Caller, description: StarterDescription, plan: LaunchPlan, persist_logs: bool
+    caller: Caller,
+    description: StarterDescription,
+    plan: LaunchPlan,
+    persist_logs: bool,
+    previous: ProcessRecord | None,
 ) -> Outcome:
     __tracebackhide__ = True
     store = caller.store
@@ -283,28 +321,36 @@ def _start(
     logpath = store.log_path(name)
     _logger.debug("%s$ %s", controldir, " ".join(plan.argv))
     token = new_token()
+    holder = holder_entry(caller.run, caller.worker) if caller.worker else None
+    record = ProcessRecord.before_spawn(
+        plan,
+        cwd=controldir,
+        logpath=logpath,
+        run=caller.run,
+        holder=holder,
+        token=token,
+        uid=_intended_uid(plan),
+    )
+    record.fingerprint = description.fingerprint
+    store.write(record)  # the token on disk before a process carries it
     try:
         popen, offset = spawn(plan, controldir, logpath, persist_logs=persist_logs, token=token)
     except InvalidStarterError:
+        # Bad input (a missing executable): nothing was spawned, and nothing is recorded of it.
+        if previous is not None:
+            store.write(previous)
+        else:
+            store.record_path(name).unlink(missing_ok=True)
         raise
     except Exception as exc:
         _record_not_started(caller, description, exc)
         raise
+    _hold_after_spawn(popen.pid)
     # Whatever fails once the process exists (readiness, a full disk writing the record, Ctrl-C),
     # everything that carries its token is stopped: nothing spawned outlives this call.
     with abandon_on_error(token, popen):
-        holder = holder_entry(caller.run, caller.worker) if caller.worker else None
-        record = ProcessRecord.starting(
-            plan,
-            popen.pid,
-            cwd=controldir,
-            logpath=logpath,
-            offset=offset,
-            run=caller.run,
-            holder=holder,
-            token=token,
-        )
-        record.fingerprint = description.fingerprint
+        record.spawned(popen.pid, offset)
+        record.uid = process_uid(popen.pid)
         store.write(record)
         if record.users:
             start_watchdog(store.root, caller.run)

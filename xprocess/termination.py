@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from xprocess.liveness import find_process
 from xprocess.tokens import Verdict, allowed_uids, carriers, process_uid, protected_pids, verify
 
 if TYPE_CHECKING:
@@ -208,6 +209,10 @@ def stop_record(
     uids = allowed_uids([record.uid])
     unverified = False
     root = record.find_process() if record.pid > 0 else None
+    unproven = _unproven(record, root)
+    if unproven:
+        say(unproven)
+        return -1
     if root is not None and root.pid in protected_pids():
         say(_refused(record, root.pid))
         root = None
@@ -230,6 +235,33 @@ def stop_record(
         procs, lambda: _carrier_processes(token, uids), kill_proc_tree=True, timeout=timeout
     )
     return -1 if unverified else result
+
+
+def _unproven(record: ProcessRecord, root: psutil.Process | None) -> str:
+    """Why the process of a record without a token is not taken for ours ("" if it is).
+
+    Such a record proves only a pid and a start time, which a tool imitating the format (or a
+    hand) can copy from any process: it must also show a session leader, as every process
+    xprocess starts is, and the process must be one (a record that does not say counts as
+    saying so).
+    """
+    if record.token or record.pid <= 0:
+        return ""
+    if root is not None and record.leads_session:
+        return ""
+    if root is None and not find_process(
+        record.pid, record.create_time, record.start_since_boot, record.boot_id
+    ):
+        return ""  # nothing has that pid and start time: nothing to report
+    why = (
+        "the record does not show a session leader"
+        if root is not None
+        else "it does not lead its own session, as every process xprocess starts does"
+    )
+    return (
+        f"{record.name!r}: pid {record.pid} has the recorded start time, but the record has no "
+        f"token and {why}: it cannot be verified as the process xprocess started, not signalled"
+    )
 
 
 def _refused(record: ProcessRecord, pid: int) -> str:
