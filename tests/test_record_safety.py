@@ -330,3 +330,29 @@ def test_a_start_killed_between_spawn_and_record_leaves_nothing_running(
         with contextlib.suppress(psutil.Error):
             psutil.Process(server).kill()
     assert not working_in(pytester.path)
+
+
+@pytest.mark.parametrize("planted", ["lock file", "locks dir"])
+def test_a_symlink_planted_as_a_lock_is_refused_and_its_target_kept(
+    xp: XProcess, tmp_path: Path, planted: str
+) -> None:
+    """Whatever version of any library is installed: the lock file is opened by xprocess, never
+    through a link, never truncated."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    locks = xp.rootdir / ".locks"
+    if planted == "lock file":
+        locks.mkdir(parents=True)
+        (locks / "srv.lock").symlink_to(precious)
+        match = r"the lock file of 'srv', .*srv.lock, is a symlink"
+    else:
+        xp.rootdir.mkdir(parents=True)
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        locks.symlink_to(elsewhere)
+        match = r"the lock dir .*\.locks is a symlink"
+    with pytest.raises(UnsafePathError, match=match):
+        xp.ensure("srv", starter())
+    assert precious.read_text() == "keep me\n"
+    assert not (tmp_path / "elsewhere").exists() or not list((tmp_path / "elsewhere").iterdir())
+    assert not xp.getinfo("srv").isrunning()

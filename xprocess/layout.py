@@ -32,6 +32,7 @@ __all__ = ["Layout", "RecordWarning", "atomic_write", "read_or_warn"]
 RECORD_FILE = "record.json"
 LOG_FILE = "xprocess.log"
 KEPT_FILE = "kept.json"
+LOCKS_DIR = ".locks"
 # Records are small; a bigger file is not one.
 MAX_RECORD_BYTES = 4 << 20
 
@@ -45,7 +46,7 @@ class Layout:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self.locks = self.root / ".locks"
+        self.locks = self.root / LOCKS_DIR
         self.values = self.root / ".values"
         self.runs = self.root / ".runs"
 
