@@ -11,6 +11,7 @@ import builtins
 import errno
 
 __all__ = [
+    "AddressInUseError",
     "CleanupWarning",
     "ExecutableNotFoundError",
     "InvalidStarterError",
@@ -45,6 +46,11 @@ class StartupError(XProcessError, RuntimeError):
 
 class ProcessExitedError(StartupError):
     """The process exited before it was ready; the message holds its exit code and log tail."""
+
+
+class AddressInUseError(StartupError):
+    """Before the start, another program already answers where the starter's probe connects
+    (a fixed port taken); nothing was started. The message names the address and its holder."""
 
 
 class PatternNotFoundError(StartupError):
@@ -112,6 +118,7 @@ _BY_NAME: dict[str, type[XProcessError]] = {
         XProcessError,
         StartupError,
         ProcessExitedError,
+        AddressInUseError,
         PatternNotFoundError,
         StartupTimeoutError,
         InvalidStarterError,

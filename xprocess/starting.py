@@ -18,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xprocess.daemons import find_daemon
-from xprocess.errors import InvalidStarterError, rebuild_error
+from xprocess.errors import AddressInUseError, InvalidStarterError, rebuild_error
 from xprocess.launch import spawn
 from xprocess.liveness import Identity, identify
 from xprocess.locking import NameLock
+from xprocess.occupied import refuse_answered_endpoints
 from xprocess.readiness import wait_until_ready
 from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
 from xprocess.runs import Run, add_holder, add_user, holder_entry, holds, uses
@@ -307,27 +308,33 @@ def _record_not_started(caller: Caller, description: StarterDescription, exc: Ex
     )
 
 
-def _start(
+def _spawn_recorded(
     caller: Caller,
     description: StarterDescription,
     plan: LaunchPlan,
     persist_logs: bool,
     previous: ProcessRecord | None,
-) -> Outcome:
+) -> tuple[ProcessRecord, subprocess.Popen[bytes], int]:
+    """Spawn ``plan``'s process with a fresh token, recorded (name, command, token, starter)
+    before the spawn; return the record, the Popen and the log offset."""
     __tracebackhide__ = True
     store = caller.store
     name = plan.name
     controldir = store.controldir(name)
     logpath = store.log_path(name)
     _logger.debug("%s$ %s", controldir, " ".join(plan.argv))
+    try:
+        refuse_answered_endpoints(name, plan.check)  # a probe must not pass against a stranger
+    except AddressInUseError as exc:
+        _record_not_started(caller, description, exc)
+        raise
     token = new_token()
-    holder = holder_entry(caller.run, caller.worker) if caller.worker else None
     record = ProcessRecord.before_spawn(
         plan,
         cwd=controldir,
         logpath=logpath,
         run=caller.run,
-        holder=holder,
+        holder=holder_entry(caller.run, caller.worker) if caller.worker else None,
         token=token,
         uid=_intended_uid(plan),
     )
@@ -345,6 +352,22 @@ def _start(
     except Exception as exc:
         _record_not_started(caller, description, exc)
         raise
+    return record, popen, offset
+
+
+def _start(
+    caller: Caller,
+    description: StarterDescription,
+    plan: LaunchPlan,
+    persist_logs: bool,
+    previous: ProcessRecord | None,
+) -> Outcome:
+    __tracebackhide__ = True
+    store = caller.store
+    name = plan.name
+    logpath = store.log_path(name)
+    record, popen, offset = _spawn_recorded(caller, description, plan, persist_logs, previous)
+    token = record.token
     _hold_after_spawn(popen.pid)
     # Whatever fails once the process exists (readiness, a full disk writing the record, Ctrl-C),
     # everything that carries its token is stopped: nothing spawned outlives this call.
