@@ -168,3 +168,64 @@ def test_a_daemon_that_left_the_tree_but_not_the_session_is_stopped(
     assert daemon_pid not in [p.pid for p in psutil.Process(pid).children(recursive=True)]
     assert xp.getinfo("srv").terminate() == 1
     assert not running(daemon_pid)
+
+
+STUBBORN = """
+import signal, sys, time
+from pathlib import Path
+
+def note(signum, frame):
+    Path(sys.argv[1]).write_text("got SIGTERM")  # and lives on
+
+signal.signal(signal.SIGTERM, note)
+Path(sys.argv[2]).write_text(str(os.getpid()))
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_ctrl_c_while_the_run_stops_its_processes_kills_what_is_left_in_one_line(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(stubborn="import os\n" + STUBBORN)
+    pytester.makeconftest(
+        """
+import sys
+from pathlib import Path
+import pytest
+from xprocess import ProcessStarter
+
+ROOT = Path(__file__).parent
+
+class Stubborn(ProcessStarter):
+    pattern = "ready"
+    terminate_at_end = True
+    args = [sys.executable, ROOT / "stubborn.py", ROOT / "got-term", ROOT / "pid"]
+
+@pytest.fixture
+def server(xprocess):
+    return xprocess.ensure("stubborn", Stubborn)[0]
+"""
+    )
+    pytester.makepyfile("def test_uses(server):\n    pass\n")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:randomly"],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        # The end of the run sent SIGTERM, which the server ignores: the grace period runs.
+        wait_for(lambda: (pytester.path / "got-term").exists() or run.poll() is not None, 60)
+        os.kill(run.pid, signal.SIGINT)
+        output, _ = run.communicate(timeout=15)  # well within the 20 s grace period
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    text = output.decode()
+    server = int((pytester.path / "pid").read_text())
+    assert not running(server), text
+    assert text.count("interrupted while stopping processes: SIGKILL for what is left") == 1
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text

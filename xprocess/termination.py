@@ -172,7 +172,12 @@ def _terminate(
     timeout: float,
 ) -> int:
     _signal_all(procs, signal.SIGTERM)
-    alive = wait_gone(procs, timeout)
+    try:
+        alive = wait_gone(procs, timeout)
+    except KeyboardInterrupt:
+        # Ctrl-C during the grace period: no more waiting, SIGKILL for what is left.
+        _terminate(procs, rescan, kill_proc_tree=kill_proc_tree, timeout=0)
+        raise
     # A process killed now may have forked a moment before: sweep again until nothing is new.
     for _ in range(_SWEEPS):
         if kill_proc_tree:
