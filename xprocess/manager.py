@@ -20,7 +20,7 @@ from xprocess.logs import WatchedLogs
 from xprocess.records import ProcessRecord, RecordStore, validate_name
 from xprocess.release import release_process
 from xprocess.runs import Run
-from xprocess.starter import describe_starter
+from xprocess.starter import ProcessStarter, describe_starter
 from xprocess.starting import Caller, ensure_process, settle
 from xprocess.termination import stop_record
 from xprocess.values import DEFAULT_TIMEOUT as DEFAULT_VALUE_TIMEOUT
@@ -31,6 +31,17 @@ __all__ = ["XProcess", "XProcessInfo"]
 
 _logger = logging.getLogger("xprocess")
 _UNSET: Any = object()
+
+
+def _describes_alike(starter: object) -> bool:
+    """Whether every ``ensure`` describes ``starter`` alike: a ProcessStarter subclass that
+    leaves ``__init__`` to ProcessStarter, so making an instance runs none of its code and gives
+    it no settings of its own (its class's are read once per process anyway)."""
+    return (
+        isinstance(starter, type)
+        and issubclass(starter, ProcessStarter)
+        and starter.__init__ is ProcessStarter.__init__
+    )
 
 
 class XProcessInfo:
@@ -181,6 +192,8 @@ class XProcess:
         self.resources: list[StartedProcess] = []
         self.watched = WatchedLogs()
         self._caller = Caller(self.store, self.run, self.worker, notify=notify)
+        # name -> (starter class, fingerprint, stops) of the last ensure that got it running.
+        self._described: dict[str, tuple[object, str, bool]] = {}
 
     def __enter__(self) -> XProcess:
         return self
@@ -210,12 +223,23 @@ class XProcess:
         starts a fresh log instead of appending.
         """
         __tracebackhide__ = True
+        known = self._described.get(name) if not restart else None
+        if known is not None and known[0] is preparefunc:
+            # The same starter class as before, which nothing of its own runs to instantiate:
+            # its description is the same, so reuse is checked without reading it again.
+            reused = self._caller.reusable(name, fingerprint=known[1], stops=known[2])
+            if reused is not None:
+                logpath = Path(reused.logpath)
+                self.watched.watch(name, logpath)
+                return reused.pid, logpath
         validate_name(name)
         require_supported(f"start {name!r}", name)
         description = describe_starter(name, preparefunc, self.store.controldir(name), self)
         outcome = ensure_process(
             self._caller, description, restart=restart, persist_logs=persist_logs
         )
+        if _describes_alike(preparefunc):
+            self._described[name] = (preparefunc, description.fingerprint, description.stops)
         record = outcome.record
         logpath = Path(record.logpath)
         if outcome.popen is not None:

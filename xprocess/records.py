@@ -14,6 +14,7 @@ import dataclasses
 import errno
 import json
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -381,6 +382,10 @@ class RecordStore:
     def __init__(self, root: Path) -> None:
         self.layout = Layout(root)
         self.root = self.layout.root
+        # For read_unchanged: each name's record path, and the last record read with the
+        # identity of its file then.
+        self._paths: dict[str, str] = {}
+        self._last: dict[str, tuple[tuple[int, ...], ProcessRecord]] = {}
 
     def controldir(self, name: str) -> Path:
         return self.layout.controldir(name)
@@ -442,6 +447,30 @@ class RecordStore:
                 "replaces the record.",
             )
             return None
+
+    def read_unchanged(self, name: str) -> ProcessRecord | None:
+        """The record of ``name`` like ``read``, without parsing the file again while it is the
+        one read last (same inode, size, times): reuse asks at every ``ensure``.
+
+        The record returned may be the one returned before: callers must not change it.
+        """
+        path = self._paths.get(name)
+        if path is None:
+            path = self._paths[name] = str(self.record_path(name))
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return None
+        # What read_or_warn refuses (a link, not a file, another user's) is read, and refused,
+        # there; a file replaced by atomic_write has a new inode.
+        key = (info.st_ino, info.st_dev, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        last = self._last.get(name)
+        if last is not None and last[0] == key:
+            return last[1]
+        record = self.read(name)
+        if record is not None and stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
+            self._last[name] = (key, record)
+        return record
 
     def write(self, record: ProcessRecord) -> None:
         """Replace the record of ``record.name`` atomically."""

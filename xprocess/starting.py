@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from xprocess.daemons import find_daemon
 from xprocess.errors import AddressInUseError, InvalidStarterError, rebuild_error
 from xprocess.launch import spawn
+from xprocess.layout import keep_blocks
 from xprocess.liveness import Identity, identify
 from xprocess.locking import NameLock
 from xprocess.occupied import refuse_answered_endpoints
@@ -115,9 +116,27 @@ class Caller:
 
     def needs_claim(self, record: ProcessRecord, description: StarterDescription) -> bool:
         """Whether reusing ``record`` must first note this caller as one of its users."""
-        return (description.stops and not uses(record.users, self.run.id)) or (
+        return self._needs_claim(record, stops=description.stops)
+
+    def _needs_claim(self, record: ProcessRecord, *, stops: bool) -> bool:
+        return (stops and not uses(record.users, self.run.id)) or (
             bool(self.worker) and not holds(record.holders, self.pid)
         )
+
+    def reusable(self, name: str, *, fingerprint: str, stops: bool) -> ProcessRecord | None:
+        """The record of a ready process of ``name`` this caller may use as it is (started from
+        a starter of ``fingerprint``, alive, and already claimed by this caller if it must be),
+        else None. Without the lock: the common case of ``ensure``, made cheap."""
+        record = self.store.read_unchanged(name)
+        if (
+            record is not None
+            and record.state == READY
+            and (not record.fingerprint or record.fingerprint == fingerprint)
+            and record.is_alive()
+            and not self._needs_claim(record, stops=stops)
+        ):
+            return record
+        return None
 
     def claim(self, record: ProcessRecord, description: StarterDescription) -> None:
         """Note this run as a user (the end of the run may stop the process) and this worker
@@ -156,15 +175,9 @@ def ensure_process(
     name = description.name
     store = caller.store
     if not restart:  # the common case, without the lock: a ready process of that name runs
-        record = store.read(name)
-        if (
-            record is not None
-            and record.state == READY
-            and (not record.fingerprint or record.fingerprint == description.fingerprint)
-            and record.is_alive()
-            and not caller.needs_claim(record, description)
-        ):
-            return Outcome(record)
+        ready = caller.reusable(name, fingerprint=description.fingerprint, stops=description.stops)
+        if ready is not None:
+            return Outcome(ready)
     try:
         store.ensure_dirs(name)
         lock = NameLock(store.lock_path(name), name, description.timeout + LOCK_SLACK)
@@ -375,6 +388,7 @@ def _start(
         record.spawned(popen.pid, offset)
         record.uid = process_uid(popen.pid)
         store.write(record)
+        keep_blocks(store.record_path(name))  # the "ready" write, when it comes, is fast
         if record.users:
             start_watchdog(store.root, caller.run)
 
