@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import secrets
 import stat
-import itertools
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
