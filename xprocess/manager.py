@@ -116,8 +116,8 @@ class XProcessInfo:
         use instead, and only the last worker of the run to release it stops it.
         """
         record = self.record
-        if record is None or record.pid <= 0:
-            return 0
+        if record is None or (record.pid <= 0 and not record.token):
+            return 0  # nothing was spawned (a start whose pid is not known yet has its token)
         if timeout < 0:
             return -1
         owner = self._owner
