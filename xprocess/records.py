@@ -16,7 +16,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import psutil
 
 from xprocess.layout import Layout, RecordWarning, atomic_write, read_or_warn, warn
 from xprocess.liveness import BOOT_ID, exited_zero, find_process, identify, is_alive
+from xprocess.record_fields import CHECKS, short
 from xprocess.tokens import allowed_uids, carriers
 
 if TYPE_CHECKING:
@@ -302,73 +303,15 @@ class ProcessRecord:
         if not isinstance(raw, dict):
             raise ValueError("a record must be a JSON object")
         for field, value in raw.items():
-            check = _CHECKS.get(field)
+            check = CHECKS.get(field)
             if check is not None and not check(value):
-                raise ValueError(f"field {field!r} has a wrong value {_short(value)}")
+                raise ValueError(f"field {field!r} has a wrong value {short(value)}")
         missing = sorted(_REQUIRED - raw.keys())
         if missing:
             raise ValueError(f"missing fields {', '.join(missing)}")
-        return cls(**{k: v for k, v in raw.items() if k in _CHECKS})
+        return cls(**{k: v for k, v in raw.items() if k in CHECKS})
 
 
-def _short(value: object) -> str:
-    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_str(value: object) -> bool:
-    return isinstance(value, str)
-
-
-def _is_user(value: object) -> bool:
-    return (
-        isinstance(value, dict)
-        and _is_str(value.get("run"))
-        and _is_int(value.get("pid"))
-        and _is_number(value.get("create_time"))
-        and (value.get("since_boot") is None or _is_number(value.get("since_boot")))
-        and _is_str(value.get("boot_id", ""))
-    )
-
-
-_CHECKS: dict[str, Callable[[object], bool]] = {
-    "name": _is_str,
-    "pid": _is_int,
-    "create_time": _is_number,
-    "argv": lambda v: isinstance(v, list) and all(map(_is_str, v)),
-    "cwd": _is_str,
-    "logpath": _is_str,
-    "log_offset": lambda v: _is_int(v) and v >= 0,  # type: ignore[operator]
-    "started_at": _is_number,
-    "state": lambda v: v in (STARTING, READY, FAILED),
-    "run_id": _is_str,
-    "starter": _is_str,
-    "terminate_at_end": lambda v: isinstance(v, bool),
-    "terminate_on_interrupt": lambda v: isinstance(v, bool),
-    "users": lambda v: isinstance(v, list) and all(map(_is_user, v)),
-    "data": lambda v: isinstance(v, dict) and all(map(_is_str, v)),
-    "error_type": _is_str,
-    "error_message": _is_str,
-    "start_since_boot": lambda v: v is None or _is_number(v),
-    "boot_id": _is_str,
-    "started_by": _is_int,
-    "token": lambda v: _is_str(v) and len(v) <= 128,  # type: ignore[arg-type]
-    "uid": _is_int,
-    "started_by_time": _is_number,
-    "replayed_to": lambda v: isinstance(v, list) and all(map(_is_int, v)),
-    "holders": lambda v: isinstance(v, list) and all(map(_is_user, v)),
-    "released_in": _is_str,
-    "fingerprint": _is_str,
-    "leads_session": lambda v: isinstance(v, bool),
-}
 _REQUIRED = frozenset(
     f.name
     for f in dataclasses.fields(ProcessRecord)

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -274,8 +275,6 @@ def _hold_after_spawn(pid: int) -> None:
     path = os.environ.get(HOLD_AFTER_SPAWN_VAR)
     if not path:
         return
-    import time
-
     with open(path, "w", encoding="ascii") as f:
         f.write(str(pid))
     deadline = time.monotonic() + 60
