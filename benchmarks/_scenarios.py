@@ -67,8 +67,8 @@ def _tests(name: str, text: str) -> Callable[[Project, Size], Samples]:
     return run
 
 
-READY_2MS = (("median", 0.002), ("worst", 0.010))
-REUSE_150US = (("median", 150e-6),)
+READY_LIMITS = (("median", 0.0015), ("worst", 0.010))
+REUSE_LIMITS = (("median", 40e-6),)
 
 READINESS = """\
 import random, time
@@ -312,14 +312,14 @@ def _scaling_rows(size: Size) -> list[Row]:
     rows = []
     for n in size["counts"]:
         rows.append(
-            Row(f"scaling, {n} alive: readiness latency", (f"scale{n}_ready",), limits=READY_2MS)
+            Row(f"scaling, {n} alive: readiness latency", (f"scale{n}_ready",), limits=READY_LIMITS)
         )
         rows.append(
             Row(
                 f"scaling, {n} alive: ensure() of a live process",
                 (f"scale{n}_reuse",),
                 unit="us",
-                limits=REUSE_150US,
+                limits=REUSE_LIMITS,
             )
         )
     return rows
@@ -334,7 +334,7 @@ SCENARIOS: list[Scenario] = [
             Row(
                 "readiness: ready line printed → ensure() returns",
                 ("ready_latency",),
-                limits=READY_2MS,
+                limits=READY_LIMITS,
             )
         ],
         {"samples": 10},
@@ -400,7 +400,7 @@ SCENARIOS: list[Scenario] = [
             Row(
                 "terminate() of a process with 3 children",
                 ("terminate",),
-                limits=(("worst", 0.100),),
+                limits=(("median", 0.012), ("worst", 0.100)),
             ),
             Row(
                 "terminate(): processes of the tree left running",
@@ -421,7 +421,7 @@ SCENARIOS: list[Scenario] = [
                 f"ensure() of a live process (median of {s['calls']} calls)",
                 ("reuse",),
                 unit="us",
-                limits=REUSE_150US,
+                limits=REUSE_LIMITS,
             )
         ],
         {"calls": 500},

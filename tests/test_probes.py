@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.support import child_args, count_lines
+from tests.support import child_args, count_lines, wait_for
 from xprocess import (
+    AddressInUseError,
     InvalidStarterError,
+    ProcessExitedError,
     ProcessStarter,
     StartupTimeoutError,
     XProcess,
@@ -233,3 +238,53 @@ def test_a_directory_does_not_pass_a_file_probe(xp: XProcess) -> None:
     (xp.getinfo("marker").controldir / "marker").mkdir()
     with pytest.raises(StartupTimeoutError, match=r"marker: is not a regular file"):
         xp.ensure("marker", Marker)
+
+
+def test_a_fixed_port_taken_before_the_start_is_an_error_naming_it_and_its_holder(
+    xp: XProcess, tmp_path: Path
+) -> None:
+    port = free_port()
+    stranger = subprocess.Popen(child_args("--listen", port, "--ready", "listening"))
+    try:
+        wait_for(lambda: _accepts(port) or stranger.poll() is not None, what="the stranger")
+        assert stranger.poll() is None
+
+        class Fixed(ProcessStarter):
+            startup_check = probes.tcp(port)
+            args = child_args("--listen", port, "--count-file", tmp_path / "starts")
+
+        with pytest.raises(AddressInUseError) as excinfo:
+            xp.ensure("srv", Fixed)
+        message = str(excinfo.value)
+        assert f"port {port} (tcp 127.0.0.1:{port})" in message
+        assert f"held by pid {stranger.pid} (" in message
+        assert count_lines(tmp_path / "starts") == 0, "a process was started"
+        assert not xp.getinfo("srv").isrunning()
+        assert isinstance(excinfo.value, RuntimeError)
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_check_that_passes_once_the_process_has_exited_is_no_readiness(xp: XProcess) -> None:
+    """What the check reached was not what was started: it died meanwhile (as a server does
+    on "address already in use" while the probe reaches the program holding the port)."""
+
+    class DiesFirst(ProcessStarter):
+        def args(self) -> list[str]:
+            return ["/bin/sh", "-c", "echo 'cannot bind'; exit 3"]
+
+        def startup_check(self) -> bool:
+            # True only once everything this test process spawned has exited.
+            return all(kid.status() == psutil.STATUS_ZOMBIE for kid in psutil.Process().children())
+
+    with pytest.raises(ProcessExitedError, match="exited with code 3"):
+        xp.ensure("srv", DiesFirst)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True

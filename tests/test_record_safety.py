@@ -3,6 +3,7 @@ command, and a start that fails after the spawn leaves nothing running."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,11 +11,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.support import HEADER, HELPERS, child_args, namespaces_or_skip, running
+from tests.support import (
+    HEADER,
+    HELPERS,
+    child_args,
+    count_lines,
+    namespaces_or_skip,
+    running,
+    wait_for,
+    working_in,
+)
 from xprocess import InvalidStarterError, ProcessStarter, RecordWarning, UnsafePathError, XProcess
 from xprocess.commands import kill, show
+from xprocess.starting import HOLD_AFTER_SPAWN_VAR
 
 
 @pytest.fixture
@@ -253,3 +265,94 @@ def test_a_malformed_shared_value_record_is_listed_and_cleared(xp: XProcess) -> 
         assert kill([xp.rootdir], lines.append) == 0
     assert lines == ["- db VALUE CLEARED"]
     assert not bad.exists()
+
+
+HALF_STARTED = """
+ROOT = Path(__file__).parent
+
+class Server(ProcessStarter):
+    pattern = "ready"
+    args = child("--count-file", ROOT / "starts")
+
+@pytest.fixture
+def server(xprocess):
+    return xprocess.ensure("server", Server)[0]
+"""
+
+
+def _kill_between_spawn_and_record(pytester: pytest.Pytester) -> int:
+    """Run the project until its start has spawned the server, SIGKILL pytest there; return the
+    pid of the half-started server, which no record names yet."""
+    hold = pytester.path / "hold"
+    env = {**os.environ, HOLD_AFTER_SPAWN_VAR: str(hold)}
+    starter = subprocess.Popen(
+        [sys.executable, "-m", "pytest"],
+        cwd=pytester.path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: (hold.exists() and hold.read_text().strip()) or starter.poll() is not None,
+            30,
+            "the spawn",
+        )
+        assert starter.poll() is None, "the run ended before it spawned the server"
+        server = int(hold.read_text())
+    finally:
+        starter.kill()
+        starter.wait(10)
+    hold.unlink()
+    wait_for(lambda: count_lines(pytester.path / "starts") == 1, 30, "the server to run")
+    assert running(server)
+    return server
+
+
+@pytest.mark.parametrize("successor", ["a start of the same name", "--xkill"])
+def test_a_start_killed_between_spawn_and_record_leaves_nothing_running(
+    pytester: pytest.Pytester, successor: str
+) -> None:
+    pytester.makeconftest(HEADER + HALF_STARTED)
+    pytester.makepyfile("def test_uses(server):\n    pass\n")
+    server = _kill_between_spawn_and_record(pytester)
+    try:
+        if successor == "--xkill":
+            result = pytester.runpytest_subprocess("--xkill")
+            assert result.ret == 0, result.stdout.str()
+            assert not running(server), "--xkill did not find the half-started server"
+        else:
+            pytester.runpytest_subprocess().assert_outcomes(passed=1)
+            assert not running(server), "the successor did not stop the half-started server"
+            assert count_lines(pytester.path / "starts") == 2
+            assert pytester.runpytest_subprocess("--xkill").ret == 0
+    finally:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(server).kill()
+    assert not working_in(pytester.path)
+
+
+@pytest.mark.parametrize("planted", ["lock file", "locks dir"])
+def test_a_symlink_planted_as_a_lock_is_refused_and_its_target_kept(
+    xp: XProcess, tmp_path: Path, planted: str
+) -> None:
+    """Whatever version of any library is installed: the lock file is opened by xprocess, never
+    through a link, never truncated."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    locks = xp.rootdir / ".locks"
+    if planted == "lock file":
+        locks.mkdir(parents=True)
+        (locks / "srv.lock").symlink_to(precious)
+        match = r"the lock file of 'srv', .*srv.lock, is a symlink"
+    else:
+        xp.rootdir.mkdir(parents=True)
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        locks.symlink_to(elsewhere)
+        match = r"the lock dir .*\.locks is a symlink"
+    with pytest.raises(UnsafePathError, match=match):
+        xp.ensure("srv", starter())
+    assert precious.read_text() == "keep me\n"
+    assert not (tmp_path / "elsewhere").exists() or not list((tmp_path / "elsewhere").iterdir())
+    assert not xp.getinfo("srv").isrunning()

@@ -11,6 +11,7 @@ from tests.support import child_args
 from xprocess import ProcessStarter, RecordWarning, XProcess
 from xprocess.capabilities import HAVE_PROC_STAT
 from xprocess.commands import show
+from xprocess.layout import atomic_write
 
 
 @pytest.fixture
@@ -104,4 +105,28 @@ def test_a_wall_clock_step_does_not_make_a_live_process_dead(xp: XProcess) -> No
     assert not xp.getinfo("srv").isrunning()
     record.update(boot_id=this_boot, token=token)
     path.write_text(json.dumps(record))
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_reuse_sees_a_record_replaced_by_another_process(xp: XProcess, tmp_path: Path) -> None:
+    """A reuse does not parse an unchanged record again, but sees every replacement of it: here
+    a record that says the process is dead, then one that is a symlink."""
+    pid, _ = xp.ensure("srv", Starter)
+    assert xp.ensure("srv", Starter)[0] == pid
+    path = xp.rootdir / "srv" / "record.json"
+    saved = path.read_text()
+    dead = json.loads(saved)
+    dead["create_time"] -= 1000
+    dead["start_since_boot"] = None
+    atomic_write(path, json.dumps(dead))
+    assert xp._caller.reusable("srv", fingerprint=dead["fingerprint"], stops=False) is None
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(saved)
+    path.unlink()
+    path.symlink_to(elsewhere)
+    with pytest.warns(RecordWarning, match="symlink"):
+        assert xp._caller.reusable("srv", fingerprint=dead["fingerprint"], stops=False) is None
+    path.unlink()
+    atomic_write(path, saved)
+    assert xp.ensure("srv", Starter)[0] == pid
     assert xp.getinfo("srv").terminate() == 1

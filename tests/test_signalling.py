@@ -204,3 +204,22 @@ def test_a_record_without_a_token_stops_its_process_and_descendants_only(
     finally:
         left.kill()
         left.wait(5)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"leads_session": False}, {"leads_session": True}],
+    ids=["no session field", "says it is no session leader", "says it leads its session"],
+)
+def test_a_record_proving_only_pid_and_start_time_is_reported_and_left_alone(
+    tmp_path: Path, stranger: subprocess.Popen[bytes], fields: dict[str, object]
+) -> None:
+    """A record without a token naming a process with its exact start time (a hand-written one,
+    or a tool imitating the format): the process is not a session leader, so it is not ours."""
+    root = tmp_path / "records"
+    plant(root, "imitated", stranger.pid, boot_id=BOOT_ID, **fields)
+    lines: list[str] = []
+    assert kill([root], lines.append) == 1
+    assert stranger.poll() is None, f"the stranger was signalled: {lines}"
+    assert lines[0] == f"{stranger.pid} imitated NOT SIGNALLED", lines
+    assert "no token" in lines[1] and "not signalled" in lines[1], lines

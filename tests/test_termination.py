@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -40,10 +42,35 @@ def test_terminate_without_the_tree_leaves_the_children(xp: XProcess) -> None:
     pid, _ = xp.ensure("srv", starter("--children", 1))
     wait_for(lambda: len(psutil.Process(pid).children()) == 1, what="a child")
     kid = psutil.Process(pid).children()[0]
-    assert xp.getinfo("srv").terminate(kill_proc_tree=False) == 1
-    assert kid.is_running()
-    kid.kill()
-    kid.wait(5)
+    try:
+        assert xp.getinfo("srv").terminate(kill_proc_tree=False) == 1
+        assert kid.is_running()
+        # The child it chose to leave carries the start's token: it does not keep "srv" alive.
+        assert not xp.getinfo("srv").isrunning()
+        lines: list[str] = []
+        show([xp.rootdir], lines.append)
+        assert lines[1].split()[:3] == ["srv", str(pid), "DEAD"]
+    finally:
+        kid.kill()
+        kid.wait(5)
+
+
+def test_a_server_killed_while_its_child_lives_is_dead_and_started_again(xp: XProcess) -> None:
+    pid, _ = xp.ensure("srv", starter("--children", 1))
+    wait_for(lambda: len(psutil.Process(pid).children()) == 1, what="a child")
+    kid = psutil.Process(pid).children()[0]
+    try:
+        os.kill(pid, signal.SIGKILL)  # unreaped by this process, which started it
+        wait_for(lambda: not running(pid), what="the server to die")
+        assert kid.is_running()
+        assert not xp.getinfo("srv").isrunning()
+        second, _ = xp.ensure("srv", starter())
+        assert second != pid
+        assert not running(kid.pid), "what the crashed server left is stopped before a start"
+    finally:
+        with contextlib.suppress(psutil.Error):
+            kid.kill()
+    assert xp.getinfo("srv").terminate() == 1
 
 
 def test_a_process_that_ignores_sigterm_is_killed_after_the_timeout(xp: XProcess) -> None:
@@ -142,3 +169,64 @@ def test_a_daemon_that_left_the_tree_but_not_the_session_is_stopped(
     assert daemon_pid not in [p.pid for p in psutil.Process(pid).children(recursive=True)]
     assert xp.getinfo("srv").terminate() == 1
     assert not running(daemon_pid)
+
+
+STUBBORN = """
+import signal, sys, time
+from pathlib import Path
+
+def note(signum, frame):
+    Path(sys.argv[1]).write_text("got SIGTERM")  # and lives on
+
+signal.signal(signal.SIGTERM, note)
+Path(sys.argv[2]).write_text(str(os.getpid()))
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_ctrl_c_while_the_run_stops_its_processes_kills_what_is_left_in_one_line(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(stubborn="import os\n" + STUBBORN)
+    pytester.makeconftest(
+        """
+import sys
+from pathlib import Path
+import pytest
+from xprocess import ProcessStarter
+
+ROOT = Path(__file__).parent
+
+class Stubborn(ProcessStarter):
+    pattern = "ready"
+    terminate_at_end = True
+    args = [sys.executable, ROOT / "stubborn.py", ROOT / "got-term", ROOT / "pid"]
+
+@pytest.fixture
+def server(xprocess):
+    return xprocess.ensure("stubborn", Stubborn)[0]
+"""
+    )
+    pytester.makepyfile("def test_uses(server):\n    pass\n")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:randomly"],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        # The end of the run sent SIGTERM, which the server ignores: the grace period runs.
+        wait_for(lambda: (pytester.path / "got-term").exists() or run.poll() is not None, 60)
+        os.kill(run.pid, signal.SIGINT)
+        output, _ = run.communicate(timeout=15)  # well within the 20 s grace period
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    text = output.decode()
+    server = int((pytester.path / "pid").read_text())
+    assert not running(server), text
+    assert text.count("interrupted while stopping processes: SIGKILL for what is left") == 1
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text

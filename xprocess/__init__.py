@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from xprocess import probes
     from xprocess.errors import (
+        AddressInUseError,
         CleanupWarning,
         ExecutableNotFoundError,
         InvalidStarterError,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AddressInUseError",
     "CleanupWarning",
     "ExecutableNotFoundError",
     "InvalidStarterError",
@@ -57,6 +59,7 @@ __all__ = [
 # Names are imported on first use: pytest imports this package (for the plugin) in every run,
 # including runs that never use it, and psutil and friends cost start-up time.
 _WHERE = {
+    "AddressInUseError": "xprocess.errors",
     "ExecutableNotFoundError": "xprocess.errors",
     "CleanupWarning": "xprocess.errors",
     "InvalidStarterError": "xprocess.errors",

@@ -31,7 +31,12 @@ def finish_run(
     try:
         cleanup_run_values(root, run_id, report)
     finally:
-        for name in stop_run_processes(root, run_id, interrupted=interrupted):
+        try:
+            failed = stop_run_processes(root, run_id, interrupted=interrupted)
+        except KeyboardInterrupt:
+            report("xprocess: interrupted while stopping processes: SIGKILL for what is left")
+            failed = stop_run_processes(root, run_id, interrupted=interrupted, grace=0)
+        for name in failed:
             report(
                 f"xprocess: could not terminate {name!r} at the end of the run; "
                 "see pytest --xshow, and stop it with pytest --xkill"
@@ -39,13 +44,16 @@ def finish_run(
         Layout(root).run_marker(run_id).unlink(missing_ok=True)
 
 
-def stop_run_processes(root: Path, run_id: str, *, interrupted: bool) -> list[str]:
+def stop_run_processes(
+    root: Path, run_id: str, *, interrupted: bool, grace: float = 20
+) -> list[str]:
     """Let go of the processes run ``run_id`` used; stop those it was asked to stop.
 
     Stopped: ``terminate_at_end`` processes no other live run uses; ``terminate_on_interrupt``
     ones when ``interrupted``; and processes a worker of this run released in its teardown
     while another worker still held them (that one crashed, or never got to its teardown).
-    Returns the names that could not be terminated.
+    Each gets ``grace`` seconds after SIGTERM before SIGKILL. Returns the names that could not
+    be terminated.
     """
     failed = []
     store = RecordStore(root)
@@ -67,7 +75,7 @@ def stop_run_processes(root: Path, run_id: str, *, interrupted: bool) -> list[st
                 )
                 if released or (wanted and not record.users):
                     record.released_in = ""
-                    if stop_record(record) < 0:
+                    if stop_record(record, timeout=grace) < 0:
                         failed.append(name)
                 store.write(record)
         except StartupTimeoutError:

@@ -18,6 +18,7 @@ import re
 import sys
 
 __all__ = [
+    "AddressInUseError",
     "CleanupWarning",
     "ExecutableNotFoundError",
     "InvalidStarterError",
@@ -60,6 +61,11 @@ class ProcessExitedError(StartupError, TimeoutError):
     pytest-xprocess reported an early exit so (once its timeout passed), and conftests retry
     a flaky server with ``except TimeoutError``; and a :class:`RuntimeError`, as every failed start.
     """
+
+
+class AddressInUseError(StartupError):
+    """Before the start, another program already answers where the starter's probe connects
+    (a fixed port taken); nothing was started. The message names the address and its holder."""
 
 
 class PatternNotFoundError(StartupError):
@@ -127,6 +133,7 @@ _BY_NAME: dict[str, type[XProcessError]] = {
         XProcessError,
         StartupError,
         ProcessExitedError,
+        AddressInUseError,
         PatternNotFoundError,
         StartupTimeoutError,
         InvalidStarterError,

@@ -5,6 +5,7 @@ Layout under the records root (``.pytest_cache/d/.xprocess`` by default)::
     <root>/<name>/                        the control dir: the process's working directory
     <root>/<name>/record.json             what is known of the process (records.ProcessRecord)
     <root>/<name>/xprocess.log            everything the process wrote, across starts
+    <root>/<name>/.record-kept            a second name of an earlier record (see keep_blocks)
     <root>/.locks/<name>.lock             held while a process is checked, started or stopped
     <root>/.locks/values/<name>.lock      held while a shared value is computed
     <root>/.values/<name>/run-<run>.json  a shared value of one run (values.ValueRecord)
@@ -21,18 +22,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
+import secrets
 import stat
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["Layout", "RecordWarning", "atomic_write", "read_or_warn"]
+__all__ = ["Layout", "RecordWarning", "atomic_write", "keep_blocks", "read_or_warn"]
 
 RECORD_FILE = "record.json"
+# A second name of the record a start will replace when its process is ready (see keep_blocks).
+KEPT_RECORD_FILE = ".record-kept"
 LOG_FILE = "xprocess.log"
 KEPT_FILE = "kept.json"
+LOCKS_DIR = ".locks"
+# Names of the temporary files atomic_write makes: ``.record-<pid>-<n>.tmp``.
+_TEMPORARY = itertools.count(secrets.randbelow(1 << 30))
 # Records are small; a bigger file is not one.
 MAX_RECORD_BYTES = 4 << 20
 
@@ -46,7 +53,7 @@ class Layout:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self.locks = self.root / ".locks"
+        self.locks = self.root / LOCKS_DIR
         self.values = self.root / ".values"
         self.runs = self.root / ".runs"
         self.cache = self.root / ".cache"
@@ -109,16 +116,50 @@ class Layout:
 
 def atomic_write(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``: readers see the old content or the new, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".record-", suffix=".tmp", dir=path.parent)
+    data = text.encode("utf-8")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        fd, tmp = _create_temporary(path, flags)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_temporary(path, flags)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _create_temporary(path: Path, flags: int) -> tuple[int, str]:
+    """A new file beside ``path`` that no one else has open, and its name."""
+    while True:
+        tmp = os.path.join(path.parent, f".record-{os.getpid()}-{next(_TEMPORARY)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:  # left by a process killed mid-write, with our pid then
+            continue
+
+
+def keep_blocks(path: Path) -> None:
+    """Give the file at ``path`` a second name (``.record-kept`` beside it), so that the next
+    ``atomic_write`` of ``path`` does not free its blocks.
+
+    On ext4, replacing a file whose last name goes frees its blocks, which waits on the journal:
+    milliseconds on a busy disk, where the replace of a file still linked elsewhere takes
+    microseconds. A start calls this before it waits for readiness, so the record that says
+    "ready" is written fast; the previous kept name goes then, off that path.
+    """
+    kept = path.with_name(KEPT_RECORD_FILE)
+    with contextlib.suppress(OSError):
+        kept.unlink(missing_ok=True)
+        os.link(path, kept, follow_symlinks=False)
 
 
 def read_or_warn(path: Path, what: str, *, limit: int = MAX_RECORD_BYTES) -> str | None:

@@ -26,6 +26,7 @@ __all__ = [
     "BOOT_ID",
     "HAVE_PROC_STAT",
     "Identity",
+    "exited_zero",
     "find_process",
     "identify",
     "is_alive",
@@ -81,12 +82,14 @@ def _leads_session(pid: int) -> bool | None:
 @dataclass(frozen=True)
 class Identity:
     """When a process started: since boot (Linux; None elsewhere) and as a wall-clock time;
-    whether it has exited unreaped, and whether it leads its session (None if unknown)."""
+    whether it has exited unreaped, whether it leads its session (None if unknown), and, for one
+    that exited unreaped, its wait status (None if unknown: read from /proc on Linux only)."""
 
     since_boot: float | None
     create_time: float
     zombie: bool
     leads_session: bool | None = None
+    exit_status: int | None = None
 
 
 def identify(pid: int) -> Identity | None:
@@ -95,15 +98,24 @@ def identify(pid: int) -> Identity | None:
         return None
     if HAVE_PROC_STAT:
         try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                data = f.read()
+            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
+            return None
+        try:
+            data = os.read(fd, 4096)  # os.read: a buffered file object costs as much again
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        if not data:
             return None
         # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
         fields = data[data.rindex(b")") + 2 :].split()
         since_boot = int(fields[19]) / _TICKS
         zombie = fields[0] == b"Z"
-        return Identity(since_boot, _BOOT_EPOCH + since_boot, zombie, _leads_session(pid))
+        # Field 52, the wait status of an exited thread (Linux 3.5+), readable by its user.
+        status = int(fields[49]) if zombie and len(fields) > 49 else None
+        return Identity(since_boot, _BOOT_EPOCH + since_boot, zombie, _leads_session(pid), status)
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
@@ -140,6 +152,22 @@ def is_alive(
     if create_time is None:
         return True
     return abs(now.create_time - create_time) < _SAME_START
+
+
+def exited_zero(pid: int, identity: Identity) -> bool | None:
+    """Whether ``pid`` (of ``identity``, a zombie) exited with code 0; None when that cannot be
+    told (a process that is not our child, where /proc is not read)."""
+    status = identity.exit_status
+    if status is None and hasattr(os, "waitid"):
+        try:  # our own child: its status, left for whoever reaps it (WNOWAIT)
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except (ChildProcessError, OSError):
+            info = None
+        if info is not None:
+            return info.si_code == os.CLD_EXITED and info.si_status == 0
+    if status is None:
+        return None
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def find_process(

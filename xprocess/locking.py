@@ -1,20 +1,62 @@
 """One lock per process name, held across check, start, readiness and record.
 
 This is what makes ``ensure`` start a process exactly once when several xdist workers, or several
-pytest runs, ask for it at the same moment. The lock is an OS file lock (filelock): when the
+pytest runs, ask for it at the same moment. The lock is an OS file lock (``flock``): when the
 process holding it dies, even by SIGKILL, the OS releases it.
+
+The lock file is opened here, not by a library: never through a symlink (``O_NOFOLLOW``), never
+truncated, and only if it is a regular file, so a link planted at ``.locks/<name>.lock`` cannot
+make xprocess write to (or empty) a file outside the records root.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
+import stat
+import time
 from pathlib import Path
 from types import TracebackType
 
-import filelock
-
-from xprocess.errors import StartupTimeoutError
+from xprocess.errors import StartupTimeoutError, UnsafePathError
+from xprocess.layout import LOCKS_DIR
 
 __all__ = ["NameLock"]
+
+# How often a waiter tries the lock again: from 1 ms, backing off to this.
+_MAX_POLL = 0.05
+
+
+def _open_lock_file(path: Path, name: str) -> int:
+    # The dirs up to the locks dir (``.locks``, ``.locks/values``): made by xprocess, never links.
+    dirs = [path.parent] if path.parent.name == LOCKS_DIR else [path.parent, path.parent.parent]
+    with_link = next((d for d in dirs if d.is_symlink()), None)
+    if with_link is not None:
+        raise UnsafePathError(
+            f"the lock dir {with_link} is a symlink (to {os.readlink(with_link)}); xprocess "
+            "does not write through symlinks under its records root. Remove it (the next lock "
+            "makes a real one).",
+            name=name,
+        )
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePathError(
+                f"the lock file of {name!r}, {path}, is a symlink (to {os.readlink(path)}); "
+                "xprocess does not open files through symlinks under its records root. Remove "
+                "it (the next lock makes a real one).",
+                name=name,
+            ) from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePathError(
+            f"the lock file of {name!r}, {path}, is not a regular file; remove it", name=name
+        )
+    return fd
 
 
 class NameLock:
@@ -25,25 +67,44 @@ class NameLock:
         self.what = what
         self.path = path
         self.timeout = timeout
-        self._lock = filelock.FileLock(str(path), timeout=timeout)
-        self._held = False
+        self._fd = -1
 
     def acquire(self) -> None:
         """Take the lock (``with`` does it too); StartupTimeoutError if not had in time."""
         __tracebackhide__ = True
-        if self._held:
+        if self._fd >= 0:
             return
+        fd = _open_lock_file(self.path, self.name)
+        deadline = time.monotonic() + self.timeout
+        delay = 0.001
         try:
-            self._lock.acquire()
-        except filelock.Timeout as exc:
-            raise StartupTimeoutError(
-                f"waited {self.timeout:g} s for the lock on {self.what} {self.name!r} "
-                f"({self.path}): another pytest process (an xdist worker or a concurrent run) "
-                "still holds it while starting, computing or stopping it. Raise the timeout if "
-                "that takes longer.",
-                name=self.name,
-            ) from exc
-        self._held = True
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    pass
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StartupTimeoutError(
+                        f"waited {self.timeout:g} s for the lock on {self.what} {self.name!r} "
+                        f"({self.path}): another pytest process (an xdist worker or a "
+                        "concurrent run) still holds it while starting, computing or stopping "
+                        "it. Raise the timeout if that takes longer.",
+                        name=self.name,
+                    )
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, _MAX_POLL)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let go of the lock (closing the file releases it)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def __enter__(self) -> NameLock:
         __tracebackhide__ = True
@@ -56,5 +117,4 @@ class NameLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._held = False
-        self._lock.release()
+        self.release()

@@ -17,11 +17,12 @@ from typing import Any
 
 from xprocess.capabilities import require_supported
 from xprocess.localpath import LogPath, local_path, log_path
+from xprocess.locking import NameLock
 from xprocess.logs import WatchedLogs
-from xprocess.records import ProcessRecord, RecordStore, validate_name
+from xprocess.records import STARTING, ProcessRecord, RecordStore, validate_name
 from xprocess.release import release_process
 from xprocess.runs import Run
-from xprocess.starter import describe_starter
+from xprocess.starter import ProcessStarter, describe_starter
 from xprocess.starting import Caller, ensure_process, settle
 from xprocess.termination import stop_record
 from xprocess.values import DEFAULT_TIMEOUT as DEFAULT_VALUE_TIMEOUT
@@ -32,6 +33,20 @@ __all__ = ["XProcess", "XProcessInfo"]
 
 _logger = logging.getLogger("xprocess")
 _UNSET: Any = object()
+
+# How long ``isrunning`` waits for a start under way elsewhere: pytest-xprocess's default timeout.
+SETTLE_TIMEOUT = 120.0
+
+
+def _describes_alike(starter: object) -> bool:
+    """Whether every ``ensure`` describes ``starter`` alike: a ProcessStarter subclass that
+    leaves ``__init__`` to ProcessStarter, so making an instance runs none of its code and gives
+    it no settings of its own (its class's are read once per process anyway)."""
+    return (
+        isinstance(starter, type)
+        and issubclass(starter, ProcessStarter)
+        and starter.__init__ is ProcessStarter.__init__
+    )
 
 
 class XProcessInfo:
@@ -113,11 +128,29 @@ class XProcessInfo:
         )
 
     def isrunning(self, ignore_zombies: bool = True) -> bool:
-        """Whether the recorded process still runs (a recycled pid does not count)."""
+        """Whether the recorded process still runs (a recycled pid does not count).
+
+        A start under way in another process (another xdist worker, another run) is waited for
+        first, so ``if not info.isrunning(): xprocess.ensure(...)`` never goes on with a server
+        that is not ready yet.
+        """
         record = self._current(unless_alive=True)
         if record is None:
             return False
+        if record.state == STARTING and record.started_by != os.getpid():
+            record = self._settled() or record
         return record.is_alive(ignore_zombies=ignore_zombies)
+
+    def _settled(self) -> ProcessRecord | None:
+        """The record once no start holds the name's lock (the start's own deadline, at most);
+        None when the lock cannot be had (a read-only records root, a start that hangs)."""
+        try:
+            with NameLock(self.store.lock_path(self.name), self.name, SETTLE_TIMEOUT):
+                pass
+        except (TimeoutError, OSError):
+            return None
+        self.record = self.store.read(self.name)
+        return self.record
 
     def terminate(self, *, kill_proc_tree: bool = True, timeout: float = 20) -> int:
         """Stop the process and, by default, its descendants.
@@ -128,8 +161,8 @@ class XProcessInfo:
         use instead, and only the last worker of the run to release it stops it.
         """
         record = self._current(unless_alive=True)
-        if record is None or record.pid <= 0:
-            return 0
+        if record is None or (record.pid <= 0 and not record.token):
+            return 0  # nothing was spawned (a start whose pid is not known yet has its token)
         if timeout < 0:
             return -1
         owner = self._owner
@@ -205,6 +238,8 @@ class XProcess:
         self.resources: list[StartedProcess] = []
         self.watched = WatchedLogs()
         self._caller = Caller(self.store, self.run, self.worker, notify=notify)
+        # name -> (starter class, fingerprint, stops) of the last ensure that got it running.
+        self._described: dict[str, tuple[object, str, bool]] = {}
 
     def __enter__(self) -> XProcess:
         return self
@@ -235,6 +270,17 @@ class XProcess:
         ``read()`` (a ``py.path`` call) gives only what the running start wrote.
         """
         __tracebackhide__ = True
+        known = self._described.get(name) if not restart else None
+        if known is not None and known[0] is preparefunc:
+            # The same starter class as before, which nothing of its own runs to instantiate:
+            # its description is the same, so reuse is checked without reading it again.
+            reused = self._caller.reusable(name, fingerprint=known[1], stops=known[2])
+            if reused is not None:
+                logpath = log_path(reused.logpath, reused.log_offset)
+                info = XProcessInfo(self.rootdir, name, reused, owner=self)
+                self.resources.append(StartedProcess(name, None, info))
+                self.watched.watch(name, logpath)
+                return reused.pid, logpath
         validate_name(name)
         require_supported(f"start {name!r}", name)
         controldir = local_path(self.store.controldir(name))
@@ -242,6 +288,8 @@ class XProcess:
         outcome = ensure_process(
             self._caller, description, restart=restart, persist_logs=persist_logs
         )
+        if _describes_alike(preparefunc):
+            self._described[name] = (preparefunc, description.fingerprint, description.stops)
         record = outcome.record
         logpath = log_path(record.logpath, record.log_offset)
         info = XProcessInfo(self.rootdir, name, record, owner=self)

@@ -86,6 +86,10 @@ class Probe:
         """Raise InvalidStarterError if the probe cannot be run with ``data``."""
         self.describe(data, base)
 
+    def endpoints(self, data: Mapping[str, Any], base: Path | None) -> list[Endpoint]:
+        """Where the probe connects: ``("tcp", host, port)`` or ``("unix", path, 0)``."""
+        return []
+
     def _arguments(self) -> str:
         raise NotImplementedError
 
@@ -97,6 +101,10 @@ class Probe:
 
     def __hash__(self) -> int:
         return hash(repr(self))
+
+
+# Where a probe connects: ("tcp", host, port) or ("unix", path, 0).
+Endpoint = tuple[str, str, int]
 
 
 class BoundProbe:
@@ -133,6 +141,14 @@ class BoundProbe:
             raise InvalidStarterError(
                 f"cannot start {name!r}: startup_check {self.probe!r}: {exc}", name=name
             ) from None
+
+    def endpoints(self) -> list[Endpoint]:
+        """Where the probe connects, templates filled ([] when they cannot be)."""
+        data, base = self._context()
+        try:
+            return self.probe.endpoints(data, base)
+        except InvalidStarterError:
+            return []
 
     def attempt(self, timeout: float) -> bool:
         """One attempt waiting at most ``timeout`` seconds; True, or ProbeFailed."""
@@ -217,6 +233,9 @@ class _Tcp(Probe):
         host, port = self._address(data)
         return f"tcp {host}:{port}"
 
+    def endpoints(self, data: Mapping[str, Any], base: Path | None) -> list[Endpoint]:
+        return [("tcp", *self._address(data))]
+
     def attempt(self, data: Mapping[str, Any], base: Path | None, timeout: float) -> None:
         host, port = self._address(data)
         try:
@@ -265,6 +284,11 @@ class _Http(Probe):
 
     def describe(self, data: Mapping[str, Any], base: Path | None) -> str:
         return f"http {self._parts(data).geturl()}"
+
+    def endpoints(self, data: Mapping[str, Any], base: Path | None) -> list[Endpoint]:
+        parts = self._parts(data)
+        default = 443 if parts.scheme == "https" else 80
+        return [("tcp", parts.hostname or "", parts.port or default)]
 
     def attempt(self, data: Mapping[str, Any], base: Path | None, timeout: float) -> None:
         import ssl  # imported when used: it costs milliseconds
@@ -321,6 +345,9 @@ class _UnixSocket(Probe):
 
     def describe(self, data: Mapping[str, Any], base: Path | None) -> str:
         return f"unix socket {_path(self.path, data, base, 'path')}"
+
+    def endpoints(self, data: Mapping[str, Any], base: Path | None) -> list[Endpoint]:
+        return [("unix", os.fspath(_path(self.path, data, base, "path")), 0)]
 
     def attempt(self, data: Mapping[str, Any], base: Path | None, timeout: float) -> None:
         path = _path(self.path, data, base, "path")
@@ -379,6 +406,9 @@ class _AllOf(Probe):
 
     def describe(self, data: Mapping[str, Any], base: Path | None) -> str:
         return " and ".join(probe.describe(data, base) for probe in self.probes)
+
+    def endpoints(self, data: Mapping[str, Any], base: Path | None) -> list[Endpoint]:
+        return [found for probe in self.probes for found in probe.endpoints(data, base)]
 
     def attempt(self, data: Mapping[str, Any], base: Path | None, timeout: float) -> None:
         # The probes share one time budget; BoundProbe already capped it to what is left.

@@ -408,7 +408,12 @@ def _wait_for_check(
             job = submit(check)
             _await_check(job, plan, started, logpath, offset, deadline, progress, last_error)
         if job.error is None and job.result:
-            return
+            # A check counts only while what was started lives: one that passes against
+            # another program (ours died on "address already in use") is no readiness.
+            exited = _exited(started, plan, logpath, offset, watcher)
+            if exited is None:
+                return
+            raise exited
         if job.error is not None:
             if not isinstance(job.error, Exception) or is_programming_error(job.error):
                 error = job.error

@@ -14,8 +14,9 @@ import dataclasses
 import errno
 import json
 import os
+import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,9 @@ import psutil
 
 from xprocess.errors import type_name
 from xprocess.layout import Layout, RecordWarning, atomic_write, read_or_warn, warn
-from xprocess.liveness import BOOT_ID, find_process, identify, is_alive
-from xprocess.tokens import allowed_uids, carriers, process_uid
+from xprocess.liveness import BOOT_ID, exited_zero, find_process, identify, is_alive
+from xprocess.record_fields import CHECKS, short
+from xprocess.tokens import allowed_uids, carriers
 
 if TYPE_CHECKING:
     from xprocess.runs import Run
@@ -105,8 +107,9 @@ class ProcessRecord:
                                         +----failed()---> FAILED
         (no record) --not_started()-----------------------> FAILED
 
-    A start writes a STARTING record as soon as the process is spawned, so a caller that dies
-    mid-start leaves a record the next caller recognises (and stops) instead of an unknown
+    A start writes a STARTING record with its token before it spawns the process, and again
+    with the pid once it is spawned, so a caller that dies mid-start, at any line, leaves a
+    record the next caller recognises (and stops what carries its token) instead of an unknown
     process. A FAILED record carries the error, for the other workers of the same run: each is
     told once (``replayed_to``), and the caller that made the attempt (``started_by``) starts
     afresh when it asks again.
@@ -144,41 +147,42 @@ class ProcessRecord:
     holders: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     released_in: str = ""
     fingerprint: str = ""
-    leads_session: bool = False
+    # Missing from a record: required (every process xprocess starts leads its session).
+    leads_session: bool = True
     token: str = ""
     uid: int = -1
     started_by_time: float = 0.0
 
     @classmethod
-    def starting(
+    def before_spawn(
         cls,
         plan: LaunchPlan,
-        pid: int,
         *,
         cwd: Path,
         logpath: Path,
-        offset: int,
         run: Run,
         holder: dict[str, Any] | None,
         token: str,
+        uid: int,
     ) -> ProcessRecord:
-        """The record of ``plan``'s process, just spawned as ``pid`` (carrying ``token``) by
-        this process."""
-        identity = identify(pid)  # None only if it is already gone; readiness says why
+        """The record of a start of ``plan`` about to spawn its process with ``token``.
+
+        Written before the spawn: whoever comes next (a successor's start, ``--xkill``) finds
+        and stops what carries the token, even if this process dies before the pid is known.
+        ``uid`` is the user the process will run as.
+        """
         stops = plan.terminate_at_end or plan.terminate_on_interrupt
         return cls(
             name=plan.name,
-            pid=pid,
-            create_time=identity.create_time if identity is not None else time.time(),
-            start_since_boot=identity.since_boot if identity is not None else None,
+            pid=0,
+            create_time=0.0,
             boot_id=BOOT_ID,
-            leads_session=bool(identity is not None and identity.leads_session),
             started_by=os.getpid(),
             started_by_time=_own_start_time(),
             argv=plan.argv,
             cwd=str(cwd),
             logpath=str(logpath),
-            log_offset=offset,
+            log_offset=0,
             started_at=time.time(),
             state=STARTING,
             run_id=run.id,
@@ -189,8 +193,18 @@ class ProcessRecord:
             holders=[holder] if holder is not None else [],
             data=plan.data,
             token=token,
-            uid=process_uid(pid),
+            uid=uid,
         )
+
+    def spawned(self, pid: int, offset: int) -> None:
+        """The process is spawned as ``pid``; its output begins at byte ``offset`` of the log."""
+        identity = identify(pid)  # None only if it is already gone; readiness says why
+        self.pid = pid
+        self.create_time = identity.create_time if identity is not None else time.time()
+        self.start_since_boot = identity.since_boot if identity is not None else None
+        self.leads_session = bool(identity is not None and identity.leads_session)
+        self.log_offset = offset
+        self.started_at = time.time()
 
     @classmethod
     def not_started(
@@ -228,10 +242,12 @@ class ProcessRecord:
     def is_alive(self, *, ignore_zombies: bool = True) -> bool:
         """Whether the recorded process still runs (not a recycled pid).
 
-        While the process that started it runs (and may yet hand the record over to the daemon
-        a launcher left when it exited 0 right after its ready line), processes carrying its
-        token count too. After that only the recorded process does: a server that crashed
-        leaving a child behind is dead, not kept alive by the child.
+        Only the recorded process counts, with one exception: a launcher that exited 0 and has
+        not been reaped yet by the process that started it, which hands the record over to the
+        daemon the launcher left when it reaps it (``starting.settle``). While that launcher
+        holds its pid, the processes carrying its token stand for it. A server that crashed
+        (killed, or exited non-zero) is dead whatever child of it lives on; so is one stopped by
+        ``terminate(kill_proc_tree=False)``, whose children the caller chose to leave running.
         """
         pid_alive = is_alive(
             self.pid,
@@ -241,11 +257,28 @@ class ProcessRecord:
             ignore_zombies=ignore_zombies,
             leads_session=self.leads_session,
         )
-        if pid_alive or not self.token or not self._starter_runs():
+        if pid_alive or not self.token or not self._handing_over():
             return pid_alive
         return bool(carriers(self.token, allowed_uids([self.uid])))
 
-    def _starter_runs(self) -> bool:
+    def _handing_over(self) -> bool:
+        """Whether the recorded process is a launcher that exited 0, not reaped yet."""
+        identity = identify(self.pid)
+        if identity is None or not identity.zombie:
+            return False
+        if not is_alive(
+            self.pid,
+            self.create_time,
+            self.start_since_boot,
+            self.boot_id,
+            ignore_zombies=False,
+            leads_session=self.leads_session,
+        ):
+            return False  # another process's zombie holds the pid now
+        zero = exited_zero(self.pid, identity)
+        if zero is not None:
+            return zero
+        # Not our child and no /proc to read its status from: its starter may still hand over.
         return is_alive(self.started_by, self.started_by_time or None)
 
     def find_process(self) -> psutil.Process | None:
@@ -271,73 +304,15 @@ class ProcessRecord:
         if not isinstance(raw, dict):
             raise ValueError("a record must be a JSON object")
         for field, value in raw.items():
-            check = _CHECKS.get(field)
+            check = CHECKS.get(field)
             if check is not None and not check(value):
-                raise ValueError(f"field {field!r} has a wrong value {_short(value)}")
+                raise ValueError(f"field {field!r} has a wrong value {short(value)}")
         missing = sorted(_REQUIRED - raw.keys())
         if missing:
             raise ValueError(f"missing fields {', '.join(missing)}")
-        return cls(**{k: v for k, v in raw.items() if k in _CHECKS})
+        return cls(**{k: v for k, v in raw.items() if k in CHECKS})
 
 
-def _short(value: object) -> str:
-    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_str(value: object) -> bool:
-    return isinstance(value, str)
-
-
-def _is_user(value: object) -> bool:
-    return (
-        isinstance(value, dict)
-        and _is_str(value.get("run"))
-        and _is_int(value.get("pid"))
-        and _is_number(value.get("create_time"))
-        and (value.get("since_boot") is None or _is_number(value.get("since_boot")))
-        and _is_str(value.get("boot_id", ""))
-    )
-
-
-_CHECKS: dict[str, Callable[[object], bool]] = {
-    "name": _is_str,
-    "pid": _is_int,
-    "create_time": _is_number,
-    "argv": lambda v: isinstance(v, list) and all(map(_is_str, v)),
-    "cwd": _is_str,
-    "logpath": _is_str,
-    "log_offset": lambda v: _is_int(v) and v >= 0,  # type: ignore[operator]
-    "started_at": _is_number,
-    "state": lambda v: v in (STARTING, READY, FAILED),
-    "run_id": _is_str,
-    "starter": _is_str,
-    "terminate_at_end": lambda v: isinstance(v, bool),
-    "terminate_on_interrupt": lambda v: isinstance(v, bool),
-    "users": lambda v: isinstance(v, list) and all(map(_is_user, v)),
-    "data": lambda v: isinstance(v, dict) and all(map(_is_str, v)),
-    "error_type": _is_str,
-    "error_message": _is_str,
-    "start_since_boot": lambda v: v is None or _is_number(v),
-    "boot_id": _is_str,
-    "started_by": _is_int,
-    "token": lambda v: _is_str(v) and len(v) <= 128,  # type: ignore[arg-type]
-    "uid": _is_int,
-    "started_by_time": _is_number,
-    "replayed_to": lambda v: isinstance(v, list) and all(map(_is_int, v)),
-    "holders": lambda v: isinstance(v, list) and all(map(_is_user, v)),
-    "released_in": _is_str,
-    "fingerprint": _is_str,
-    "leads_session": lambda v: isinstance(v, bool),
-}
 _REQUIRED = frozenset(
     f.name
     for f in dataclasses.fields(ProcessRecord)
@@ -351,6 +326,10 @@ class RecordStore:
     def __init__(self, root: Path) -> None:
         self.layout = Layout(root)
         self.root = self.layout.root
+        # For read_unchanged: each name's record path, and the last record read with the
+        # identity of its file then.
+        self._paths: dict[str, str] = {}
+        self._last: dict[str, tuple[tuple[int, ...], ProcessRecord]] = {}
 
     def controldir(self, name: str) -> Path:
         return self.layout.controldir(name)
@@ -412,6 +391,30 @@ class RecordStore:
                 "replaces the record.",
             )
             return None
+
+    def read_unchanged(self, name: str) -> ProcessRecord | None:
+        """The record of ``name`` like ``read``, without parsing the file again while it is the
+        one read last (same inode, size, times): reuse asks at every ``ensure``.
+
+        The record returned may be the one returned before: callers must not change it.
+        """
+        path = self._paths.get(name)
+        if path is None:
+            path = self._paths[name] = str(self.record_path(name))
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return None
+        # What read_or_warn refuses (a link, not a file, another user's) is read, and refused,
+        # there; a file replaced by atomic_write has a new inode.
+        key = (info.st_ino, info.st_dev, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        last = self._last.get(name)
+        if last is not None and last[0] == key:
+            return last[1]
+        record = self.read(name)
+        if record is not None and stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
+            self._last[name] = (key, record)
+        return record
 
     def write(self, record: ProcessRecord) -> None:
         """Replace the record of ``record.name`` atomically."""

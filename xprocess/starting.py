@@ -14,14 +14,17 @@ import errno
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xprocess.daemons import find_daemon
-from xprocess.errors import InvalidStarterError, rebuild_error
+from xprocess.errors import AddressInUseError, InvalidStarterError, rebuild_error
 from xprocess.launch import spawn
+from xprocess.layout import keep_blocks
 from xprocess.liveness import Identity, identify
 from xprocess.locking import NameLock
+from xprocess.occupied import refuse_answered_endpoints
 from xprocess.readiness import wait_until_ready
 from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
 from xprocess.runs import Run, add_holder, add_user, holder_entry, holds, uses
@@ -114,9 +117,27 @@ class Caller:
 
     def needs_claim(self, record: ProcessRecord, description: StarterDescription) -> bool:
         """Whether reusing ``record`` must first note this caller as one of its users."""
-        return (description.stops and not uses(record.users, self.run.id)) or (
+        return self._needs_claim(record, stops=description.stops)
+
+    def _needs_claim(self, record: ProcessRecord, *, stops: bool) -> bool:
+        return (stops and not uses(record.users, self.run.id)) or (
             bool(self.worker) and not holds(record.holders, self.pid)
         )
+
+    def reusable(self, name: str, *, fingerprint: str, stops: bool) -> ProcessRecord | None:
+        """The record of a ready process of ``name`` this caller may use as it is (started from
+        a starter of ``fingerprint``, alive, and already claimed by this caller if it must be),
+        else None. Without the lock: the common case of ``ensure``, made cheap."""
+        record = self.store.read_unchanged(name)
+        if (
+            record is not None
+            and record.state == READY
+            and (not record.fingerprint or record.fingerprint == fingerprint)
+            and record.is_alive()
+            and not self._needs_claim(record, stops=stops)
+        ):
+            return record
+        return None
 
     def claim(self, record: ProcessRecord, description: StarterDescription) -> None:
         """Note this run as a user (the end of the run may stop the process) and this worker
@@ -155,15 +176,9 @@ def ensure_process(
     name = description.name
     store = caller.store
     if not restart:  # the common case, without the lock: a ready process of that name runs
-        record = store.read(name)
-        if (
-            record is not None
-            and record.state == READY
-            and (not record.fingerprint or record.fingerprint == description.fingerprint)
-            and record.is_alive()
-            and not caller.needs_claim(record, description)
-        ):
-            return Outcome(record)
+        ready = caller.reusable(name, fingerprint=description.fingerprint, stops=description.stops)
+        if ready is not None:
+            return Outcome(ready)
     try:
         store.ensure_dirs(name)
         lock = NameLock(store.lock_path(name), name, description.timeout + LOCK_SLACK)
@@ -202,7 +217,7 @@ def ensure_process(
             # starter's args() (which may prepare files) runs only once it is gone.
             stop_record(record)
         plan = _plan(caller, description)
-        started = _start(caller, description, plan, persist_logs)
+        started = _start(caller, description, plan, persist_logs, record)
         started.reason = decision.reason
         return started
 
@@ -233,6 +248,38 @@ def _adopt(record: ProcessRecord, pid: int, identity: Identity) -> None:
     record.start_since_boot = identity.since_boot
     record.leads_session = bool(identity.leads_session)
     record.uid = process_uid(pid)
+
+
+def _intended_uid(plan: LaunchPlan) -> int:
+    """The uid the process of ``plan`` will run as: this user's, or ``popen_kwargs["user"]``."""
+    user = plan.popen_kwargs.get("user")
+    if user is None:
+        return os.getuid()
+    if isinstance(user, int):
+        return user
+    try:
+        import pwd
+
+        return pwd.getpwnam(str(user)).pw_uid
+    except (ImportError, KeyError):
+        return -1  # Popen refuses it with a clear error
+
+
+# A test seam: with this variable naming a file, a start writes the new pid there right after
+# the spawn and waits until the file is removed, so that a test can kill the starting process
+# between the spawn and the record naming the pid.
+HOLD_AFTER_SPAWN_VAR = "XPROCESS_TEST_HOLD_AFTER_SPAWN"
+
+
+def _hold_after_spawn(pid: int) -> None:
+    path = os.environ.get(HOLD_AFTER_SPAWN_VAR)
+    if not path:
+        return
+    with open(path, "w", encoding="ascii") as f:
+        f.write(str(pid))
+    deadline = time.monotonic() + 60
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _reuse_read_only(store: RecordStore, name: str, error: OSError) -> Outcome | None:
@@ -273,39 +320,74 @@ def _record_not_started(caller: Caller, description: StarterDescription, exc: Ex
     )
 
 
-def _start(
-    caller: Caller, description: StarterDescription, plan: LaunchPlan, persist_logs: bool
-) -> Outcome:
+def _spawn_recorded(
+    caller: Caller,
+    description: StarterDescription,
+    plan: LaunchPlan,
+    persist_logs: bool,
+    previous: ProcessRecord | None,
+) -> tuple[ProcessRecord, subprocess.Popen[bytes], int]:
+    """Spawn ``plan``'s process with a fresh token, recorded (name, command, token, starter)
+    before the spawn; return the record, the Popen and the log offset."""
     __tracebackhide__ = True
     store = caller.store
     name = plan.name
     controldir = store.controldir(name)
     logpath = store.log_path(name)
     _logger.debug("%s$ %s", controldir, " ".join(plan.argv))
+    try:
+        refuse_answered_endpoints(name, plan.check)  # a probe must not pass against a stranger
+    except AddressInUseError as exc:
+        _record_not_started(caller, description, exc)
+        raise
     token = new_token()
+    record = ProcessRecord.before_spawn(
+        plan,
+        cwd=controldir,
+        logpath=logpath,
+        run=caller.run,
+        holder=holder_entry(caller.run, caller.worker) if caller.worker else None,
+        token=token,
+        uid=_intended_uid(plan),
+    )
+    record.fingerprint = description.fingerprint
+    store.write(record)  # the token on disk before a process carries it
     try:
         popen, offset = spawn(plan, controldir, logpath, persist_logs=persist_logs, token=token)
     except InvalidStarterError:
+        # Bad input (a missing executable): nothing was spawned, and nothing is recorded of it.
+        if previous is not None:
+            store.write(previous)
+        else:
+            store.record_path(name).unlink(missing_ok=True)
         raise
     except Exception as exc:
         _record_not_started(caller, description, exc)
         raise
+    return record, popen, offset
+
+
+def _start(
+    caller: Caller,
+    description: StarterDescription,
+    plan: LaunchPlan,
+    persist_logs: bool,
+    previous: ProcessRecord | None,
+) -> Outcome:
+    __tracebackhide__ = True
+    store = caller.store
+    name = plan.name
+    logpath = store.log_path(name)
+    record, popen, offset = _spawn_recorded(caller, description, plan, persist_logs, previous)
+    token = record.token
+    _hold_after_spawn(popen.pid)
     # Whatever fails once the process exists (readiness, a full disk writing the record, Ctrl-C),
     # everything that carries its token is stopped: nothing spawned outlives this call.
     with abandon_on_error(token, popen):
-        holder = holder_entry(caller.run, caller.worker) if caller.worker else None
-        record = ProcessRecord.starting(
-            plan,
-            popen.pid,
-            cwd=controldir,
-            logpath=logpath,
-            offset=offset,
-            run=caller.run,
-            holder=holder,
-            token=token,
-        )
-        record.fingerprint = description.fingerprint
+        record.spawned(popen.pid, offset)
+        record.uid = process_uid(popen.pid)
         store.write(record)
+        keep_blocks(store.record_path(name))  # the "ready" write, when it comes, is fast
         if record.users:
             start_watchdog(store.root, caller.run)
 

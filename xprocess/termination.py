@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import time
@@ -21,7 +22,10 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from xprocess.tokens import Verdict, allowed_uids, carriers, process_uid, protected_pids, verify
+from xprocess.capabilities import HAVE_PIDFD
+from xprocess.liveness import find_process
+from xprocess.process_table import ProcessTable
+from xprocess.tokens import allowed_uids, process_uid, protected_pids
 
 if TYPE_CHECKING:
     from xprocess.records import ProcessRecord
@@ -45,24 +49,6 @@ KILL_GRACE = 5.0
 _SWEEPS = 3
 
 
-def _depth_first_leaves(root: psutil.Process) -> list[psutil.Process]:
-    """Descendants of ``root``, deepest first, so children go before the parents that watch them."""
-    ordered: list[tuple[int, psutil.Process]] = []
-
-    def visit(proc: psutil.Process, depth: int) -> None:
-        try:
-            children = proc.children()
-        except psutil.Error:
-            return
-        for child in children:
-            visit(child, depth + 1)
-            ordered.append((depth + 1, child))
-
-    visit(root, 0)
-    ordered.sort(key=lambda item: -item[0])
-    return [proc for _, proc in ordered]
-
-
 def reap_if_child(pid: int) -> None:
     """Collect the exit status of ``pid`` if it is an exited child of ours, so it is no zombie."""
     with contextlib.suppress(ChildProcessError, OSError):
@@ -80,10 +66,16 @@ def _is_gone(proc: psutil.Process) -> bool:
 
 
 def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until every process in ``procs`` has exited; return those alive at the deadline."""
+    """Wait until every process in ``procs`` has exited; return those alive at the deadline.
+
+    With pidfds (Linux) each exit wakes the waiter at once; elsewhere it polls, from half a
+    millisecond backing off to 20 ms.
+    """
     deadline = time.monotonic() + timeout
-    delay = 0.0005
     alive = [p for p in procs if not _is_gone(p)]
+    if alive and HAVE_PIDFD:
+        alive = _wait_on_pidfds(alive, deadline)
+    delay = 0.0005
     while alive and time.monotonic() < deadline:
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 0.02)
@@ -91,8 +83,36 @@ def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proces
     return alive
 
 
-def _signal_all(procs: list[psutil.Process], sig: int) -> None:
-    protected = protected_pids()
+def _wait_on_pidfds(procs: list[psutil.Process], deadline: float) -> list[psutil.Process]:
+    """``wait_gone`` on pidfds: a pidfd turns readable when its process exits."""
+    poller = select.poll()
+    fds: dict[int, psutil.Process] = {}
+    try:
+        for proc in procs:
+            try:
+                fd = os.pidfd_open(proc.pid)
+            except OSError:
+                continue  # gone already: _is_gone says so below
+            fds[fd] = proc
+            poller.register(fd, select.POLLIN)
+        # Opened after the check that it is the process of the handle: still it, or gone.
+        alive = [p for p in procs if not _is_gone(p)]
+        waiting = {fd for fd, proc in fds.items() if proc in alive}
+        while waiting and alive:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for fd, _ in poller.poll(remaining * 1000):
+                waiting.discard(fd)
+                poller.unregister(fd)
+            alive = [p for p in alive if not _is_gone(p)]
+        return alive
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _signal_all(procs: list[psutil.Process], sig: int, protected: Collection[int]) -> None:
     for proc in procs:
         if proc.pid in protected:
             continue
@@ -100,40 +120,16 @@ def _signal_all(procs: list[psutil.Process], sig: int) -> None:
             proc.send_signal(sig)
 
 
-def _carrier_processes(token: str, uids: Collection[int]) -> list[psutil.Process]:
-    """Handles of the processes carrying ``token``. Each handle is made before the check, so a pid
-    that changes hands after the check is refused by psutil when signalled."""
-    found: list[psutil.Process] = []
-    if not token:
-        return found
-    for pid in carriers(token, uids):
-        with contextlib.suppress(psutil.Error):
-            proc = psutil.Process(pid)
-            if verify(pid, token, uids) is Verdict.CARRIES:
-                found.append(proc)
+def _targets(table: ProcessTable, known: list[psutil.Process]) -> list[psutil.Process]:
+    """``known`` (handles already verified), the token's carriers, and the live descendants of
+    all of them, deepest first (children before the parents that watch them)."""
+    handles = {proc.pid: proc for proc in known}
+    found = []
+    for pid, parent in table.trees([*handles, *sorted(table.carriers)]):
+        proc = handles.get(pid) or table.handle(pid, parent)
+        if proc is not None and not _is_gone(proc):
+            found.append(proc)
     return found
-
-
-def _with_descendants(procs: list[psutil.Process]) -> list[psutil.Process]:
-    """``procs`` and their live descendants, each tree deepest first, without protected pids."""
-    protected = protected_pids()
-    seen: dict[int, psutil.Process] = {}
-    for proc in procs:
-        if proc.pid in seen:
-            continue
-        for member in [*_depth_first_leaves(proc), proc]:
-            if member.pid not in protected:
-                seen.setdefault(member.pid, member)
-    # A process that is some other one's descendant was reached twice; keep the deepest order.
-    ordered = sorted(seen.values(), key=lambda p: -_depth(p))
-    return [p for p in ordered if not _is_gone(p)]
-
-
-def _depth(proc: psutil.Process) -> int:
-    try:
-        return len(proc.parents())
-    except psutil.Error:
-        return 0
 
 
 def stop_carriers(token: str, *, uids: Collection[int] = (), timeout: float = 20) -> int:
@@ -141,13 +137,8 @@ def stop_carriers(token: str, *, uids: Collection[int] = (), timeout: float = 20
 
     The start path calls this when anything fails after a spawn, so nothing it spawned survives.
     """
-    allowed = allowed_uids(uids)
-    procs = _with_descendants(_carrier_processes(token, allowed))
-    if not procs:
-        return 0
-    return _terminate(
-        procs, lambda: _carrier_processes(token, allowed), kill_proc_tree=True, timeout=timeout
-    )
+    table = ProcessTable(token, allowed_uids(uids), protected_pids())
+    return _stop_tree(table, [], timeout=timeout)
 
 
 @contextlib.contextmanager
@@ -163,25 +154,48 @@ def abandon_on_error(token: str, popen: subprocess.Popen[bytes]) -> Iterator[Non
         raise
 
 
-def _terminate(
-    procs: list[psutil.Process],
-    rescan: Callable[[], list[psutil.Process]],
-    *,
-    kill_proc_tree: bool,
-    timeout: float,
-) -> int:
-    _signal_all(procs, signal.SIGTERM)
-    alive = wait_gone(procs, timeout)
-    # A process killed now may have forked a moment before: sweep again until nothing is new.
+def _stop_tree(table: ProcessTable, roots: list[psutil.Process], *, timeout: float) -> int:
+    """SIGTERM to ``roots``, the carriers of the table's token and all their descendants,
+    ``timeout`` seconds of grace, then SIGKILL sweeps; 0 if there was nothing to stop."""
+    table.refresh()
+    procs = _targets(table, roots)
+    if not procs:
+        return 0
+    _signal_all(procs, signal.SIGTERM, table.protected)
+    try:
+        alive = wait_gone(procs, timeout)
+    except KeyboardInterrupt:
+        # Ctrl-C during the grace period: no more waiting, SIGKILL for what is left.
+        _sweep(table, procs)
+        raise
+    return _sweep(table, alive)
+
+
+def _sweep(table: ProcessTable, alive: list[psutil.Process]) -> int:
+    """SIGKILL what is left; a process killed now may have forked a moment before, so look
+    again (only at processes not seen before) until nothing is new."""
     for _ in range(_SWEEPS):
-        if kill_proc_tree:
-            alive = _with_descendants([*alive, *rescan()])
+        table.refresh()
+        alive = _targets(table, alive)
         if not alive:
             return 1
-        _signal_all(alive, signal.SIGKILL)
+        _signal_all(alive, signal.SIGKILL, table.protected)
         alive = wait_gone(alive, KILL_GRACE)
-        if not kill_proc_tree:
-            break
+    return -1 if alive else 1
+
+
+def _stop_one(proc: psutil.Process, protected: Collection[int], *, timeout: float) -> int:
+    """SIGTERM to ``proc`` alone, ``timeout`` seconds of grace, then SIGKILL."""
+    _signal_all([proc], signal.SIGTERM, protected)
+    try:
+        alive = wait_gone([proc], timeout)
+    except KeyboardInterrupt:
+        alive = [proc]
+        raise
+    finally:
+        if alive:
+            _signal_all(alive, signal.SIGKILL, protected)
+            alive = wait_gone(alive, KILL_GRACE)
     return -1 if alive else 1
 
 
@@ -208,9 +222,15 @@ def stop_record(
     uids = allowed_uids([record.uid])
     unverified = False
     root = record.find_process() if record.pid > 0 else None
-    if root is not None and root.pid in protected_pids():
+    protected = protected_pids()
+    if root is not None and root.pid in protected:
         say(_refused(record, root.pid))
         root = None
+    else:
+        unproven = _unproven(record, root)
+        if unproven:
+            say(unproven)
+            return -1
     if root is not None and process_uid(root.pid) not in uids:
         say(
             f"{record.name!r}: pid {root.pid} runs as uid {process_uid(root.pid)}, not as this "
@@ -221,15 +241,37 @@ def stop_record(
     if not kill_proc_tree:
         if root is None:
             return -1 if unverified else 0
-        return _terminate([root], lambda: [], kill_proc_tree=False, timeout=timeout)
-    token = record.token
-    procs = _with_descendants([*([root] if root else []), *_carrier_processes(token, uids)])
-    if not procs:
-        return -1 if unverified else 0
-    result = _terminate(
-        procs, lambda: _carrier_processes(token, uids), kill_proc_tree=True, timeout=timeout
-    )
+        return _stop_one(root, protected, timeout=timeout)
+    table = ProcessTable(record.token, uids, protected)
+    result = _stop_tree(table, [root] if root is not None else [], timeout=timeout)
     return -1 if unverified else result
+
+
+def _unproven(record: ProcessRecord, root: psutil.Process | None) -> str:
+    """Why the process of a record without a token is not taken for ours ("" if it is).
+
+    Such a record proves only a pid and a start time, which a tool imitating the format (or a
+    hand) can copy from any process: it must also show a session leader, as every process
+    xprocess starts is, and the process must be one (a record that does not say counts as
+    saying so).
+    """
+    if record.token or record.pid <= 0:
+        return ""
+    if root is not None and record.leads_session:
+        return ""
+    if root is None and not find_process(
+        record.pid, record.create_time, record.start_since_boot, record.boot_id
+    ):
+        return ""  # nothing has that pid and start time: nothing to report
+    why = (
+        "the record does not show a session leader"
+        if root is not None
+        else "it does not lead its own session, as every process xprocess starts does"
+    )
+    return (
+        f"{record.name!r}: pid {record.pid} has the recorded start time, but the record has no "
+        f"token and {why}: it cannot be verified as the process xprocess started, not signalled"
+    )
 
 
 def _refused(record: ProcessRecord, pid: int) -> str:

@@ -45,6 +45,8 @@ def plant(name: str, pid: int, token: str) -> None:
         "started_at": 0.0,
         "state": "ready",
         "token": token,
+        # Said outright: a record missing it requires a session leader, which this is not.
+        "leads_session": False,
     }
     (ROOT / name / "record.json").write_text(json.dumps(record))
 
