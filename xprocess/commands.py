@@ -58,9 +58,11 @@ def status_of(info: XProcessInfo) -> str:
 def held_by(record: ProcessRecord) -> str:
     """Who holds the process: the xdist workers using it until their teardown releases it, and
     the runs still going whose end stops it (``-``: nobody)."""
-    workers = [str(h.get("worker", "?")) for h in running_users(record.holders)]
-    runs = [f"run {str(user.get('run', '?'))[:8]}" for user in running_users(record.users)]
-    return ", ".join(workers + runs) or "-"
+    live = running_users(record.holders)
+    workers = [str(h["worker"]) for h in live if h.get("worker")]
+    runs = [f"run {str(h.get('run', '?'))[:8]}" for h in live if not h.get("worker")]
+    runs += [f"run {str(user.get('run', '?'))[:8]}" for user in running_users(record.users)]
+    return ", ".join(workers + list(dict.fromkeys(runs))) or "-"
 
 
 def _data(record: ProcessRecord) -> str:
