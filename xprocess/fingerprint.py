@@ -87,4 +87,3 @@ def _plain(key: str, value: object) -> str:
         # what the starter sets differently from the environment it inherits defines it.
         value = {k: v for k, v in value.items() if os.environ.get(k) != v}
     return repr(sorted(value.items(), key=repr) if isinstance(value, dict) else value)
-

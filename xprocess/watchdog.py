@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from xprocess.cache_clear import hold_records
 from xprocess.capabilities import HAVE_PIDFD, LIBC
 from xprocess.layout import Layout
 
@@ -167,6 +168,9 @@ def main(argv: list[str]) -> int:
         os.chdir(str(where.get("cwd", "/")))
     if os.fork() > 0:
         os._exit(0)  # the caller reaps this parent at once; the watchdog is no one's child
+    # Held for its whole life: a --cache-clear elsewhere must not move the records it watches
+    # (the run's marker) and may need for the run's end.
+    hold_records(root)
     run_id = str(entry["run"])
     marker = Layout(root).run_marker(run_id)
     started = time.time()
