@@ -19,8 +19,9 @@ __all__ = ["main"]
 class _KillByName:
     """A one-off plugin: answers the command line before xprocess's own --xshow/--xkill."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], force: bool) -> None:
         self.names = names
+        self.force = force
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_cmdline_main(self, config: pytest.Config) -> int:
@@ -35,6 +36,7 @@ class _KillByName:
             lambda line: print(line, flush=True),
             self.names,
             rootdir=config.rootpath,
+            force=self.force,
         )
 
 
@@ -55,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     kill = sub.add_parser("kill", help="terminate recorded process trees (all when no NAME)")
     kill.add_argument("names", nargs="*", metavar="NAME")
+    kill.add_argument(
+        "--force",
+        action="store_true",
+        help="also terminate processes that test runs in progress hold",
+    )
     args = parser.parse_args(argv)
 
     # No conftest is loaded, so addopts naming options that conftests define would be refused.
@@ -69,9 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "show":
         pytest_args.append("--xshow")
     elif args.names:
-        plugins.append(_KillByName(list(args.names)))
+        plugins.append(_KillByName(list(args.names), args.force))
     else:
-        pytest_args.append("--xkill")
+        pytest_args += ["--xkill", *(["--xforce"] if args.force else [])]
     return int(pytest.main(pytest_args, plugins=plugins))
 
 

@@ -163,12 +163,16 @@ def kill(
     *,
     rootdir: Path | None = None,
     looked_in: Iterable[Path] | None = None,
+    force: bool = False,
 ) -> int:
     """Terminate recorded process trees (all, or those in ``names``).
 
     Without ``names``, shared values are cleared first (their cleanup run where it can be, while
-    the processes they may need still run), then the processes are terminated.
-    Returns 0 when each is gone, 1 when one could not be terminated or a name has no record.
+    the processes they may need still run), then the processes are terminated. A process that a
+    live test run holds or uses is left running, with a line saying so, unless ``force``; and
+    while one is, shared values (which may be that run's) are left too.
+    Returns 0 when each is gone, 1 when one could not be terminated, was left running or a name
+    has no record.
     """
     roots = list(roots)
     infos = _infos(roots, names)
@@ -179,13 +183,24 @@ def kill(
             status = 1
     elif not infos and not any(describe_values(root) for root in roots):
         write(_nothing_recorded(roots if looked_in is None else looked_in, rootdir))
+    held = {} if force else {info.name: _in_use(info) for info in infos}
     if names is None:
-        # Values first, as at the end of a run: cleaning one up may need its server.
-        for root in roots:
-            status = clear_values(root, write) or status
+        if any(held.values()):
+            write("- shared values left as they are: a test run in progress may use them")
+        else:
+            # Values first, as at the end of a run: cleaning one up may need its server.
+            for root in roots:
+                status = clear_values(root, write) or status
     for info in infos:
         if info.record is None:
             write(f"- {info.name} UNREADABLE RECORD (nothing signalled; see the warning above)")
+            status = 1
+            continue
+        if held.get(info.name):
+            write(
+                f"{info.pid} {info.name} LEFT RUNNING: held by {held[info.name]}, a test run "
+                "in progress; stop that run first, or add --xforce to stop it anyway"
+            )
             status = 1
             continue
         notes: list[str] = []
@@ -197,3 +212,13 @@ def kill(
         if result < 0:
             status = 1
     return status
+
+
+def _in_use(info: XProcessInfo) -> str:
+    """Who among live test runs holds or uses the running process of ``info`` ("" if none)."""
+    record = info.record
+    if record is None or not info.isrunning():
+        return ""
+    if not running_users(record.holders) and not running_users(record.users):
+        return ""
+    return held_by(record)

@@ -27,7 +27,11 @@ XSHOW_HELP = (
     "show a table of the recorded external processes (name, pid, LIVE/STARTING/FAILED/DEAD, "
     "uptime, held by, data, log) and exit"
 )
-XKILL_HELP = "terminate every recorded external process tree and exit"
+XKILL_HELP = (
+    "terminate every recorded external process tree and exit; one a test run in progress "
+    "holds is left running (see --xforce)"
+)
+XFORCE_HELP = "with --xkill: also terminate processes that test runs in progress hold"
 LOG_SECTION_LIMIT = 64 * 1024
 
 _RUN_ID = pytest.StashKey[str]()
@@ -53,6 +57,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xprocess", "external processes managed across test runs (xprocess)")
     group.addoption("--xshow", action="store_true", default=False, help=XSHOW_HELP)
     group.addoption("--xkill", action="store_true", default=False, help=XKILL_HELP)
+    group.addoption("--xforce", action="store_true", default=False, help=XFORCE_HELP)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -83,7 +88,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         print(line, flush=True)
 
     if config.option.xkill:
-        return kill(roots, write, rootdir=rootdir, looked_in=looked_in)
+        return kill(roots, write, rootdir=rootdir, looked_in=looked_in, force=config.option.xforce)
     return show(roots, write, rootdir=rootdir, looked_in=looked_in)
 
 
