@@ -162,10 +162,6 @@ def stand_in_for_end(root: Path, run_id: str) -> None:
 def main(argv: list[str]) -> int:
     root, entry = Path(argv[0]), json.loads(argv[1])
     where = json.loads(argv[2]) if len(argv) > 2 else {}
-    run_path = [str(p) for p in where.get("sys_path", [])]
-    sys.path[:] = [*run_path, *(p for p in sys.path if p not in run_path)]
-    with contextlib.suppress(OSError):
-        os.chdir(str(where.get("cwd", "/")))
     if os.fork() > 0:
         os._exit(0)  # the caller reaps this parent at once; the watchdog is no one's child
     # Held for its whole life: a --cache-clear elsewhere must not move the records it watches
@@ -184,6 +180,11 @@ def main(argv: list[str]) -> int:
         "doing what its end would have done",
         flush=True,
     )
+    # The cleanups are the project's: they import what the run imported, from where it ran.
+    run_path = [str(p) for p in where.get("sys_path", [])]
+    sys.path[:] = [*run_path, *(p for p in sys.path if p not in run_path)]
+    with contextlib.suppress(OSError):
+        os.chdir(str(where.get("cwd", "/")))
     stand_in_for_end(root, run_id)
     with contextlib.suppress(OSError):  # what it did stays readable, beside the run markers
         flag.rename(Layout(root).killed_run_log(run_id))
