@@ -47,8 +47,10 @@ def await_go():
 
 class Server(ProcessStarter):
     pattern = "ready"
-    args = child("--count-file", ROOT / "starts")
+    # OTHER: another definition of the same name (an edited conftest in the other checkout).
+    args = child("--count-file", ROOT / "starts", *(["--before", "1"] * ("OTHER" in os.environ)))
     terminate_at_end = os.environ.get("KEEP") != "1"
+    timeout = float(os.environ.get("TIMEOUT", "120"))
 
 
 @pytest.fixture(scope="session")
@@ -360,3 +362,21 @@ def test_a_kept_server_is_reused_by_a_run_that_stops_it_at_its_end(
     assert "restarted" not in output
     assert count_lines(pytester.path / "starts") == 1
     assert not running(pid), "the run that wanted it stopped at its end did not stop it"
+
+
+def test_a_run_of_another_definition_waits_for_the_holding_run_then_fails_naming_both(
+    pytester: pytest.Pytester, runs: Runs
+) -> None:
+    pytester.makepyfile(test_holding=HOLDING_TEST)
+    runs.start("a", "-n", "2")
+    runs.reached("a", "holding-*")
+    runs.go("b")
+    runs.start("b", OTHER="1", TIMEOUT="3")
+    output = runs.finish("b")
+    assert "2 errors" in output
+    assert "'server' runs (pid" in output and "from another definition of its starter" in output
+    assert output.count("fingerprint") >= 2, "both definitions are named"
+    assert server_runs(pytester.path), "run b restarted the server under run a"
+    runs.go("a")
+    assert "2 passed" in runs.finish("a")
+    assert count_lines(pytester.path / "starts") == 1

@@ -54,9 +54,7 @@ def watchdogs_of(root: Path) -> list[psutil.Process]:
     return found
 
 
-def kill_a_run(
-    pytester: pytest.Pytester, body: str, *args: str, conftest: str = CONFTEST
-) -> None:
+def kill_a_run(pytester: pytest.Pytester, body: str, *args: str, conftest: str = CONFTEST) -> None:
     """Run pytest in its own session, wait until the test runs, SIGKILL the whole group."""
     pytester.makeconftest(conftest)
     pytester.makepyfile(test_killed=KILLED_TEST.format(body=body))
@@ -158,7 +156,8 @@ def test_a_killed_runs_cleanup_imports_what_its_conftest_imports(
     pytester.makepyfile(project_names='CLEANED = "cleaned up by the project"\n')
     conftest = CONFTEST.replace(
         'Path(value).write_text("cleaned up")',
-        'import project_names\n    Path(value).write_text(project_names.CLEANED + " in " + os.getcwd())',
+        "import project_names\n"
+        '    Path(value).write_text(project_names.CLEANED + " in " + os.getcwd())',
     )
     kill_a_run(pytester, 'xprocess.shared("value", compute, cleanup=drop)', conftest=conftest)
     marker = pytester.path / "cleanup-ran"
