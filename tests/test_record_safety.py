@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import HEADER, HELPERS, child_args, namespaces_or_skip, running
+from tests.support import (
+    HEADER,
+    HELPERS,
+    child_args,
+    namespaces_or_skip,
+    pytest_with_read_only,
+    running,
+)
 from xprocess import InvalidStarterError, ProcessStarter, RecordWarning, UnsafePathError, XProcess
 from xprocess.commands import kill, show
 
@@ -185,29 +192,7 @@ def test_a_running_process_is_reused_from_a_read_only_records_root(
             assert pid == {pid}
         """
     )
-    script = (
-        'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && cd "$2" && shift 2 && exec "$@"'
-    )
-    done = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            str(cache),
-            str(pytester.path),
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = pytest_with_read_only(cache, pytester.path)
     try:
         assert done.returncode == 0, done.stdout + done.stderr
         assert "1 passed" in done.stdout

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
-from tests.support import child_args, namespaces_or_skip
+from tests.support import child_args, namespaces_or_skip, pytest_with_read_only
 from xprocess import ProcessStarter, XProcess
 from xprocess.fingerprint import fingerprint_of
 from xprocess.runs import Run, holder_entry, release_holder
@@ -83,17 +81,7 @@ def test_a_teardown_release_in_a_read_only_records_root_does_not_raise(
             assert server == {pid}
         """
     )
-    script = (
-        'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && cd "$2" && shift 2 && exec "$@"'
-    )
-    command = [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:randomly"]
-    done = subprocess.run(
-        ["unshare", "--mount", "sh", "-c", script, "sh", str(cache), str(pytester.path), *command],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = pytest_with_read_only(cache, pytester.path, "-n", "2", "-p", "no:randomly")
     try:
         assert done.returncode == 0, done.stdout + done.stderr
         assert "2 passed" in done.stdout and "error" not in done.stdout

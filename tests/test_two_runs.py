@@ -121,6 +121,16 @@ class Runs:
 
         wait_for(seen, timeout=DEADLINE, what=f"run {run} to reach {what}")
 
+    def holding(self, run: str, *args: str, **env: str) -> None:
+        """Start ``run`` and wait until its tests hold the server."""
+        self.start(run, *args, **env)
+        self.reached(run, "holding-*")
+
+    def both_holding(self, workers: list[str], **env_of_b: str) -> None:
+        """Runs a, then b (with ``env_of_b``), both holding the server."""
+        self.holding("a", *workers, **({"TERMINATE": "1"} if "TERMINATE" in env_of_b else {}))
+        self.holding("b", *workers, **env_of_b)
+
     def go(self, run: str) -> None:
         (self.path / f"{run}-go").write_text("")
 
@@ -181,10 +191,7 @@ def test_a_run_releasing_a_server_does_not_stop_it_under_another_run(
     pytester: pytest.Pytester, runs: Runs, workers: list[str]
 ) -> None:
     pytester.makepyfile(test_holding=HOLDING_TEST)
-    runs.start("a", *workers, TERMINATE="1")
-    runs.reached("a", "holding-*")
-    runs.start("b", *workers, TERMINATE="1")
-    runs.reached("b", "holding-*")
+    runs.both_holding(workers, TERMINATE="1")
     runs.go("b")
     assert "2 passed" in runs.finish("b")
     assert server_runs(pytester.path), "the server stopped when run b released it"
@@ -218,10 +225,7 @@ def test_a_run_ending_first_leaves_its_terminate_at_end_server_to_the_other(
     # a stops the server at its end, b keeps it: a ends first, and does not stop it under b;
     # the stop a asked for passes to b's end.
     pytester.makepyfile(test_holding=HOLDING_TEST)
-    runs.start("a", *workers)
-    runs.reached("a", "holding-*")
-    runs.start("b", *workers, KEEP="1")
-    runs.reached("b", "holding-*")
+    runs.both_holding(workers, KEEP="1")
     runs.go("a")
     assert "2 passed" in runs.finish("a")
     assert server_runs(pytester.path), "run a's end stopped the server run b holds"
@@ -235,10 +239,7 @@ def test_a_killed_run_does_not_take_the_server_from_the_other(
     pytester: pytest.Pytester, runs: Runs, workers: list[str]
 ) -> None:
     pytester.makepyfile(test_holding=HOLDING_TEST)
-    runs.start("a", *workers)
-    runs.reached("a", "holding-*")
-    runs.start("b", *workers)
-    runs.reached("b", "holding-*")
+    runs.both_holding(workers)
     runs.kill("b")
     # b's watchdog stands in for b's end: it must leave the server to a.
     wait_for(
@@ -297,8 +298,7 @@ def test_cache_clear_while_another_run_works_is_refused_and_moves_nothing(
     pytester: pytest.Pytester, runs: Runs, workers: list[str]
 ) -> None:
     pytester.makepyfile(test_holding=HOLDING_TEST)
-    runs.start("a", *workers)
-    runs.reached("a", "holding-*")
+    runs.holding("a", *workers)
     pid = server_pid(pytester.path)
     runs.start("b", "--cache-clear", *workers)
     output = runs.finish("b")
@@ -335,8 +335,7 @@ def test_xkill_with_xforce_stops_what_a_run_in_progress_holds(
     pytester: pytest.Pytester, runs: Runs
 ) -> None:
     pytester.makepyfile(test_holding=HOLDING_TEST)
-    runs.start("a", "-n", "2")
-    runs.reached("a", "holding-*")
+    runs.holding("a", "-n", "2")
     pid = server_pid(pytester.path)
     result = pytester.runpytest_subprocess("--xkill", "--xforce")
     result.stdout.fnmatch_lines([f"{pid} server TERMINATED"])
@@ -368,8 +367,7 @@ def test_a_run_of_another_definition_waits_for_the_holding_run_then_fails_naming
     pytester: pytest.Pytester, runs: Runs
 ) -> None:
     pytester.makepyfile(test_holding=HOLDING_TEST)
-    runs.start("a", "-n", "2")
-    runs.reached("a", "holding-*")
+    runs.holding("a", "-n", "2")
     runs.go("b")
     runs.start("b", OTHER="1", TIMEOUT="3")
     output = runs.finish("b")

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from xprocess.layout import Layout
 from xprocess.manager import XProcessInfo
 from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
 from xprocess.runs import running_users
@@ -219,6 +220,11 @@ def _in_use(info: XProcessInfo) -> str:
     record = info.record
     if record is None or not info.isrunning():
         return ""
-    if not running_users(record.holders) and not running_users(record.users):
-        return ""
-    return held_by(record)
+    # A test run in progress has its marker; a script's XProcess (no run) holds nothing here.
+    layout = Layout(info.store.root)
+    in_runs = [
+        entry
+        for entry in running_users([*record.holders, *record.users])
+        if layout.run_marker(str(entry.get("run", ""))).exists()
+    ]
+    return held_by(record) if in_runs else ""

@@ -24,6 +24,10 @@ __all__ = ["RELEASE_LOCK_TIMEOUT", "drop_hold", "release_process"]
 # How long a release waits for a name that another worker is starting or stopping.
 RELEASE_LOCK_TIMEOUT = 180.0
 
+# How long dropping a hold after a terminate() waits for the name: it is a courtesy to callers of
+# another definition, not worth a test's minutes.
+DROP_HOLD_LOCK_TIMEOUT = 10.0
+
 _logger = logging.getLogger("xprocess")
 
 
@@ -76,7 +80,7 @@ def drop_hold(store: RecordStore, seen: ProcessRecord, pid: int) -> None:
     teardown): it holds it no more, so a caller of another definition need not wait for it
     (what it left running, children spared by ``kill_proc_tree=False``, is still recorded)."""
     name = seen.name
-    lock = NameLock(store.lock_path(name), name, RELEASE_LOCK_TIMEOUT)
+    lock = NameLock(store.lock_path(name), name, DROP_HOLD_LOCK_TIMEOUT)
     with contextlib.suppress(OSError, StartupTimeoutError), lock:
         record = store.read(name)
         if record is not None and _same_start(record, seen) and holds(record.holders, pid):
