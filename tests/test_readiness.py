@@ -6,6 +6,7 @@ These drive the engine directly (an XProcess on a temporary directory) with real
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -414,3 +415,13 @@ def test_popen_kwargs_that_redirect_stdout_are_named_in_the_error(xp: XProcess) 
     with pytest.raises(ProcessExitedError) as excinfo:
         xp.ensure("srv", starter(pattern="never", args=args, popen_kwargs=kwargs))
     assert "popen_kwargs redirect stdout away from the log" in str(excinfo.value)
+
+
+def test_an_early_exit_is_caught_by_the_handlers_pytest_xprocess_users_wrote() -> None:
+    # pytest-xprocess reported an early exit as a TimeoutError (at the timeout); retry loops
+    # catch that, older ones RuntimeError.
+    assert issubclass(ProcessExitedError, TimeoutError)
+    assert issubclass(ProcessExitedError, RuntimeError)
+    error = ProcessExitedError("'srv' exited with code 3 before it was ready", name="srv")
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is ProcessExitedError and again.name == "srv" and str(again) == str(error)

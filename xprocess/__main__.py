@@ -1,4 +1,5 @@
-"""``python -m xprocess show`` / ``python -m xprocess kill [NAME ...]``, outside a test run.
+"""``python -m xprocess show [NAME ...]`` / ``python -m xprocess kill [NAME ...]``, outside a
+test run; ``python -m xprocess --version``.
 
 Runs pytest's own start-up (ini files, rootdir, cache_dir) without collecting anything, so the
 records found are exactly those ``pytest --xshow`` would find.
@@ -13,13 +14,17 @@ from collections.abc import Sequence
 
 import pytest
 
+from xprocess import __version__
+
 __all__ = ["main"]
 
 
-class _KillByName:
-    """A one-off plugin: answers the command line before xprocess's own --xshow/--xkill."""
+class _ByName:
+    """A one-off plugin: answers the command line before xprocess's own --xshow/--xkill, for
+    the processes ``names`` only."""
 
-    def __init__(self, names: list[str], force: bool) -> None:
+    def __init__(self, command: str, names: list[str], force: bool = False) -> None:
+        self.command = command
         self.names = names
         self.force = force
 
@@ -27,17 +32,17 @@ class _KillByName:
     def pytest_cmdline_main(self, config: pytest.Config) -> int:
         from xprocess.plugin import refuse_if_unsupported
 
-        refuse_if_unsupported("kill")
-        from xprocess.commands import kill
+        refuse_if_unsupported(self.command)
+        from xprocess.commands import kill, show
         from xprocess.paths import candidate_roots
 
-        return kill(
-            candidate_roots(config),
-            lambda line: print(line, flush=True),
-            self.names,
-            rootdir=config.rootpath,
-            force=self.force,
-        )
+        def write(line: str) -> None:
+            print(line, flush=True)
+
+        roots, rootdir = candidate_roots(config), config.rootpath
+        if self.command == "kill":
+            return kill(roots, write, self.names, rootdir=rootdir, force=self.force)
+        return show(roots, write, self.names, rootdir=rootdir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m xprocess",
         description="Show or stop the processes xprocess recorded for a pytest rootdir.",
     )
+    parser.add_argument("--version", action="version", version=f"xprocess {__version__}")
     parser.add_argument(
         "--rootdir",
         metavar="DIR",
@@ -52,9 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         " as pytest finds it)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser(
-        "show", help="a table of the recorded processes: name, pid, status, uptime, data, log"
+    show = sub.add_parser(
+        "show",
+        help="a table of the recorded processes: name, pid, status, uptime, data, log; "
+        "with NAME, or -v, each record in full",
     )
+    show.add_argument("names", nargs="*", metavar="NAME")
+    show.add_argument("-v", "--verbose", action="store_true", help="every record in full")
     kill = sub.add_parser("kill", help="terminate recorded process trees (all when no NAME)")
     kill.add_argument("names", nargs="*", metavar="NAME")
     kill.add_argument(
@@ -73,10 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         import xprocess.plugin
 
         plugins.append(xprocess.plugin)
-    if args.command == "show":
+    if args.names:
+        plugins.append(_ByName(args.command, list(args.names), getattr(args, "force", False)))
+    elif args.command == "show":
         pytest_args.append("--xshow")
-    elif args.names:
-        plugins.append(_KillByName(list(args.names), args.force))
+        if args.verbose:
+            pytest_args[pytest_args.index("-q")] = "-v"  # -q would cancel it
     else:
         pytest_args += ["--xkill", *(["--xforce"] if args.force else [])]
     return int(pytest.main(pytest_args, plugins=plugins))

@@ -5,11 +5,10 @@ The work itself is done by the engine modules; this module only connects it to p
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -25,11 +24,12 @@ __all__ = ["is_xdist_worker", "run_id_of"]
 
 XSHOW_HELP = (
     "show a table of the recorded external processes (name, pid, LIVE/STARTING/FAILED/DEAD, "
-    "uptime, held by, data, log) and exit"
+    "uptime, held by, data, log) and exit; with -v, each record in full"
 )
 XKILL_HELP = (
-    "terminate every recorded external process tree and exit; one a test run in progress "
-    "holds is left running (see --xforce)"
+    "terminate every recorded external process tree, forget the records of those that are "
+    "gone (their logs stay), and exit; one a test run in progress holds is left running "
+    "(see --xforce)"
 )
 XFORCE_HELP = "with --xkill: also terminate processes that test runs in progress hold"
 LOG_SECTION_LIMIT = 64 * 1024
@@ -40,6 +40,20 @@ _MAIN_PID = pytest.StashKey[int]()
 _CLEARING = pytest.StashKey[int]()  # the runs lock a --cache-clear holds until configure
 _WORKERINPUT_KEY = "xprocess_run_id"
 _MAIN_PID_KEY = "xprocess_main_pid"
+
+
+def __getattr__(name: str) -> Any:
+    """``config.pluginmanager.getplugin("xprocess").XProcess``: pytest-xprocess's plugin module
+    offered these names, and older conftests reach them through the plugin object."""
+    if name in ("XProcess", "XProcessInfo"):
+        from xprocess import manager
+
+        return getattr(manager, name)
+    if name == "getrootdir":
+        from xprocess.pytest_xprocess import getrootdir
+
+        return getrootdir
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_xdist_worker(config: pytest.Config) -> bool:
@@ -62,7 +76,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
-    """Answer --xshow/--xkill before any collection, and end the run with their exit code."""
+    """Refuse to run beside pytest-xprocess; answer --xshow/--xkill before any collection,
+    and end the run with their exit code."""
+    from xprocess.migration import conflicting_distribution
+
+    conflict = conflicting_distribution()
+    if conflict is not None:
+        raise pytest.UsageError(conflict)
     commands = config.option.xshow or config.option.xkill  # they return before any clearing
     if getattr(config.option, "cacheclear", False) and not commands:
         if is_xdist_worker(config):
@@ -78,7 +98,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if not commands:
         return None
     refuse_if_unsupported("--xkill" if config.option.xkill else "--xshow")
-    from xprocess.commands import kill, show
+    from xprocess.commands import kill, show, terminal_width
     from xprocess.paths import candidate_roots, records_root
 
     roots = candidate_roots(config)
@@ -89,7 +109,9 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
     if config.option.xkill:
         return kill(roots, write, rootdir=rootdir, looked_in=looked_in, force=config.option.xforce)
-    return show(roots, write, rootdir=rootdir, looked_in=looked_in)
+    full = config.option.verbose > 0
+    width = terminal_width()
+    return show(roots, write, rootdir=rootdir, looked_in=looked_in, width=width, full=full)
 
 
 def refuse_if_unsupported(option: str) -> None:
@@ -120,6 +142,9 @@ def pytest_configure(config: pytest.Config) -> None:
         finally:
             if held is not None:
                 os.close(held)
+        from xprocess.notices import PLUGIN_NAME, NoticeWriter
+
+        config.pluginmanager.register(NoticeWriter(config), PLUGIN_NAME)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and _WORKERINPUT_KEY in workerinput:
         config.stash[_RUN_ID] = str(workerinput[_WORKERINPUT_KEY])
@@ -159,6 +184,7 @@ def xprocess(request: pytest.FixtureRequest) -> Iterator[XProcess]:
 def _manager(config: pytest.Config, root: Path, run: Run) -> Iterator[XProcess]:
     """The fixture's XProcess, with this run's marker made."""
     from xprocess.manager import XProcess
+    from xprocess.notices import notifier
     from xprocess.paths import run_marker
 
     # Tells the end of the run (in the xdist controller) that this run has something to stop.
@@ -169,7 +195,7 @@ def _manager(config: pytest.Config, root: Path, run: Run) -> Iterator[XProcess]:
     except OSError:
         pass  # a read-only records root: running processes can still be found and reused
     worker = str(getattr(config, "workerinput", {}).get("workerid", ""))
-    with XProcess(config, root, run=run, worker=worker, notify=_notifier(config)) as manager:
+    with XProcess(config, root, run=run, worker=worker, notify=notifier(config)) as manager:
         manager.in_teardown = lambda: manager.tearing_down or _in_fixture_finalizer()
         config.stash[_XPROCESS] = manager
         yield manager
@@ -188,32 +214,6 @@ def _in_fixture_finalizer() -> bool:
 
 
 _FIXTURES_MODULE = os.path.join("_pytest", "fixtures.py")
-
-
-def _notifier(config: pytest.Config) -> Callable[[str], None]:
-    """Where the engine says what a user should see at once (a slow start, a restart): the
-    terminal, past pytest's capturing.
-
-    Under xdist a worker has no terminal of its own: the line goes to its stderr, which the
-    workers share with the controller, so it reaches the same terminal.
-    """
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    reporter = (
-        None if is_xdist_worker(config) else config.pluginmanager.get_plugin("terminalreporter")
-    )
-
-    def write(line: str) -> None:
-        with (
-            capture.global_and_fixture_disabled()
-            if capture is not None
-            else contextlib.nullcontext()
-        ):
-            if reporter is not None:
-                reporter.write_line(line)
-            else:
-                print(line, file=sys.stderr, flush=True)
-
-    return write
 
 
 def _failed_start_of(call: pytest.CallInfo[None]) -> str | None:

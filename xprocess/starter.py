@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from xprocess.errors import InvalidStarterError
 from xprocess.fingerprint import fingerprint_of
+from xprocess.localpath import local_path
 from xprocess.probes import BoundProbe
 from xprocess.validation import (
     check_executable,
@@ -87,7 +88,8 @@ class ProcessStarter:
     args: Any = None
 
     def __init__(self, control_dir: Path | str, process: Any = None) -> None:
-        self.control_dir = Path(control_dir)
+        # A Path that also answers py.path calls (``self.control_dir.join("x.conf")``).
+        self.control_dir: Path = local_path(control_dir)
         self.process = process
         self.data: dict[str, Any] = {}
 
