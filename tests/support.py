@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -139,3 +140,21 @@ def namespaces_or_skip(*flags: str) -> None:
     probe = subprocess.run(["unshare", *flags, "true"], capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip(f"unshare {' '.join(flags)} is not allowed here: {probe.stderr.decode()!r}")
+
+
+def pytest_with_read_only(
+    directory: Path, cwd: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m pytest -q *args`` in ``cwd`` with ``directory`` mounted read-only (in a
+    mount namespace of its own: call ``namespaces_or_skip("--mount")`` first)."""
+    script = (
+        'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && cd "$2" && shift 2 && exec "$@"'
+    )
+    command = [sys.executable, "-m", "pytest", "-q", *args]
+    return subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, "sh", str(directory), str(cwd), *command],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )

@@ -88,11 +88,24 @@ def test_a_kept_process_of_another_starter_definition_is_restarted() -> None:
     assert "changed" in made.reason
 
 
-@pytest.mark.parametrize("fields", [{"run_id": "run"}, {"fingerprint": ""}])
-def test_a_fingerprint_is_not_compared_within_a_run_or_with_old_records(
-    fields: dict[str, Any],
-) -> None:
-    assert decision(record(**fields), fingerprint="f2").action is Action.REUSE
+def test_an_old_record_without_a_fingerprint_is_reused() -> None:
+    assert decision(record(fingerprint=""), fingerprint="f2").action is Action.REUSE
+
+
+@pytest.mark.parametrize("run_id", ["run", "earlier"], ids=["this-run", "another-run"])
+def test_a_process_of_another_definition_held_by_others_is_waited_for(run_id: str) -> None:
+    made = decision(record(run_id=run_id), fingerprint="f2", held_by_others=True)
+    assert made == Decision(Action.WAIT)
+
+
+def test_a_process_of_another_definition_nobody_else_holds_is_restarted_within_a_run() -> None:
+    made = decision(record(run_id="run"), fingerprint="f2", held_by_others=False)
+    assert made.action is Action.START and made.stop_first
+    assert "changed" in made.reason
+
+
+def test_a_process_of_the_same_definition_held_by_others_is_reused() -> None:
+    assert decision(record(), held_by_others=True).action is Action.REUSE
 
 
 class Server(ProcessStarter):

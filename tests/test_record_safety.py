@@ -20,6 +20,7 @@ from tests.support import (
     child_args,
     count_lines,
     namespaces_or_skip,
+    pytest_with_read_only,
     running,
     wait_for,
     working_in,
@@ -197,29 +198,7 @@ def test_a_running_process_is_reused_from_a_read_only_records_root(
             assert pid == {pid}
         """
     )
-    script = (
-        'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && cd "$2" && shift 2 && exec "$@"'
-    )
-    done = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            str(cache),
-            str(pytester.path),
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = pytest_with_read_only(cache, pytester.path)
     try:
         assert done.returncode == 0, done.stdout + done.stderr
         assert "1 passed" in done.stdout

@@ -54,9 +54,9 @@ def watchdogs_of(root: Path) -> list[psutil.Process]:
     return found
 
 
-def kill_a_run(pytester: pytest.Pytester, body: str, *args: str) -> None:
+def kill_a_run(pytester: pytest.Pytester, body: str, *args: str, conftest: str = CONFTEST) -> None:
     """Run pytest in its own session, wait until the test runs, SIGKILL the whole group."""
-    pytester.makeconftest(CONFTEST)
+    pytester.makeconftest(conftest)
     pytester.makepyfile(test_killed=KILLED_TEST.format(body=body))
     run = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", *args],
@@ -146,3 +146,21 @@ def test_a_run_with_nothing_to_stop_at_its_end_starts_no_watchdog(
         """
     )
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_a_killed_runs_cleanup_imports_what_its_conftest_imports(
+    pytester: pytest.Pytester,
+) -> None:
+    # The conftest imports a module beside it, as a project's conftest imports the project;
+    # the watchdog runs the cleanup with the run's sys.path and working directory.
+    pytester.makepyfile(project_names='CLEANED = "cleaned up by the project"\n')
+    conftest = CONFTEST.replace(
+        'Path(value).write_text("cleaned up")',
+        "import project_names\n"
+        '    Path(value).write_text(project_names.CLEANED + " in " + os.getcwd())',
+    )
+    kill_a_run(pytester, 'xprocess.shared("value", compute, cleanup=drop)', conftest=conftest)
+    marker = pytester.path / "cleanup-ran"
+    wait_for(marker.exists, timeout=30, what="the cleanup to run")
+    assert marker.read_text() == f"cleaned up by the project in {pytester.path}"
+    wait_for(lambda: not watchdogs_of(records_root(pytester)), what="the watchdog to exit")

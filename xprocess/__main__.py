@@ -23,9 +23,10 @@ class _ByName:
     """A one-off plugin: answers the command line before xprocess's own --xshow/--xkill, for
     the processes ``names`` only."""
 
-    def __init__(self, command: str, names: list[str]) -> None:
+    def __init__(self, command: str, names: list[str], force: bool = False) -> None:
         self.command = command
         self.names = names
+        self.force = force
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_cmdline_main(self, config: pytest.Config) -> int:
@@ -38,8 +39,10 @@ class _ByName:
         def write(line: str) -> None:
             print(line, flush=True)
 
-        command = kill if self.command == "kill" else show
-        return command(candidate_roots(config), write, self.names, rootdir=config.rootpath)
+        roots, rootdir = candidate_roots(config), config.rootpath
+        if self.command == "kill":
+            return kill(roots, write, self.names, rootdir=rootdir, force=self.force)
+        return show(roots, write, self.names, rootdir=rootdir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     show.add_argument("-v", "--verbose", action="store_true", help="every record in full")
     kill = sub.add_parser("kill", help="terminate recorded process trees (all when no NAME)")
     kill.add_argument("names", nargs="*", metavar="NAME")
+    kill.add_argument(
+        "--force",
+        action="store_true",
+        help="also terminate processes that test runs in progress hold",
+    )
     args = parser.parse_args(argv)
 
     # No conftest is loaded, so addopts naming options that conftests define would be refused.
@@ -76,13 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         plugins.append(xprocess.plugin)
     if args.names:
-        plugins.append(_ByName(args.command, list(args.names)))
+        plugins.append(_ByName(args.command, list(args.names), getattr(args, "force", False)))
     elif args.command == "show":
         pytest_args.append("--xshow")
         if args.verbose:
             pytest_args[pytest_args.index("-q")] = "-v"  # -q would cancel it
     else:
-        pytest_args.append("--xkill")
+        pytest_args += ["--xkill", *(["--xforce"] if args.force else [])]
     return int(pytest.main(pytest_args, plugins=plugins))
 
 

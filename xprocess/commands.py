@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from xprocess.errors import StartupTimeoutError
+from xprocess.layout import Layout
 from xprocess.locking import NameLock
 from xprocess.manager import XProcessInfo
 from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
@@ -70,9 +71,11 @@ def status_of(info: XProcessInfo) -> str:
 def held_by(record: ProcessRecord) -> str:
     """Who holds the process: the xdist workers using it until their teardown releases it, and
     the runs still going whose end stops it (``-``: nobody)."""
-    workers = [str(h.get("worker", "?")) for h in running_users(record.holders)]
-    runs = [f"run {str(user.get('run', '?'))[:8]}" for user in running_users(record.users)]
-    return ", ".join(workers + runs) or "-"
+    live = running_users(record.holders)
+    workers = [str(h["worker"]) for h in live if h.get("worker")]
+    runs = [f"run {str(h.get('run', '?'))[:8]}" for h in live if not h.get("worker")]
+    runs += [f"run {str(user.get('run', '?'))[:8]}" for user in running_users(record.users)]
+    return ", ".join(workers + list(dict.fromkeys(runs))) or "-"
 
 
 def terminal_width() -> int | None:
@@ -269,13 +272,17 @@ def kill(
     *,
     rootdir: Path | None = None,
     looked_in: Iterable[Path] | None = None,
+    force: bool = False,
 ) -> int:
     """Terminate recorded process trees (all, or those in ``names``).
 
     Without ``names``, shared values are cleared first (their cleanup run where it can be, while
     the processes they may need still run), then the processes are terminated. The record of
-    each process that is then gone is removed (see ``_forget_if_gone``).
-    Returns 0 when each is gone, 1 when one could not be terminated or a name has no record.
+    each process that is then gone is removed (see ``_forget_if_gone``). A process that a live
+    test run holds or uses is left running, with a line saying so, unless ``force``; and while
+    one is, shared values (which may be that run's) are left too.
+    Returns 0 when each is gone, 1 when one could not be terminated, was left running or a name
+    has no record.
     """
     roots = list(roots)
     infos = _infos(roots, names)
@@ -286,13 +293,24 @@ def kill(
             status = 1
     elif not infos and not any(describe_values(root) for root in roots):
         write(_nothing_recorded(roots if looked_in is None else looked_in, rootdir))
+    held = {} if force else {info.name: _in_use(info) for info in infos}
     if names is None:
-        # Values first, as at the end of a run: cleaning one up may need its server.
-        for root in roots:
-            status = clear_values(root, write) or status
+        if any(held.values()):
+            write("- shared values left as they are: a test run in progress may use them")
+        else:
+            # Values first, as at the end of a run: cleaning one up may need its server.
+            for root in roots:
+                status = clear_values(root, write) or status
     for info in infos:
         if info.record is None:
             write(f"- {info.name} UNREADABLE RECORD (nothing signalled; see the warning above)")
+            status = 1
+            continue
+        if held.get(info.name):
+            write(
+                f"{info.pid} {info.name} LEFT RUNNING: held by {held[info.name]}, a test run "
+                "in progress; stop that run first, or add --xforce to stop it anyway"
+            )
             status = 1
             continue
         notes: list[str] = []
@@ -306,3 +324,18 @@ def kill(
         elif label != "NOT SIGNALLED":
             _forget_if_gone(info, info.record)
     return status
+
+
+def _in_use(info: XProcessInfo) -> str:
+    """Who among live test runs holds or uses the running process of ``info`` ("" if none)."""
+    record = info.record
+    if record is None or not info.isrunning():
+        return ""
+    # A test run in progress has its marker; a script's XProcess (no run) holds nothing here.
+    layout = Layout(info.store.root)
+    in_runs = [
+        entry
+        for entry in running_users([*record.holders, *record.users])
+        if layout.run_marker(str(entry.get("run", ""))).exists()
+    ]
+    return held_by(record) if in_runs else ""

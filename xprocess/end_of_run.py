@@ -13,8 +13,8 @@ from pathlib import Path
 from xprocess.errors import StartupTimeoutError
 from xprocess.layout import Layout
 from xprocess.locking import NameLock
-from xprocess.records import RecordStore
-from xprocess.runs import drop_run, remove_user, uses
+from xprocess.records import ProcessRecord, RecordStore
+from xprocess.runs import drop_run, others_hold, remove_user, running_users, uses
 from xprocess.termination import stop_record
 from xprocess.values import cleanup_run_values
 
@@ -49,35 +49,56 @@ def stop_run_processes(
 ) -> list[str]:
     """Let go of the processes run ``run_id`` used; stop those it was asked to stop.
 
-    Stopped: ``terminate_at_end`` processes no other live run uses; ``terminate_on_interrupt``
-    ones when ``interrupted``; and processes a worker of this run released in its teardown
-    while another worker still held them (that one crashed, or never got to its teardown).
-    Each gets ``grace`` seconds after SIGTERM before SIGKILL. Returns the names that could not
-    be terminated.
+    To stop are: ``terminate_at_end`` processes; ``terminate_on_interrupt`` ones when
+    ``interrupted``; and processes a holder of this run released in its teardown while another
+    still held them (that one crashed, or never got to its teardown). One that another live run
+    still holds or uses is not stopped under it: the stop passes to that run's end. Names this
+    run never used are not waited for. Each gets ``grace`` seconds after SIGTERM before SIGKILL.
+    Returns the names that could not be terminated.
     """
     failed = []
     store = RecordStore(root)
     for name in store.names():
+        if not _concerns(store.read(name), run_id):
+            continue  # read without the lock: another run may hold it for minutes (a start)
         try:
             with NameLock(store.lock_path(name), name, END_OF_RUN_LOCK_TIMEOUT):
                 record = store.read(name)
-                if record is None:
+                if record is None or not _concerns(record, run_id):
                     continue
-                used = uses(record.users, run_id)
-                held = any(h.get("run") == run_id for h in record.holders)
-                released = record.released_in == run_id
-                if not (used or held or released):
-                    continue
-                record.users = remove_user(record.users, run_id) if used else record.users
-                record.holders = drop_run(record.holders, run_id)
-                wanted = used and (
-                    record.terminate_at_end or (interrupted and record.terminate_on_interrupt)
-                )
-                if released or (wanted and not record.users):
-                    record.released_in = ""
-                    if stop_record(record, timeout=grace) < 0:
-                        failed.append(name)
+                if _let_go(record, run_id, interrupted=interrupted, grace=grace) < 0:
+                    failed.append(name)
                 store.write(record)
         except StartupTimeoutError:
             failed.append(name)
     return failed
+
+
+def _concerns(record: ProcessRecord | None, run_id: str) -> bool:
+    """Whether run ``run_id`` uses, holds or released the process of ``record``."""
+    return record is not None and (
+        uses(record.users, run_id)
+        or any(h.get("run") == run_id for h in record.holders)
+        or record.released_in == run_id
+    )
+
+
+def _let_go(record: ProcessRecord, run_id: str, *, interrupted: bool, grace: float = 20) -> int:
+    """Forget run ``run_id`` in ``record`` and stop its process if the run is the last to want
+    it and wants it stopped; what ``stop_record`` returns, or 0 when nothing was stopped."""
+    used = uses(record.users, run_id)
+    wanted = record.released_in == run_id or (
+        used and (record.terminate_at_end or (interrupted and record.terminate_on_interrupt))
+    )
+    record.users = remove_user(record.users, run_id)
+    record.holders = drop_run(record.holders, run_id)
+    if not wanted:
+        return 0
+    other = others_hold(record.holders, run_id) or next(
+        (str(u.get("run", "")) for u in running_users(record.users)), ""
+    )
+    if other:
+        record.released_in = other  # the last run to let go stops it
+        return 0
+    record.released_in = ""
+    return stop_record(record, timeout=grace)

@@ -3,7 +3,10 @@ restarted.
 
 The fingerprint hashes the starter's source and its plain settings (class attributes such as
 ``args``, ``pattern``, ``popen_kwargs``), not what it chooses at start (a free port in ``args()``)
-and not the variables an ``env`` built from ``os.environ`` merely inherits.
+and not the variables an ``env`` built from ``os.environ`` merely inherits. Nor what each run
+chooses for itself (``RUN_CHOICES``): whether a run stops the process at its end, and how long it
+waits for it, do not change what the process is, so a process kept by one run is reused by the
+next whatever that one chose.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["fingerprint_of"]
+__all__ = ["RUN_CHOICES", "fingerprint_of"]
+
+# Settings that say what a run does with the process, not what the process is.
+RUN_CHOICES = frozenset({"terminate_at_end", "terminate_on_interrupt", "timeout"})
 
 
 def fingerprint_of(label: str, definition: object, instance: object = None) -> str:
@@ -63,14 +69,19 @@ def _source_of(definition: object) -> str:
 
 
 def _is_setting(key: str, value: object) -> bool:
-    return not key.startswith("__") and isinstance(
-        value, (str, bytes, int, float, bool, type(None), list, tuple, dict, Path, re.Pattern)
+    return (
+        not key.startswith("__")
+        and key not in RUN_CHOICES
+        and isinstance(
+            value, (str, bytes, int, float, bool, type(None), list, tuple, dict, Path, re.Pattern)
+        )
     )
 
 
 def _plain(key: str, value: object) -> str:
     if isinstance(value, re.Pattern):
         return f"re:{value.pattern}"
+
     if key == "env" and isinstance(value, dict):
         # dict(os.environ, FOO="1") holds this run's variables too (xdist's, the shell's): only
         # what the starter sets differently from the environment it inherits defines it.

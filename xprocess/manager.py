@@ -20,8 +20,8 @@ from xprocess.localpath import LogPath, local_path, log_path
 from xprocess.locking import NameLock
 from xprocess.logs import WatchedLogs
 from xprocess.records import STARTING, ProcessRecord, RecordStore, validate_name
-from xprocess.release import release_process
-from xprocess.runs import Run
+from xprocess.release import drop_hold, release_process
+from xprocess.runs import Run, holds
 from xprocess.starter import ProcessStarter, describe_starter
 from xprocess.starting import Caller, ensure_process, settle
 from xprocess.termination import stop_record
@@ -104,6 +104,9 @@ class XProcessInfo:
         self._assigned = True
         if pid is None:
             self.record = None
+        elif self.record is None and _recorded_pid(self.store.read(self.name)) == int(pid):
+            # ``pid, info.pid = info.pid, None`` then ``info.pid = pid``: the recorded process.
+            self.record = self.store.read(self.name)
         elif self.record is None:
             self.record = ProcessRecord(self.name, int(pid), -1.0, [], "", str(self.logpath), 0, 0)
         elif int(pid) != self.record.pid:
@@ -157,8 +160,9 @@ class XProcessInfo:
 
         SIGTERM goes to the leaves of the tree first, then SIGKILL to what is left after
         ``timeout`` seconds. Returns 1 (terminated), 0 (nothing to do) or -1 (could not, or a
-        negative ``timeout``). In an xdist worker's fixture teardown, it releases this worker's
-        use instead, and only the last worker of the run to release it stops it.
+        negative ``timeout``). In a fixture teardown of a pytest run, it releases this process's
+        use instead, and only the last holder of any run to release it stops it (not while
+        another run on the same rootdir still uses it).
         """
         record = self._current(unless_alive=True)
         if record is None or (record.pid <= 0 and not record.token):
@@ -166,7 +170,7 @@ class XProcessInfo:
         if timeout < 0:
             return -1
         owner = self._owner
-        if owner is not None and owner.worker and owner.in_teardown():
+        if owner is not None and owner.holds and owner.in_teardown():
             return release_process(
                 self.store,
                 record,
@@ -175,10 +179,17 @@ class XProcessInfo:
                 kill_proc_tree=kill_proc_tree,
                 timeout=timeout,
             )
-        return stop_record(record, kill_proc_tree=kill_proc_tree, timeout=timeout)
+        result = stop_record(record, kill_proc_tree=kill_proc_tree, timeout=timeout)
+        if owner is not None and owner.holds and holds(record.holders, os.getpid()):
+            drop_hold(self.store, record, os.getpid())
+        return result
 
     def __repr__(self) -> str:
         return f"<XProcessInfo {self.name!r} pid={self.pid} log={self.logpath}>"
+
+
+def _recorded_pid(record: ProcessRecord | None) -> int | None:
+    return record.pid if record is not None else None
 
 
 @dataclass
@@ -237,9 +248,18 @@ class XProcess:
         self.in_teardown: Callable[[], bool] = lambda: self.tearing_down
         self.resources: list[StartedProcess] = []
         self.watched = WatchedLogs()
-        self._caller = Caller(self.store, self.run, self.worker, notify=notify)
+        # In a pytest run every process holds what it uses, so that another run's release does
+        # not stop it under this one.
+        self._caller = Caller(
+            self.store, self.run, self.worker, notify=notify, in_run=config is not None
+        )
         # name -> (starter class, fingerprint, stops) of the last ensure that got it running.
         self._described: dict[str, tuple[object, str, bool]] = {}
+
+    @property
+    def holds(self) -> bool:
+        """Whether this object holds what it uses (see ``XProcessInfo.terminate``)."""
+        return self._caller.holds
 
     def __enter__(self) -> XProcess:
         return self

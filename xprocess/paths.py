@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 
 import pytest
 
+from xprocess.cache_clear import hold_records, runs_lock_path
+
 __all__ = [
     "NO_CACHE_DIRNAME",
     "candidate_roots",
+    "hold_records",
     "records_root",
     "restore_records",
     "run_marker",
+    "runs_lock_path",
     "set_records_aside",
 ]
 
@@ -62,35 +68,53 @@ def records_root(config: pytest.Config, *, create: bool = True) -> Path:
 _ASIDE = "xprocess-records-during-cache-clear"
 
 
-def set_records_aside(config: pytest.Config) -> None:
+def set_records_aside(config: pytest.Config) -> int | None:
     """Move the records out of ``<cache_dir>/d`` before ``--cache-clear`` empties it.
 
     Clearing the cache must not forget running processes (a second copy would start, the first
     would run on unrecorded): their records, logs and control dirs are carried over, by rename,
-    so running processes keep their working directory and log.
+    so running processes keep their working directory and log. Never from under another run:
+    while one works on the records (it holds the runs lock), the clear is refused with a
+    UsageError. Returns the runs lock, held exclusively until ``restore_records``.
     """
     cache = _cache_dir(config)
-    if cache is None:
-        return
+    if cache is None or not cache.is_dir():
+        return None
     root = _cached_root(cache)
+    try:
+        held = hold_records(root, exclusive=True)
+    except BlockingIOError:
+        raise pytest.UsageError(
+            f"--cache-clear would move the records of running processes ({root}) from under "
+            "another pytest run on this rootdir that is using them (or its watchdog, cleaning "
+            "up after it was killed). Run with --cache-clear once that run has finished, or "
+            "without it now."
+        ) from None
     if root.is_dir() and not root.is_symlink() and not (cache / _ASIDE).exists():
         os.rename(root, cache / _ASIDE)
+    return held
 
 
-def restore_records(config: pytest.Config) -> None:
-    """Put records set aside by ``set_records_aside`` back in place."""
+def restore_records(config: pytest.Config, held: int | None = None) -> None:
+    """Put records set aside by ``set_records_aside`` back in place, then let other runs in:
+    ``held``, the runs lock it took, becomes this run's shared hold."""
     cache = _cache_dir(config)
-    if cache is None or not (cache / _ASIDE).is_dir():
-        return
-    root = _cached_root(cache)
-    root.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.rename(cache / _ASIDE, root)
-    except OSError as exc:  # another run made a new root meanwhile: keep both, say where
-        raise pytest.UsageError(
-            f"xprocess could not move its records back from {cache / _ASIDE} to {root}: "
-            f"{exc}. Move the directory back by hand once no run uses {root}."
-        ) from exc
+        if cache is None or not (cache / _ASIDE).is_dir():
+            return
+        root = _cached_root(cache)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(cache / _ASIDE, root)
+        except OSError as exc:  # made meanwhile by a run without xprocess: keep both
+            raise pytest.UsageError(
+                f"xprocess could not move its records back from {cache / _ASIDE} to {root}: "
+                f"{exc}. Move the directory back by hand once no run uses {root}."
+            ) from exc
+    finally:
+        if held is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(held, fcntl.LOCK_SH)
 
 
 def run_marker(root: Path, run_id: str) -> Path:

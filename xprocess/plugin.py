@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from types import FrameType
 
     from xprocess.manager import XProcess
+    from xprocess.runs import Run
 
 __all__ = ["is_xdist_worker", "run_id_of"]
 
@@ -26,13 +28,16 @@ XSHOW_HELP = (
 )
 XKILL_HELP = (
     "terminate every recorded external process tree, forget the records of those that are "
-    "gone (their logs stay), and exit"
+    "gone (their logs stay), and exit; one a test run in progress holds is left running "
+    "(see --xforce)"
 )
+XFORCE_HELP = "with --xkill: also terminate processes that test runs in progress hold"
 LOG_SECTION_LIMIT = 64 * 1024
 
 _RUN_ID = pytest.StashKey[str]()
 _XPROCESS = pytest.StashKey["XProcess"]()
 _MAIN_PID = pytest.StashKey[int]()
+_CLEARING = pytest.StashKey[int]()  # the runs lock a --cache-clear holds until configure
 _WORKERINPUT_KEY = "xprocess_run_id"
 _MAIN_PID_KEY = "xprocess_main_pid"
 
@@ -66,6 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xprocess", "external processes managed across test runs (xprocess)")
     group.addoption("--xshow", action="store_true", default=False, help=XSHOW_HELP)
     group.addoption("--xkill", action="store_true", default=False, help=XKILL_HELP)
+    group.addoption("--xforce", action="store_true", default=False, help=XFORCE_HELP)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -84,7 +90,11 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         else:
             from xprocess.paths import set_records_aside
 
-            set_records_aside(config)  # put back by pytest_configure, after the cache is cleared
+            # Put back by pytest_configure, after the cache is cleared; refused while another
+            # run works on the records.
+            held = set_records_aside(config)
+            if held is not None:
+                config.stash[_CLEARING] = held
     if not commands:
         return None
     refuse_if_unsupported("--xkill" if config.option.xkill else "--xshow")
@@ -98,7 +108,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         print(line, flush=True)
 
     if config.option.xkill:
-        return kill(roots, write, rootdir=rootdir, looked_in=looked_in)
+        return kill(roots, write, rootdir=rootdir, looked_in=looked_in, force=config.option.xforce)
     full = config.option.verbose > 0
     width = terminal_width()
     return show(roots, write, rootdir=rootdir, looked_in=looked_in, width=width, full=full)
@@ -122,9 +132,16 @@ def pytest_configure(config: pytest.Config) -> None:
     Last, so that records carried over a ``--cache-clear`` go back after the cache plugin cleared.
     """
     if not is_xdist_worker(config):
-        from xprocess.paths import restore_records
+        from xprocess.paths import hold_records, records_root, restore_records
 
-        restore_records(config)  # also after a run that stopped before it could
+        held = config.stash.get(_CLEARING, None)
+        if held is None:  # not clearing: wait for a clear in progress elsewhere to finish
+            held = hold_records(records_root(config, create=False))
+        try:
+            restore_records(config, held)  # also after a run that stopped before it could
+        finally:
+            if held is not None:
+                os.close(held)
         from xprocess.notices import PLUGIN_NAME, NoticeWriter
 
         config.pluginmanager.register(NoticeWriter(config), PLUGIN_NAME)
@@ -148,14 +165,28 @@ def pytest_configure_node(node: Any) -> None:
 def xprocess(request: pytest.FixtureRequest) -> Iterator[XProcess]:
     """Start and find the external processes a run needs: ``xprocess.ensure(name, Starter)``."""
 
-    from xprocess.manager import XProcess
-    from xprocess.notices import notifier
-    from xprocess.paths import records_root, run_marker
+    from xprocess.paths import hold_records, records_root
     from xprocess.runs import Run
 
     config = request.config
     run = Run.of(run_id_of(config), config.stash[_MAIN_PID])
     root = records_root(config)
+    # Held while this process works on the records: a --cache-clear elsewhere is refused
+    # instead of moving them from under it.
+    held = hold_records(root)
+    try:
+        yield from _manager(config, root, run)
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _manager(config: pytest.Config, root: Path, run: Run) -> Iterator[XProcess]:
+    """The fixture's XProcess, with this run's marker made."""
+    from xprocess.manager import XProcess
+    from xprocess.notices import notifier
+    from xprocess.paths import run_marker
+
     # Tells the end of the run (in the xdist controller) that this run has something to stop.
     marker = run_marker(root, run.id)
     try:
@@ -249,11 +280,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
 
 
 def _end_of_run(config: pytest.Config, exitstatus: int) -> None:
-    from xprocess.paths import records_root, run_marker
+    from xprocess.paths import hold_records, records_root, run_marker
 
     root = records_root(config, create=False)
-    if not run_marker(root, run_id_of(config)).exists():
-        return  # no worker of this run used xprocess: nothing to do, nothing to import
+    held = hold_records(root)  # no --cache-clear moves the records away meanwhile
+    try:
+        if run_marker(root, run_id_of(config)).exists():
+            _finish(config, root, exitstatus)
+        # else: no process of this run used xprocess: nothing to do, nothing to import
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _finish(config: pytest.Config, root: Path, exitstatus: int) -> None:
     from xprocess.end_of_run import finish_run
 
     reporter = config.pluginmanager.get_plugin("terminalreporter")

@@ -15,6 +15,8 @@ __all__ = [
     "drop_run",
     "holder_entry",
     "holds",
+    "others_hold",
+    "others_use",
     "release_holder",
     "remove_user",
     "running_users",
@@ -78,12 +80,15 @@ def uses(users: list[dict[str, Any]], run_id: str) -> bool:
     return any(u.get("run") == run_id for u in users)
 
 
-# Holders: the xdist workers of a run that use a process, from their ``ensure`` until their
-# teardown releases it. The last holder's release stops the process.
+# Holders: the processes of the runs that use a process (each xdist worker, or the one process of
+# a run without xdist), from their ``ensure`` until their teardown releases it. A process is stopped
+# by a release only when no live holder of any run is left and no other live run uses it: what a
+# run that died held is no hold.
 
 
 def holder_entry(run: Run, worker: str) -> dict[str, Any]:
-    """This process, a worker (``gw0``) of ``run``, as a holder of a process."""
+    """This process, a worker (``gw0``, or ``""`` for a run without xdist) of ``run``, as a
+    holder of a process."""
     return {**Run.of(run.id, os.getpid()).entry(), "worker": worker}
 
 
@@ -98,12 +103,26 @@ def add_holder(holders: list[dict[str, Any]], entry: dict[str, Any]) -> list[dic
 
 
 def release_holder(
-    holders: list[dict[str, Any]], run_id: str, pid: int
+    holders: list[dict[str, Any]], users: list[dict[str, Any]], run_id: str, pid: int
 ) -> tuple[list[dict[str, Any]], bool]:
     """Holder ``pid`` of run ``run_id`` lets go: the holders left (gone ones dropped), and whether
-    nobody else of that run holds the process any more (so it is to be stopped now)."""
+    it was the last (no live holder of any run is left, and no other live run uses the process),
+    so that the process is to be stopped now."""
     left = [h for h in holders if h.get("pid") != pid and _running(h)]
-    return left, not any(h.get("run") == run_id for h in left)
+    return left, not left and not others_use(users, run_id)
+
+
+def others_use(users: list[dict[str, Any]], run_id: str) -> bool:
+    """Whether a live run other than ``run_id`` uses the process (its end is to stop it)."""
+    return any(u.get("run") != run_id and _running(u) for u in users)
+
+
+def others_hold(holders: list[dict[str, Any]], run_id: str) -> str:
+    """The id of a live run other than ``run_id`` that holds the process ("" if none)."""
+    for h in holders:
+        if h.get("run") != run_id and _running(h):
+            return str(h.get("run", ""))
+    return ""
 
 
 def drop_run(holders: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:

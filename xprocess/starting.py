@@ -13,13 +13,20 @@ import enum
 import errno
 import logging
 import os
+import select
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from xprocess.capabilities import HAVE_PIDFD
 from xprocess.daemons import find_daemon
-from xprocess.errors import AddressInUseError, InvalidStarterError, rebuild_error
+from xprocess.errors import (
+    AddressInUseError,
+    InvalidStarterError,
+    StartupTimeoutError,
+    rebuild_error,
+)
 from xprocess.launch import spawn
 from xprocess.layout import keep_blocks
 from xprocess.liveness import Identity, identify
@@ -27,7 +34,7 @@ from xprocess.locking import NameLock
 from xprocess.occupied import refuse_answered_endpoints
 from xprocess.readiness import wait_until_ready
 from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
-from xprocess.runs import Run, add_holder, add_user, holder_entry, holds, uses
+from xprocess.runs import Run, add_holder, add_user, holder_entry, holds, running_users, uses
 from xprocess.starter import LaunchPlan, StarterDescription
 from xprocess.termination import abandon_on_error, stop_record
 from xprocess.tokens import allowed_uids, new_token, process_uid
@@ -40,6 +47,9 @@ __all__ = ["Action", "Caller", "Decision", "Outcome", "decide", "ensure_process"
 # have to stop an old process (20 s of grace, then SIGKILL sweeps) before it starts the new one.
 LOCK_SLACK = 60.0
 
+# How often a caller waiting for the holders of another definition looks at the record again.
+RELEASE_POLL = 0.25
+
 _logger = logging.getLogger("xprocess")
 
 
@@ -47,6 +57,7 @@ class Action(enum.Enum):
     REUSE = "reuse"
     REPLAY = "replay a failure"
     START = "start"
+    WAIT = "wait for the holders of another definition"
 
 
 @dataclass(frozen=True)
@@ -68,14 +79,17 @@ def decide(
     caller: int,
     label: str,
     fingerprint: str,
+    held_by_others: bool = False,
 ) -> Decision:
-    """Reuse, replay a failure, or start (stopping what the record describes first).
+    """Reuse, replay a failure, start (stopping what the record describes first), or wait.
 
     ``caller`` is the pid asking. A ``restart`` asked for again by another worker of the run that
     already restarted it reuses that restart. A failure of this run's start is replayed once to
     each other caller of the same starter; the caller that made the attempt, or one that was
-    already told, starts afresh. A kept process started from another definition of its starter
-    (an edited conftest) is restarted.
+    already told, starts afresh. A running process started from another definition of its
+    starter (an edited conftest, another test's starter of the same name) is never handed out:
+    while other processes (``held_by_others``: of this run or another) hold it, the caller waits
+    for them to release it; then it is restarted from the caller's definition.
     """
     if record is None:
         return Decision(Action.START)
@@ -89,9 +103,11 @@ def decide(
         restart = False  # another worker of this run restarted it a moment ago
     if not restart and record.state == READY and alive:
         changed = record.fingerprint and fingerprint and record.fingerprint != fingerprint
-        if changed and record.run_id != run_id:
-            return Decision(Action.START, stop_first=True, reason="its starter has changed")
-        return Decision(Action.REUSE)
+        if not changed:
+            return Decision(Action.REUSE)
+        if held_by_others:
+            return Decision(Action.WAIT)
+        return Decision(Action.START, stop_first=True, reason="its starter has changed")
     if (
         not restart
         and record.state == FAILED
@@ -106,14 +122,21 @@ def decide(
 
 @dataclass
 class Caller:
-    """Who asks: the records, the run, the xdist worker id ("" outside a worker), and where to
-    say that a start is slow."""
+    """Who asks: the records, the run, the xdist worker id ("" outside a worker), whether it
+    holds what it uses until its teardown releases it (every process of a pytest run does), and
+    where to say that a start is slow."""
 
     store: RecordStore
     run: Run
     worker: str = ""
     pid: int = field(default_factory=os.getpid)
     notify: Callable[[str], None] | None = None  # where a slow start is announced
+    in_run: bool = False
+
+    @property
+    def holds(self) -> bool:
+        """Whether this caller is noted as a holder of the processes it uses."""
+        return self.in_run or bool(self.worker)
 
     def needs_claim(self, record: ProcessRecord, description: StarterDescription) -> bool:
         """Whether reusing ``record`` must first note this caller as one of its users."""
@@ -121,7 +144,7 @@ class Caller:
 
     def _needs_claim(self, record: ProcessRecord, *, stops: bool) -> bool:
         return (stops and not uses(record.users, self.run.id)) or (
-            bool(self.worker) and not holds(record.holders, self.pid)
+            self.holds and not holds(record.holders, self.pid)
         )
 
     def reusable(self, name: str, *, fingerprint: str, stops: bool) -> ProcessRecord | None:
@@ -146,7 +169,7 @@ class Caller:
             record.users = add_user(record.users, self.run)
             record.terminate_at_end = description.terminate_at_end
             record.terminate_on_interrupt = description.terminate_on_interrupt
-        if self.worker:
+        if self.holds:
             record.holders = add_holder(record.holders, holder_entry(self.run, self.worker))
         self.store.write(record)
         if description.stops:
@@ -179,47 +202,117 @@ def ensure_process(
         ready = caller.reusable(name, fingerprint=description.fingerprint, stops=description.stops)
         if ready is not None:
             return Outcome(ready)
-    try:
-        store.ensure_dirs(name)
-        lock = NameLock(store.lock_path(name), name, description.timeout + LOCK_SLACK)
-        lock.acquire()
-    except OSError as exc:
-        reused = _reuse_read_only(store, name, exc)
-        if reused is None:
-            raise
-        return reused
-    with lock:
-        record = store.read(name)
-        alive = record is not None and record.is_alive()
-        decision = decide(
-            record,
-            alive=alive,
-            restart=restart,
-            run_id=caller.run.id,
-            caller=caller.pid,
-            label=description.label,
-            fingerprint=description.fingerprint,
+    deadline = time.monotonic() + description.timeout
+    while True:
+        try:
+            store.ensure_dirs(name)
+            lock = NameLock(store.lock_path(name), name, description.timeout + LOCK_SLACK)
+            lock.acquire()
+        except OSError as exc:
+            reused = _reuse_read_only(store, name, exc)
+            if reused is None:
+                raise
+            return reused
+        with lock:
+            record = store.read(name)
+            alive = record is not None and record.is_alive()
+            decision = decide(
+                record,
+                alive=alive,
+                restart=restart,
+                run_id=caller.run.id,
+                caller=caller.pid,
+                label=description.label,
+                fingerprint=description.fingerprint,
+                held_by_others=record is not None and _held_by_others(record, caller.pid),
+            )
+            if decision.action is not Action.WAIT:
+                return _act(caller, description, record, decision, persist_logs)
+            assert record is not None
+        _wait_for_release(record, description, caller, deadline)
+
+
+def _act(
+    caller: Caller,
+    description: StarterDescription,
+    record: ProcessRecord | None,
+    decision: Decision,
+    persist_logs: bool,
+) -> Outcome:
+    """Do what ``decision`` says, under the name's lock."""
+    __tracebackhide__ = True
+    store = caller.store
+    if decision.action is Action.REUSE:
+        assert record is not None
+        if caller.needs_claim(record, description):
+            caller.claim(record, description)
+        return Outcome(record)
+    if decision.action is Action.REPLAY:
+        assert record is not None
+        record.replayed_to.append(caller.pid)
+        store.write(record)
+        raise rebuild_error(record.error_type, record.error_message, description.name)
+    description.check_command()  # a missing executable: refused before anything is stopped
+    if decision.stop_first and record is not None:
+        # A restart, a start its caller abandoned (it crashed mid-start), or what a dead
+        # process left behind: nothing of the old one may outlive the new one, and the
+        # starter's args() (which may prepare files) runs only once it is gone.
+        stop_record(record)
+    plan = _plan(caller, description)
+    started = _start(caller, description, plan, persist_logs, record)
+    started.reason = decision.reason
+    return started
+
+
+def _held_by_others(record: ProcessRecord, pid: int) -> bool:
+    """Whether a live process other than ``pid`` holds the process of ``record``."""
+    return bool(running_users([h for h in record.holders if h.get("pid") != pid]))
+
+
+def _wait_for_release(
+    record: ProcessRecord, description: StarterDescription, caller: Caller, deadline: float
+) -> None:
+    """Wait (without the lock) until the process of ``record``, started from another definition
+    than ``description``, exits or may have been released; past ``deadline`` raise
+    StartupTimeoutError naming both definitions."""
+    __tracebackhide__ = True
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        holders = ", ".join(
+            f"{h.get('worker') or 'pid ' + str(h.get('pid'))} of run {str(h.get('run'))[:8]}"
+            for h in running_users(record.holders)
+            if h.get("pid") != caller.pid
         )
-        if decision.action is Action.REUSE:
-            assert record is not None
-            if caller.needs_claim(record, description):
-                caller.claim(record, description)
-            return Outcome(record)
-        if decision.action is Action.REPLAY:
-            assert record is not None
-            record.replayed_to.append(caller.pid)
-            store.write(record)
-            raise rebuild_error(record.error_type, record.error_message, name)
-        description.check_command()  # a missing executable: refused before anything is stopped
-        if decision.stop_first and record is not None:
-            # A restart, a start its caller abandoned (it crashed mid-start), or what a dead
-            # process left behind: nothing of the old one may outlive the new one, and the
-            # starter's args() (which may prepare files) runs only once it is gone.
-            stop_record(record)
-        plan = _plan(caller, description)
-        started = _start(caller, description, plan, persist_logs, record)
-        started.reason = decision.reason
-        return started
+        raise StartupTimeoutError(
+            f"{description.name!r} runs (pid {record.pid}) from another definition of its "
+            f"starter than the one asked for: it was started from {record.starter} "
+            f"(fingerprint {record.fingerprint}), this caller's is {description.label} "
+            f"(fingerprint {description.fingerprint}). Waited {description.timeout:g} s for "
+            f"its holders ({holders or 'none left'}) to release it. Give each definition a "
+            "name of its own, or release the process (terminate() in the fixture's teardown) "
+            "before asking for another definition.",
+            name=description.name,
+        )
+    # Woken at once when the process exits; a release that leaves it running (or a start of
+    # the caller's definition elsewhere) is seen at the next look.
+    _wait_for_exit(record.pid, min(remaining, RELEASE_POLL))
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    """Return when ``pid`` exits or ``timeout`` seconds have passed, whichever comes first."""
+    try:
+        pidfd = os.pidfd_open(pid) if HAVE_PIDFD else -1
+    except OSError:
+        return  # already gone
+    if pidfd < 0:
+        time.sleep(timeout)  # no pidfd (old kernel): look again after a short while
+        return
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.poll(timeout * 1000)
+    finally:
+        os.close(pidfd)
 
 
 def settle(store: RecordStore, name: str, popen: subprocess.Popen[bytes]) -> None:
@@ -346,7 +439,7 @@ def _spawn_recorded(
         cwd=controldir,
         logpath=logpath,
         run=caller.run,
-        holder=holder_entry(caller.run, caller.worker) if caller.worker else None,
+        holder=holder_entry(caller.run, caller.worker) if caller.holds else None,
         token=token,
         uid=_intended_uid(plan),
     )

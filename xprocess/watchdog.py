@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from xprocess.cache_clear import hold_records
 from xprocess.capabilities import HAVE_PIDFD, LIBC
 from xprocess.layout import Layout
 
@@ -70,13 +71,26 @@ def start_watchdog(root: Path, run: Any) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
     env.pop("XPROCESS_TOKEN", None)  # it is no managed process
+    # The cleanups it may run are the project's: they import what the run could import, from
+    # where the run was (a conftest importing a module beside it).
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the run's working directory was removed
+        cwd = "/"
     with os.fdopen(fd, "wb") as log:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "xprocess.watchdog", str(root), json.dumps(run.entry())],
+            [
+                sys.executable,
+                "-m",
+                "xprocess.watchdog",
+                str(root),
+                json.dumps(run.entry()),
+                json.dumps({"sys_path": sys.path, "cwd": cwd}),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            cwd="/",
+            cwd="/",  # not the project's: ``-m`` would import a package of that name from it
             env=env,
             start_new_session=True,
             close_fds=True,
@@ -147,8 +161,12 @@ def stand_in_for_end(root: Path, run_id: str) -> None:
 
 def main(argv: list[str]) -> int:
     root, entry = Path(argv[0]), json.loads(argv[1])
+    where = json.loads(argv[2]) if len(argv) > 2 else {}
     if os.fork() > 0:
         os._exit(0)  # the caller reaps this parent at once; the watchdog is no one's child
+    # Held for its whole life: a --cache-clear elsewhere must not move the records it watches
+    # (the run's marker) and may need for the run's end.
+    hold_records(root)
     run_id = str(entry["run"])
     marker = Layout(root).run_marker(run_id)
     started = time.time()
@@ -162,6 +180,11 @@ def main(argv: list[str]) -> int:
         "doing what its end would have done",
         flush=True,
     )
+    # The cleanups are the project's: they import what the run imported, from where it ran.
+    run_path = [str(p) for p in where.get("sys_path", [])]
+    sys.path[:] = [*run_path, *(p for p in sys.path if p not in run_path)]
+    with contextlib.suppress(OSError):
+        os.chdir(str(where.get("cwd", "/")))
     stand_in_for_end(root, run_id)
     with contextlib.suppress(OSError):  # what it did stays readable, beside the run markers
         flag.rename(Layout(root).killed_run_log(run_id))
