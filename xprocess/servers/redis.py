@@ -9,9 +9,11 @@ In ``conftest.py``::
 
 ``redis_proc`` (session scope) starts ``redis-server`` once for the whole run, through
 ``xprocess.ensure``, on a free port of 127.0.0.1 with no persistence. ``redisdb`` (function scope)
-gives each test a ``redis.Redis`` client on its worker's own logical database (worker ``gwN`` gets
-database N), flushed before and after the test. The server is started with enough databases for
-many workers (``databases=``, 256 by default), so workers never share one.
+gives each test a ``redis.Redis`` client on its worker's own logical database, flushed before and
+after the test. A database is leased to one live worker of one run at a time (a file lock under
+the records root, see ``xprocess.leases``): worker ``gwN`` gets database N when it is free, and
+two runs on one project at once get different ones. The server is started with enough databases
+for many workers (``databases=``, 256 by default).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from xprocess.errors import InvalidStarterError
+from xprocess.leases import Lease, NoFreeSlotError, lease_slot
 from xprocess.ports import free_port
 from xprocess.records import validate_name
 from xprocess.servers._common import (
@@ -107,25 +110,20 @@ class RedisStarter(ProcessStarter):
 
 @dataclass(frozen=True)
 class RedisServer:
-    """The running server, as the ``redis_proc`` fixture gives it."""
+    """The running server, as the ``redis_proc`` fixture gives it.
+
+    ``db`` is the logical database leased to this worker for the run.
+    """
 
     name: str
     host: str
     port: int
     databases: int
+    db: int = 0
 
     def worker_db(self) -> int:
-        """The logical database of this xdist worker: N for ``gwN``, 0 without xdist."""
-        match = _WORKER_NUMBER.fullmatch(worker_id())
-        number = int(match.group(1)) if match else 0
-        if number >= self.databases:
-            raise InvalidStarterError(
-                f"redis_proc {self.name!r}: xdist worker {worker_id()} needs database {number}, "
-                f"but the server has {self.databases}; pass a larger databases= to redis_proc "
-                "(a kept server must then be restarted: pytest --xkill)",
-                name=self.name,
-            )
-        return number
+        """The logical database leased to this worker (see ``db``)."""
+        return self.db
 
     def client(self, db: int | None = None, **kwargs: Any) -> redis.Redis:
         """A ``redis.Redis`` client on database ``db`` (default: this worker's)."""
@@ -133,6 +131,25 @@ class RedisServer:
         number = self.worker_db() if db is None else db
         client: redis.Redis = module.Redis(host=self.host, port=self.port, db=number, **kwargs)
         return client
+
+
+def preferred_db() -> int:
+    """The database a worker asks for first: N for xdist worker ``gwN``, 0 without xdist."""
+    match = _WORKER_NUMBER.fullmatch(worker_id())
+    return int(match.group(1)) if match else 0
+
+
+def lease_db(root: Path, name: str, databases: int) -> Lease:
+    """Lease a database of the server ``name`` to this worker: its preferred one if free."""
+    __tracebackhide__ = True
+    try:
+        return lease_slot(root, name, databases, preferred_db())
+    except NoFreeSlotError:
+        raise NoFreeSlotError(
+            f"redis_proc {name!r}: all {databases} databases of the server are leased to live "
+            "workers of this run and of other runs on this project; pass a larger databases= to "
+            "redis_proc (a kept server must then be restarted: pytest --xkill)"
+        ) from None
 
 
 def redis_proc(
@@ -160,7 +177,9 @@ def redis_proc(
     arguments = tuple(str(option) for option in options)
 
     @pytest.fixture(scope="session")
-    def redis_proc_fixture(request: pytest.FixtureRequest, xprocess: XProcess) -> RedisServer:
+    def redis_proc_fixture(
+        request: pytest.FixtureRequest, xprocess: XProcess
+    ) -> Iterator[RedisServer]:
         config = request.config
         require_redis()
         program = find_redis_server(executable or text_setting(config, EXEC_SETTING))
@@ -177,7 +196,11 @@ def redis_proc(
         )
         xprocess.ensure(name, starter)
         data = xprocess.getinfo(name).data
-        return RedisServer(name, data["host"], data["port"], data["databases"])
+        lease = lease_db(xprocess.rootdir, name, data["databases"])
+        try:
+            yield RedisServer(name, data["host"], data["port"], data["databases"], lease.slot)
+        finally:
+            lease.release()
 
     return redis_proc_fixture
 

@@ -1,0 +1,78 @@
+"""Leases: one of a process's numbered slots (a Redis database) for one live worker at a time.
+
+Two runs on one project share a server; what each worker of each run may use alone is a slot
+leased to it: an OS file lock per slot under the records root, held for as long as the worker
+needs the slot. The OS frees the lock when the worker dies, even by SIGKILL, so a dead worker's
+slot is free without anyone cleaning up.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import filelock
+
+from xprocess.layout import Layout
+
+__all__ = ["Lease", "NoFreeSlotError", "lease_slot", "slot_order"]
+
+
+class NoFreeSlotError(RuntimeError):
+    """Every slot of the process is leased to a live worker."""
+
+
+class Lease:
+    """Slot ``slot`` of process ``name``, this process's until :meth:`release`."""
+
+    def __init__(self, name: str, slot: int, lock: filelock.BaseFileLock | None) -> None:
+        self.name = name
+        self.slot = slot
+        self._lock = lock
+
+    @property
+    def held(self) -> bool:
+        """Whether the slot is held by a lock (False where the records root is read-only)."""
+        return self._lock is not None and self._lock.is_locked
+
+    def release(self) -> None:
+        """Give the slot back; releasing twice does nothing."""
+        if self._lock is not None:
+            self._lock.release(force=True)
+            self._lock = None
+
+    def __repr__(self) -> str:
+        return f"<Lease {self.name!r} slot {self.slot}>"
+
+
+def slot_order(preferred: int, count: int) -> list[int]:
+    """The slots to try, ``preferred`` first, then the ones after it, wrapping around."""
+    start = preferred % count
+    return [(start + offset) % count for offset in range(count)]
+
+
+def lease_slot(root: Path, name: str, count: int, preferred: int = 0) -> Lease:
+    """Lease a free slot among ``count`` of process ``name``, ``preferred`` if it is free.
+
+    Raises NoFreeSlotError when every slot is leased. Where the records root cannot be written
+    (a read-only checkout), nobody can hold a lease: ``preferred`` is given, unheld.
+    """
+    layout = Layout(root)
+    for slot in slot_order(preferred, count):
+        path = layout.lease_lock(name, slot)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # is_singleton=False: a second lease in this same process must not re-enter the lock.
+            lock = filelock.FileLock(str(path), timeout=0, is_singleton=False)
+            lock.acquire()
+        except filelock.Timeout:
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                return Lease(name, preferred % count, None)
+            raise
+        return Lease(name, slot, lock)
+    raise NoFreeSlotError(
+        f"all {count} slots of {name!r} are leased to live workers of this run and of other runs "
+        "on this project"
+    )
