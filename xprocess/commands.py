@@ -6,8 +6,9 @@
     http_server  7168   LIVE    0:00:41  -             port=40123  .pytest_cache/d/.xprocess/...
 
 STATUS is LIVE (ready and running), STARTING (running but never ready: a start in progress, or
-one whose starter crashed), FAILED (its last start failed) or DEAD (not running, or its pid now
-belongs to another process).
+one whose starter crashed; or not running yet while a start holds its lock, preparing in the
+starter's ``args()``, as ``initdb`` does), FAILED (its last start failed) or DEAD (not running, or
+its pid now belongs to another process).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from xprocess.layout import Layout
+from xprocess.locking import held_elsewhere
 from xprocess.manager import XProcessInfo
 from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
 from xprocess.runs import running_users
@@ -43,14 +46,21 @@ def _uptime(record: ProcessRecord, now: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-def status_of(info: XProcessInfo) -> str:
-    """LIVE, STARTING, FAILED or DEAD (see the module's docstring)."""
+def status_of(info: XProcessInfo, *, locked: bool = False) -> str:
+    """LIVE, STARTING, FAILED or DEAD (see the module's docstring).
+
+    ``locked``: another process holds the name's lock, so a record of no running process is
+    a start still preparing (its ``args()`` runs before there is a process to record).
+    """
     record = info.record
+    running = record is not None and info.isrunning()
+    if not running and locked:
+        return STARTING
     if record is None:
         return DEAD
     if record.state == FAILED:
         return FAILED_STATUS
-    if not info.isrunning():
+    if not running:
         return DEAD
     return LIVE if record.state == READY else STARTING
 
@@ -86,9 +96,12 @@ def row(info: XProcessInfo, now: float, rootdir: Path | None = None) -> tuple[st
     """The cells of ``info``'s line in the table (see COLUMNS)."""
     record = info.record
     log = _shown_path(info.logpath, rootdir)
+    locked = held_elsewhere(info.store.lock_path(info.name))
     if record is None:
+        if locked:
+            return (info.name, "-", STARTING, "-", "-", "(preparing its first start)", log)
         return (info.name, "-", DEAD, "-", "-", "(record missing or unreadable)", log)
-    status = status_of(info)
+    status = status_of(info, locked=locked)
     running = status in (LIVE, STARTING)
     return (
         info.name,
@@ -111,14 +124,34 @@ def table(rows: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
-def _infos(roots: Iterable[Path], names: list[str] | None) -> list[XProcessInfo]:
+def _infos(
+    roots: Iterable[Path], names: list[str] | None, *, starting: bool = False
+) -> list[XProcessInfo]:
+    """The recorded processes (those in ``names``); with ``starting``, also the names a start
+    holds the lock of before it has written a first record."""
     infos = []
     for root in roots:
         store = RecordStore(root)
-        for name in store.names():
+        recorded = store.names()
+        if starting:
+            recorded = sorted({*recorded, *_first_starts(Layout(root))})
+        for name in recorded:
             if names is None or name in names:
                 infos.append(XProcessInfo(root, name))
     return infos
+
+
+def _first_starts(layout: Layout) -> list[str]:
+    """Names without a record whose lock another process holds: a first start preparing."""
+    try:
+        locks = sorted(layout.locks.glob("*.lock"))
+    except OSError:
+        return []
+    return [
+        lock.name.removesuffix(".lock")
+        for lock in locks
+        if not layout.record(lock.name.removesuffix(".lock")).exists() and held_elsewhere(lock)
+    ]
 
 
 def _nothing_recorded(looked_in: Iterable[Path], rootdir: Path | None) -> str:
@@ -140,7 +173,7 @@ def show(
     it looked (``looked_in``, default ``roots``).
     """
     roots = list(roots)
-    infos = _infos(roots, None)
+    infos = _infos(roots, None, starting=True)
     values = [line for root in roots for line in describe_values(root)]
     if not infos and not values:
         write(_nothing_recorded(roots if looked_in is None else looked_in, rootdir))

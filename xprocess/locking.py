@@ -14,7 +14,7 @@ import filelock
 
 from xprocess.errors import StartupTimeoutError
 
-__all__ = ["NameLock"]
+__all__ = ["NameLock", "held_elsewhere"]
 
 
 class NameLock:
@@ -58,3 +58,21 @@ class NameLock:
     ) -> None:
         self._held = False
         self._lock.release()
+
+
+def held_elsewhere(path: Path) -> bool:
+    """Whether another process holds the lock at ``path`` now (a start or stop in progress).
+
+    Takes the lock for an instant if it is free; a missing lock file is a free lock.
+    """
+    if not path.is_file():
+        return False
+    lock = filelock.FileLock(str(path), timeout=0, is_singleton=False)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        return True
+    except OSError:
+        return False  # cannot even open it (a read-only root): nobody could be starting there
+    lock.release()
+    return False
