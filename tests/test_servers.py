@@ -9,6 +9,7 @@ databases do not meet.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import hashlib
 import shutil
 import subprocess
@@ -200,10 +201,58 @@ def test_a_configured_postgres_that_is_not_there_is_named_in_the_error(
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            "E *ServerNotFoundError: xpostgresql_exec is '/nonexistent/bin/postgres', but "
-            "/nonexistent/bin does not hold postgres, initdb; point xpostgresql_exec at *"
+            "postgresql_proc: ServerNotFoundError: xpostgresql_exec is '/nonexistent/bin/postgres'"
+            ", but /nonexistent/bin does not hold postgres, initdb; point xpostgresql_exec at *"
         ]
     )
+
+
+FOUR_TESTS = """
+import pytest
+
+@pytest.mark.parametrize("i", range(4))
+def test_it({fixture}, i):
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("conftest", "args", "error"),
+    [
+        (
+            "from xprocess.servers import redis\n"
+            "redis_proc = redis.redis_proc()\nredisdb = redis.redisdb()\n",
+            ["--xredis-exec", "/nonexistent/redis-server"],
+            "redis_proc: ServerNotFoundError: xredis_exec is '/nonexistent/redis-server', *",
+        ),
+        (
+            "import sys\nsys.modules['psycopg'] = None  # as if it were not installed\n"
+            "from xprocess.servers import postgresql as pg\n"
+            "postgresql_proc = pg.postgresql_proc()\npostgresql = pg.postgresql()\n",
+            [],
+            'postgresql_proc: ModuleNotFoundError: * pip install "xprocess[[]postgresql]"',
+        ),
+    ],
+    ids=["wrong-redis-exec", "missing-psycopg"],
+)
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["no-xdist", "n2"])
+def test_a_server_fixture_error_is_said_once_without_xprocess_frames(
+    pytester: pytest.Pytester, conftest: str, args: list[str], error: str, workers: list[str]
+) -> None:
+    pytester.makeconftest(conftest)
+    fixture = "redisdb" if "redis" in conftest else "postgresql"
+    pytester.makepyfile(FOUR_TESTS.format(fixture=fixture))
+    result = pytester.runpytest_subprocess("-p", "no:randomly", *args, *workers)
+    result.assert_outcomes(errors=4)
+    lines = result.stdout.lines
+    full = [line for line in lines if fnmatch.fnmatch(line, error)]
+    # Once per process that set the fixture up: the run, or each xdist worker that ran a test.
+    assert 1 <= len(full) <= max(1, len(workers)), "\n".join(lines)
+    result.stdout.fnmatch_lines(
+        ["*could not be set up: see the error at test_*.py::test_it* above"]
+    )
+    assert not [line for line in lines if "xprocess/" in line], "\n".join(lines)
+    assert len(lines) < 40, "\n".join(lines)
 
 
 REDIS_PROJECT = """
@@ -306,9 +355,14 @@ def test_uses_its_own_database(redisdb):
     ids=["plain", "xdist"],
 )
 def test_two_runs_at_once_on_one_redis_never_flush_each_others_keys(
-    pytester: pytest.Pytester, a_args: tuple[str, ...], b_args: tuple[str, ...]
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    a_args: tuple[str, ...],
+    b_args: tuple[str, ...],
 ) -> None:
     need(shutil.which("redis-server") is not None, "redis-server", "apt-get install redis-server")
+    # Under xdist, the runs started here would inherit this worker's name.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     pytester.makeconftest(
         HEADER
         + "from xprocess.servers import redis\n"
@@ -328,6 +382,7 @@ def test_two_runs_at_once_on_one_redis_never_flush_each_others_keys(
                 or run_a.poll() is not None
             ),
             timeout=120,
+            what="run A's tests to hold their databases",
         )
         assert run_a.poll() is None, "run A ended before its tests held their databases"
         run_b = pytester.runpytest_subprocess(*b_args, "test_b.py", timeout=120)

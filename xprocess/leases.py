@@ -13,12 +13,13 @@ from pathlib import Path
 
 import filelock
 
+from xprocess.errors import XProcessError
 from xprocess.layout import Layout
 
 __all__ = ["Lease", "NoFreeSlotError", "lease_slot", "slot_order"]
 
 
-class NoFreeSlotError(RuntimeError):
+class NoFreeSlotError(XProcessError, RuntimeError):
     """Every slot of the process is leased to a live worker."""
 
 
@@ -74,5 +75,6 @@ def lease_slot(root: Path, name: str, count: int, preferred: int = 0) -> Lease:
         return Lease(name, slot, lock)
     raise NoFreeSlotError(
         f"all {count} slots of {name!r} are leased to live workers of this run and of other runs "
-        "on this project"
+        "on this project",
+        name=name,
     )

@@ -45,6 +45,7 @@ from xprocess.servers._common import (
     text_setting,
     worker_id,
 )
+from xprocess.servers.failures import server_fixture_value, worded_setup
 from xprocess.starter import ProcessStarter
 
 if TYPE_CHECKING:
@@ -476,6 +477,7 @@ def postgresql_proc(
             )
 
     @pytest.fixture(scope="session")
+    @worded_setup
     def postgresql_proc_fixture(
         request: pytest.FixtureRequest, xprocess: XProcess
     ) -> Iterator[PostgreSQLServer]:
@@ -537,7 +539,8 @@ def postgresql(proc_fixture_name: str = "postgresql_proc") -> Any:
 
     @pytest.fixture
     def postgresql_fixture(request: pytest.FixtureRequest) -> Iterator[psycopg.Connection[Any]]:
-        server: PostgreSQLServer = request.getfixturevalue(proc_fixture_name)
+        __tracebackhide__ = True
+        server: PostgreSQLServer = server_fixture_value(request, proc_fixture_name)
         database = server.create_database()
         try:
             with server.connect(database) as connection:

@@ -39,6 +39,7 @@ from xprocess.servers._common import (
     text_setting,
     worker_id,
 )
+from xprocess.servers.failures import server_fixture_value, worded_setup
 from xprocess.starter import ProcessStarter
 
 if TYPE_CHECKING:
@@ -148,8 +149,38 @@ def lease_db(root: Path, name: str, databases: int) -> Lease:
         raise NoFreeSlotError(
             f"redis_proc {name!r}: all {databases} databases of the server are leased to live "
             "workers of this run and of other runs on this project; pass a larger databases= to "
-            "redis_proc (a kept server must then be restarted: pytest --xkill)"
+            "redis_proc (a kept server must then be restarted: pytest --xkill)",
+            name=name,
         ) from None
+
+
+def _start_redis(
+    config: pytest.Config,
+    xprocess: XProcess,
+    name: str,
+    executable: str | os.PathLike[str] | None,
+    keep: bool | None,
+    databases: int,
+    arguments: tuple[str, ...],
+) -> RedisServer:
+    """Start (or reuse) the server ``name``; the server as recorded, before any lease."""
+    __tracebackhide__ = True
+    require_redis()
+    program = find_redis_server(executable or text_setting(config, EXEC_SETTING))
+    stays = keep if keep is not None else flag_setting(config, KEEP_SETTING)
+    starter = type(
+        "RedisStarter",
+        (RedisStarter,),
+        {
+            "program": str(program),
+            "databases": databases,
+            "options": arguments,
+            "terminate_at_end": not stays,
+        },
+    )
+    xprocess.ensure(name, starter)
+    data = xprocess.getinfo(name).data
+    return RedisServer(name, data["host"], data["port"], data["databases"])
 
 
 def redis_proc(
@@ -177,28 +208,17 @@ def redis_proc(
     arguments = tuple(str(option) for option in options)
 
     @pytest.fixture(scope="session")
+    @worded_setup
     def redis_proc_fixture(
         request: pytest.FixtureRequest, xprocess: XProcess
     ) -> Iterator[RedisServer]:
-        config = request.config
-        require_redis()
-        program = find_redis_server(executable or text_setting(config, EXEC_SETTING))
-        stays = keep if keep is not None else flag_setting(config, KEEP_SETTING)
-        starter = type(
-            "RedisStarter",
-            (RedisStarter,),
-            {
-                "program": str(program),
-                "databases": databases,
-                "options": arguments,
-                "terminate_at_end": not stays,
-            },
+        __tracebackhide__ = True
+        server = _start_redis(
+            request.config, xprocess, name, executable, keep, databases, arguments
         )
-        xprocess.ensure(name, starter)
-        data = xprocess.getinfo(name).data
-        lease = lease_db(xprocess.rootdir, name, data["databases"])
+        lease = lease_db(xprocess.rootdir, name, server.databases)
         try:
-            yield RedisServer(name, data["host"], data["port"], data["databases"], lease.slot)
+            yield RedisServer(server.name, server.host, server.port, server.databases, lease.slot)
         finally:
             lease.release()
 
@@ -218,7 +238,8 @@ def redisdb(proc_fixture_name: str = "redis_proc", *, decode: bool = False) -> A
 
     @pytest.fixture
     def redisdb_fixture(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-        server: RedisServer = request.getfixturevalue(proc_fixture_name)
+        __tracebackhide__ = True
+        server: RedisServer = server_fixture_value(request, proc_fixture_name)
         client = server.client(decode_responses=decode)
         try:
             # Before as well as after: a crashed worker of an earlier run may have left keys.
