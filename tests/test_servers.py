@@ -187,22 +187,30 @@ def test_the_database_of_a_crashed_worker_is_dropped_at_the_end_of_the_run(
     assert databases(pg_cache, f"{prefix_of(project)}%") == loads(project)
 
 
-def test_a_configured_postgres_that_is_not_there_is_named_in_the_error(
-    pytester: pytest.Pytester,
+@pytest.mark.parametrize(
+    ("args", "ini", "where"),
+    [
+        ([], "xpostgresql_exec = /nonexistent/bin/postgres\n", "ini option xpostgresql_exec in *"),
+        (["--xpostgresql-exec", "/nonexistent/bin/postgres"], "", "--xpostgresql-exec on the *"),
+    ],
+    ids=["ini", "command-line"],
+)
+def test_a_configured_postgres_that_is_not_there_is_a_usage_error_at_start(
+    pytester: pytest.Pytester, args: list[str], ini: str, where: str
 ) -> None:
-    pytester.makeini("[pytest]\nxpostgresql_exec = /nonexistent/bin/postgres\n")
+    pytester.makeini("[pytest]\n" + ini)
     pytester.makeconftest(
         "from xprocess.servers import postgresql as pg\n"
         "postgresql_proc = pg.postgresql_proc()\n"
         "postgresql = pg.postgresql()\n"
     )
     pytester.makepyfile("def test_it(postgresql):\n    pass\n")
-    result = pytester.runpytest_subprocess()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
         [
-            "postgresql_proc: ServerNotFoundError: xpostgresql_exec is '/nonexistent/bin/postgres'"
-            ", but /nonexistent/bin does not hold postgres, initdb; point xpostgresql_exec at *"
+            "ERROR: xpostgresql_exec is '/nonexistent/bin/postgres', but /nonexistent/bin does not "
+            f"hold postgres, initdb; point xpostgresql_exec at * (set by {where})"
         ]
     )
 
@@ -221,8 +229,9 @@ def test_it({fixture}, i):
     [
         (
             "from xprocess.servers import redis\n"
-            "redis_proc = redis.redis_proc()\nredisdb = redis.redisdb()\n",
-            ["--xredis-exec", "/nonexistent/redis-server"],
+            "redis_proc = redis.redis_proc(executable='/nonexistent/redis-server')\n"
+            "redisdb = redis.redisdb()\n",
+            [],
             "redis_proc: ServerNotFoundError: xredis_exec is '/nonexistent/redis-server', *",
         ),
         (

@@ -45,7 +45,10 @@ from xprocess.servers._common import (
     text_setting,
     worker_id,
 )
+from xprocess.servers.existing import check_postgresql
 from xprocess.servers.failures import server_fixture_value, worded_setup
+from xprocess.servers.settings import POSTGRESQL as SETTINGS
+from xprocess.servers.settings import choose
 from xprocess.starter import ProcessStarter
 
 if TYPE_CHECKING:
@@ -76,6 +79,7 @@ INSTALL = "apt-get install postgresql, or brew install postgresql"
 EXEC_SETTING = "xpostgresql_exec"
 KEEP_SETTING = "xpostgresql_keep"
 HOST = "127.0.0.1"
+EXISTING_PORT = 5432  # an existing server's port when only its host is given
 SUPERUSER = "postgres"
 # As root, the cluster and the server belong to this user (the postgresql package creates it).
 SERVER_USER = "postgres"
@@ -122,7 +126,10 @@ def _reachable(path: Path, user: str) -> bool:
 
 def connect_kwargs(data: dict[str, Any], dbname: str) -> dict[str, Any]:
     """psycopg connection parameters of the server whose recorded data is ``data``."""
-    return {"host": data["host"], "port": data["port"], "user": data["user"], "dbname": dbname}
+    kwargs = {"host": data["host"], "port": data["port"], "user": data["user"], "dbname": dbname}
+    if data.get("password") is not None:
+        kwargs["password"] = data["password"]
+    return kwargs
 
 
 class PostgreSQLStarter(ProcessStarter):
@@ -139,6 +146,8 @@ class PostgreSQLStarter(ProcessStarter):
     postgres: str = ""
     process_name: str = "postgresql"
     options: tuple[str, ...] = ()
+    port: int | None = None  # None: a free port
+    superuser: str = SUPERUSER
 
     def __init__(self, control_dir: Path | str, process: Any = None) -> None:
         super().__init__(control_dir, process)
@@ -147,10 +156,10 @@ class PostgreSQLStarter(ProcessStarter):
 
     def args(self) -> list[object]:
         postgres = Path(self.postgres) if self.postgres else find_postgres()
-        port = free_port()
+        port = self.port or free_port()
         datadir = self.fresh_datadir()
-        initdb(postgres.parent / "initdb", datadir)
-        self.data.update(host=HOST, port=port, user=SUPERUSER, datadir=str(datadir))
+        initdb(postgres.parent / "initdb", datadir, self.superuser)
+        self.data.update(host=HOST, port=port, user=self.superuser, datadir=str(datadir))
         settings = [
             "listen_addresses=127.0.0.1",
             # Durability is not needed for data that is thrown away.
@@ -197,14 +206,14 @@ class PostgreSQLStarter(ProcessStarter):
         return True
 
 
-def initdb(program: Path, datadir: Path) -> None:
+def initdb(program: Path, datadir: Path, superuser: str = SUPERUSER) -> None:
     """Create a cluster in ``datadir``: trust authentication, UTF-8, the C locale, no fsync."""
     command = [
         str(program),
         "--pgdata",
         str(datadir),
         "--username",
-        SUPERUSER,
+        superuser,
         "--auth",
         "trust",
         "--encoding",
@@ -243,9 +252,11 @@ class PostgreSQLServer:
         self.host: str = data["host"]
         self.port: int = data["port"]
         self.user: str = data["user"]
-        self.password: str | None = None
+        self.password: str | None = data.get("password")
         self.dbname = "postgres"
-        self.datadir: str = data["datadir"]
+        # None for an existing server (xpostgresql_host): its files are not ours.
+        self.datadir: str | None = data.get("datadir")
+        self._data = data
         self.template_dbname = template_dbname
         self._prefix = prefix
         self._numbers = itertools.count()
@@ -253,12 +264,7 @@ class PostgreSQLServer:
 
     def connect_kwargs(self, dbname: str | None = None) -> dict[str, Any]:
         """Keyword arguments of ``psycopg.connect`` for ``dbname`` (default: ``postgres``)."""
-        return {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": dbname or "postgres",
-        }
+        return connect_kwargs(self._data, dbname or "postgres")
 
     def connect(self, dbname: str | None = None) -> psycopg.Connection[Any]:
         """A new psycopg connection to ``dbname`` (default: ``postgres``)."""
@@ -381,7 +387,7 @@ def build_template(
                         port=data["port"],
                         user=data["user"],
                         dbname=template,
-                        password=None,
+                        password=data.get("password"),
                     )
             # A database is copied only while nobody is connected to it: close what a loader left
             # open, and let no one connect again.
@@ -410,11 +416,15 @@ def _drop_template(admin: psycopg.Connection[Any], template: str) -> None:
         admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(identifier))
 
 
+def _admin_kwargs(value: dict[str, Any]) -> dict[str, Any]:
+    """The connection parameters a cleanup's value holds (the password only if one is set)."""
+    return {k: value[k] for k in ("host", "port", "user", "dbname", "password") if k in value}
+
+
 def drop_template(value: dict[str, Any]) -> None:
     """Cleanup of the template value: drop the template database (its inputs changed)."""
     psycopg = require_psycopg()
-    kwargs = {k: value[k] for k in ("host", "port", "user", "dbname")}
-    with psycopg.connect(**kwargs, autocommit=True, connect_timeout=5) as admin:
+    with psycopg.connect(**_admin_kwargs(value), autocommit=True, connect_timeout=5) as admin:
         _drop_template(admin, value["template"])
 
 
@@ -423,8 +433,7 @@ def drop_run_databases(value: dict[str, Any]) -> None:
     psycopg = require_psycopg()
     from psycopg import sql
 
-    kwargs = {k: value[k] for k in ("host", "port", "user", "dbname")}
-    with psycopg.connect(**kwargs, autocommit=True, connect_timeout=5) as admin:
+    with psycopg.connect(**_admin_kwargs(value), autocommit=True, connect_timeout=5) as admin:
         rows = admin.execute(
             "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (value["prefix"],)
         ).fetchall()
@@ -444,29 +453,7 @@ def _check_dbname(name: str, dbname: str) -> str:
     return dbname
 
 
-def postgresql_proc(
-    name: str = "postgresql",
-    *,
-    executable: str | os.PathLike[str] | None = None,
-    keep: bool | None = None,
-    load: Sequence[Loader] = (),
-    key: str = "",
-    dbname: str = "tests",
-    options: Sequence[str] = (),
-) -> Any:
-    """A session fixture: the PostgreSQL server ``name``, one for every xdist worker.
-
-    ``executable``: the ``postgres`` program or its directory (default: the ``xpostgresql_exec``
-    setting, then PATH, then the usual places). ``keep``: leave the server running after the run
-    for the next one (default: the ``xpostgresql_keep`` setting, else stopped at the end).
-    ``load``: SQL files (relative to the rootdir) and functions, called as
-    ``loader(host=, port=, user=, dbname=, password=)``, that fill the template database; it is
-    built again when a file's content, a function's name or ``key`` changes. ``dbname``: the prefix
-    of the databases' names. ``options``: more server settings, as ``"name=value"``.
-    """
-    validate_name(name)
-    _check_dbname(name, dbname)
-    loaders = _check_loaders(name, load)
+def _check_options(name: str, options: Sequence[str]) -> tuple[str, ...]:
     settings = tuple(options)
     for setting in settings:
         if not isinstance(setting, str) or "=" not in setting:
@@ -475,6 +462,46 @@ def postgresql_proc(
                 f"got {setting!r}",
                 name=name,
             )
+    return settings
+
+
+def postgresql_proc(
+    name: str = "postgresql",
+    *,
+    executable: str | os.PathLike[str] | None = None,
+    keep: bool | None = None,
+    load: Sequence[Loader] | None = None,
+    key: str = "",
+    dbname: str | None = None,
+    options: Sequence[str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    user: str | None = None,
+    password: str | None = None,
+) -> Any:
+    """A session fixture: the PostgreSQL server ``name``, one for every xdist worker.
+
+    Each argument left out is taken from its setting (``--xpostgresql-<argument>`` on the
+    command line, the environment where the setting has a variable, ``xpostgresql_<argument>``
+    in the ini file), else its default.
+
+    ``executable``: the ``postgres`` program or its directory (default: PATH, then the usual
+    places). ``keep``: leave the server running after the run for the next one. ``load``: SQL
+    files (relative to the rootdir) and functions, called as ``loader(host=, port=, user=,
+    dbname=, password=)``, that fill the template database; it is built again when a file's
+    content, a function's name or ``key`` changes. ``dbname``: the prefix of the databases'
+    names (default ``tests``). ``options``: more server settings, as ``"name=value"``. ``port``:
+    the port to listen on (default: a free one). ``user``: the superuser (default ``postgres``).
+    ``host``: use the server already running there instead of starting one (with ``port``,
+    default 5432, ``user`` and ``password``).
+    """
+    validate_name(name)
+    if dbname is not None:
+        _check_dbname(name, dbname)
+    if load is not None:
+        _check_loaders(name, load)
+    if options is not None:
+        _check_options(name, options)
 
     @pytest.fixture(scope="session")
     @worded_setup
@@ -483,46 +510,89 @@ def postgresql_proc(
     ) -> Iterator[PostgreSQLServer]:
         config = request.config
         require_psycopg()
-        postgres = find_postgres(executable or text_setting(config, EXEC_SETTING))
-        server_user()  # as root, fail now if there is no user to run the server as
+        prefix_name = _check_dbname(name, choose(dbname, config, SETTINGS["dbname"], "tests"))
+        loaders = _check_loaders(name, choose(load, config, SETTINGS["load"], ()))
         files = _resolve_files(name, loaders, config.rootpath)
-        stays = keep if keep is not None else flag_setting(config, KEEP_SETTING)
-        starter = type(
-            "PostgreSQLStarter",
-            (PostgreSQLStarter,),
-            {
-                "postgres": str(postgres),
-                "process_name": name,
-                "options": settings,
-                "terminate_at_end": not stays,
-            },
-        )
-        xprocess.ensure(name, starter)
-        data = xprocess.getinfo(name).data
-        template = None
-        if files:
-            digest = template_key(files, key)
-            template = f"{dbname}_template_{digest[:12]}"
-            xprocess.shared(
-                f"{name}-template-{dbname}",
-                lambda: build_template(data, template, files),
-                key=digest,
-                cleanup=drop_template,
-                process=name,
+        address = {
+            "host": choose(host, config, SETTINGS["host"], None),
+            "port": choose(port, config, SETTINGS["port"], None),
+            "user": choose(user, config, SETTINGS["user"], SUPERUSER),
+            "password": choose(password, config, SETTINGS["password"], None),
+        }
+        if address["host"] is not None:
+            data = {**address, "port": address["port"] or EXISTING_PORT}
+            check_postgresql(name, data)
+            server = _databases(xprocess, name, data, files, key, prefix_name, started=False)
+        else:
+            postgres = find_postgres(executable or text_setting(config, EXEC_SETTING))
+            server_user()  # as root, fail now if there is no user to run the server as
+            stays = keep if keep is not None else flag_setting(config, KEEP_SETTING)
+            starter = type(
+                "PostgreSQLStarter",
+                (PostgreSQLStarter,),
+                {
+                    "postgres": str(postgres),
+                    "process_name": name,
+                    "options": _check_options(
+                        name, choose(options, config, SETTINGS["options"], ())
+                    ),
+                    "terminate_at_end": not stays,
+                    "port": address["port"],
+                    "superuser": address["user"],
+                },
             )
-        prefix = f"{dbname}_{xprocess.run_id[:8]}_"
-        # Dropped at the end of the run: what a crashed worker or an interrupted test left.
-        xprocess.shared(
-            f"{name}-databases-{dbname}",
-            lambda: {**connect_kwargs(data, "postgres"), "prefix": prefix},
-            cleanup=drop_run_databases,
-            process=name,
-        )
-        server = PostgreSQLServer(name, data, template_dbname=template, prefix=prefix)
+            xprocess.ensure(name, starter)
+            # The password is not recorded on disk; the started server trusts 127.0.0.1.
+            data = {**xprocess.getinfo(name).data, "password": address["password"]}
+            server = _databases(xprocess, name, data, files, key, prefix_name, started=True)
         yield server
         server.close()
 
     return postgresql_proc_fixture
+
+
+def _databases(
+    xprocess: XProcess,
+    name: str,
+    data: dict[str, Any],
+    files: list[Path | Callable[..., object]],
+    key: str,
+    dbname: str,
+    *,
+    started: bool,
+) -> PostgreSQLServer:
+    """The template (built once for all workers) and the run's test databases, in the server.
+
+    In a server xprocess started, the template is kept across runs while the server lives; in an
+    existing one it is the run's own (another run may use that server at once, or the server may
+    have been reset since), dropped at the end with the test databases.
+    """
+    run = xprocess.run_id[:8]
+    tied = name if started else None
+    template = None
+    if files:
+        digest = template_key(files, key)
+        template = (
+            f"{dbname}_template_{digest[:12]}"
+            if started
+            else f"{dbname}_template_{run}_{digest[:8]}"
+        )
+        xprocess.shared(
+            f"{name}-template-{dbname}",
+            lambda: build_template(data, template, files),
+            key=digest if started else None,
+            cleanup=drop_template,
+            process=tied,
+        )
+    prefix = f"{dbname}_{run}_"
+    # Dropped at the end of the run: what a crashed worker or an interrupted test left.
+    xprocess.shared(
+        f"{name}-databases-{dbname}",
+        lambda: {**connect_kwargs(data, "postgres"), "prefix": prefix},
+        cleanup=drop_run_databases,
+        process=tied,
+    )
+    return PostgreSQLServer(name, data, template_dbname=template, prefix=prefix)
 
 
 def postgresql(proc_fixture_name: str = "postgresql_proc") -> Any:

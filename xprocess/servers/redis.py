@@ -39,7 +39,10 @@ from xprocess.servers._common import (
     text_setting,
     worker_id,
 )
+from xprocess.servers.existing import redis_databases
 from xprocess.servers.failures import server_fixture_value, worded_setup
+from xprocess.servers.settings import REDIS as SETTINGS
+from xprocess.servers.settings import choose
 from xprocess.starter import ProcessStarter
 
 if TYPE_CHECKING:
@@ -54,6 +57,7 @@ INSTALL = "apt-get install redis-server, or brew install redis"
 EXEC_SETTING = "xredis_exec"
 KEEP_SETTING = "xredis_keep"
 HOST = "127.0.0.1"
+EXISTING_PORT = 6379  # an existing server's port when only its host is given
 DEFAULT_DATABASES = 256
 _WORKER_NUMBER = re.compile(r"gw(\d+)")
 
@@ -87,10 +91,11 @@ class RedisStarter(ProcessStarter):
     program: str = ""
     databases: int = DEFAULT_DATABASES
     options: tuple[str, ...] = ()
+    port: int | None = None  # None: a free port
 
     def args(self) -> list[object]:
         program = self.program or str(find_redis_server())
-        port = free_port()
+        port = self.port or free_port()
         self.data.update(host=HOST, port=port, databases=self.databases)
         return [
             program,
@@ -113,7 +118,8 @@ class RedisStarter(ProcessStarter):
 class RedisServer:
     """The running server, as the ``redis_proc`` fixture gives it.
 
-    ``db`` is the logical database leased to this worker for the run.
+    ``db`` is the logical database leased to this worker for the run; ``password`` is the one
+    of an existing server (``xredis_password``), None for one xprocess started.
     """
 
     name: str
@@ -121,6 +127,7 @@ class RedisServer:
     port: int
     databases: int
     db: int = 0
+    password: str | None = None
 
     def worker_db(self) -> int:
         """The logical database leased to this worker (see ``db``)."""
@@ -130,7 +137,9 @@ class RedisServer:
         """A ``redis.Redis`` client on database ``db`` (default: this worker's)."""
         module = require_redis()
         number = self.worker_db() if db is None else db
-        client: redis.Redis = module.Redis(host=self.host, port=self.port, db=number, **kwargs)
+        client: redis.Redis = module.Redis(
+            host=self.host, port=self.port, db=number, password=self.password, **kwargs
+        )
         return client
 
 
@@ -161,11 +170,11 @@ def _start_redis(
     executable: str | os.PathLike[str] | None,
     keep: bool | None,
     databases: int,
-    arguments: tuple[str, ...],
+    arguments: tuple[str, ...] | None,
+    address: dict[str, Any],
 ) -> RedisServer:
     """Start (or reuse) the server ``name``; the server as recorded, before any lease."""
     __tracebackhide__ = True
-    require_redis()
     program = find_redis_server(executable or text_setting(config, EXEC_SETTING))
     stays = keep if keep is not None else flag_setting(config, KEEP_SETTING)
     starter = type(
@@ -174,8 +183,9 @@ def _start_redis(
         {
             "program": str(program),
             "databases": databases,
-            "options": arguments,
+            "options": tuple(choose(arguments, config, SETTINGS["options"], ())),
             "terminate_at_end": not stays,
+            "port": address["port"],
         },
     )
     xprocess.ensure(name, starter)
@@ -189,7 +199,10 @@ def redis_proc(
     executable: str | os.PathLike[str] | None = None,
     keep: bool | None = None,
     databases: int = DEFAULT_DATABASES,
-    options: Sequence[str] = (),
+    options: Sequence[str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    password: str | None = None,
 ) -> Any:
     """A session fixture: the Redis server ``name``, one for every xdist worker.
 
@@ -197,7 +210,10 @@ def redis_proc(
     then the usual places). ``keep``: leave it running after the run (default: the
     ``xredis_keep`` setting, else stopped at the end). ``databases``: how many logical databases
     it has (one per worker). ``options``: more ``redis-server`` arguments (``"--maxmemory"``,
-    ``"64mb"``).
+    ``"64mb"``). ``port``: the port to listen on (default: a free one). ``host``: use the server
+    already running there instead of starting one (with ``port``, default 6379, and
+    ``password``). Each argument left out is taken from its setting (``--xredis-<argument>``,
+    ``xredis_<argument>`` in the ini file), else its default.
     """
     validate_name(name)
     if isinstance(databases, bool) or not isinstance(databases, int) or databases < 1:
@@ -205,7 +221,7 @@ def redis_proc(
             f"redis_proc {name!r}: databases must be a positive number, got {databases!r}",
             name=name,
         )
-    arguments = tuple(str(option) for option in options)
+    arguments = None if options is None else tuple(str(option) for option in options)
 
     @pytest.fixture(scope="session")
     @worded_setup
@@ -213,12 +229,31 @@ def redis_proc(
         request: pytest.FixtureRequest, xprocess: XProcess
     ) -> Iterator[RedisServer]:
         __tracebackhide__ = True
-        server = _start_redis(
-            request.config, xprocess, name, executable, keep, databases, arguments
-        )
+        config = request.config
+        require_redis()
+        address = {
+            "host": choose(host, config, SETTINGS["host"], None),
+            "port": choose(port, config, SETTINGS["port"], None),
+            "password": choose(password, config, SETTINGS["password"], None),
+        }
+        if address["host"] is not None:
+            at = int(address["port"] or EXISTING_PORT)
+            count = redis_databases(name, address["host"], at, address["password"])
+            server = RedisServer(name, address["host"], at, count)
+        else:
+            server = _start_redis(
+                config, xprocess, name, executable, keep, databases, arguments, address
+            )
         lease = lease_db(xprocess.rootdir, name, server.databases)
         try:
-            yield RedisServer(server.name, server.host, server.port, server.databases, lease.slot)
+            yield RedisServer(
+                server.name,
+                server.host,
+                server.port,
+                server.databases,
+                lease.slot,
+                address["password"],
+            )
         finally:
             lease.release()
 
