@@ -27,9 +27,10 @@ def check_postgresql(name: str, data: dict[str, Any]) -> None:
                 "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
             ).fetchone()
     except psycopg.Error as exc:
+        why = " ".join(str(exc).split())  # psycopg's message spans lines
         raise StartupError(
             f"postgresql_proc {name!r}: cannot connect to the existing PostgreSQL server at "
-            f"{data['host']}:{data['port']} as {data['user']!r}: {str(exc).strip()}; check "
+            f"{data['host']}:{data['port']} as {data['user']!r}: {why}; check "
             "xpostgresql_host, xpostgresql_port, xpostgresql_user and xpostgresql_password",
             name=name,
         ) from None

@@ -139,7 +139,8 @@ def register(parser: pytest.Parser, settings: dict[str, Setting]) -> None:
             group.addoption(
                 setting.option, dest=setting.ini, action="store_true", help=setting.full_help()
             )
-            parser.addini(setting.ini, setting.help, type="bool", default=False)
+            # Read as text, not type="bool": pytest's own refusal would not name the setting.
+            parser.addini(setting.ini, setting.help + " (true or false)")
             continue
         group.addoption(
             setting.option, dest=setting.ini, metavar=setting.metavar, help=setting.full_help()
