@@ -28,33 +28,23 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-import pytest
-
-from xprocess.errors import InvalidStarterError, StartupError
+from xprocess.errors import StartupError
 from xprocess.ports import free_port
-from xprocess.records import validate_name
 from xprocess.servers._common import (
     find_program,
-    flag_setting,
     require_extra,
-    text_setting,
     worker_id,
 )
-from xprocess.servers.existing import check_postgresql
-from xprocess.servers.failures import server_fixture_value, worded_setup
-from xprocess.servers.settings import POSTGRESQL as SETTINGS
-from xprocess.servers.settings import choose
 from xprocess.starter import ProcessStarter
 
 if TYPE_CHECKING:
     import psycopg
 
-    from xprocess.manager import XProcess
 
 __all__ = [
     "PostgreSQLServer",
@@ -316,41 +306,6 @@ def _loader_label(loader: Loader) -> str:
     return os.fspath(loader)
 
 
-def _check_loaders(name: str, load: Sequence[Loader]) -> list[Loader]:
-    if isinstance(load, (str, os.PathLike)):
-        load = [load]
-    loaders = list(load)
-    for loader in loaders:
-        if not (callable(loader) or isinstance(loader, (str, os.PathLike))):
-            raise InvalidStarterError(
-                f"postgresql_proc {name!r}: each item of load= must be the path of an SQL file or "
-                f"a function called as loader(host=, port=, user=, dbname=, password=); got "
-                f"{loader!r}",
-                name=name,
-            )
-    return loaders
-
-
-def _resolve_files(
-    name: str, loaders: list[Loader], rootdir: Path
-) -> list[Path | Callable[..., object]]:
-    resolved: list[Path | Callable[..., object]] = []
-    for loader in loaders:
-        if callable(loader):
-            resolved.append(loader)
-            continue
-        path = Path(loader).expanduser()
-        path = path if path.is_absolute() else rootdir / path
-        if not path.is_file():
-            raise InvalidStarterError(
-                f"postgresql_proc {name!r}: the SQL file {path} given in load= does not exist "
-                f"(relative paths are taken from the rootdir, {rootdir})",
-                name=name,
-            )
-        resolved.append(path)
-    return resolved
-
-
 def template_key(loaders: Sequence[Path | Callable[..., object]], key: str) -> str:
     """What the template is built from: each SQL file's path and content, each function's name."""
     digest = hashlib.sha256()
@@ -443,179 +398,5 @@ def drop_run_databases(value: dict[str, Any]) -> None:
             )
 
 
-def _check_dbname(name: str, dbname: str) -> str:
-    if not isinstance(dbname, str) or not _DBNAME.fullmatch(dbname):
-        raise InvalidStarterError(
-            f"postgresql_proc {name!r}: dbname={dbname!r} cannot prefix database names; use up to "
-            "30 lower-case letters, digits and '_', not starting with a digit",
-            name=name,
-        )
-    return dbname
-
-
-def _check_options(name: str, options: Sequence[str]) -> tuple[str, ...]:
-    settings = tuple(options)
-    for setting in settings:
-        if not isinstance(setting, str) or "=" not in setting:
-            raise InvalidStarterError(
-                f"postgresql_proc {name!r}: each of options= is a server setting 'name=value', "
-                f"got {setting!r}",
-                name=name,
-            )
-    return settings
-
-
-def postgresql_proc(
-    name: str = "postgresql",
-    *,
-    executable: str | os.PathLike[str] | None = None,
-    keep: bool | None = None,
-    load: Sequence[Loader] | None = None,
-    key: str = "",
-    dbname: str | None = None,
-    options: Sequence[str] | None = None,
-    host: str | None = None,
-    port: int | None = None,
-    user: str | None = None,
-    password: str | None = None,
-) -> Any:
-    """A session fixture: the PostgreSQL server ``name``, one for every xdist worker.
-
-    Each argument left out is taken from its setting (``--xpostgresql-<argument>`` on the
-    command line, the environment where the setting has a variable, ``xpostgresql_<argument>``
-    in the ini file), else its default.
-
-    ``executable``: the ``postgres`` program or its directory (default: PATH, then the usual
-    places). ``keep``: leave the server running after the run for the next one. ``load``: SQL
-    files (relative to the rootdir) and functions, called as ``loader(host=, port=, user=,
-    dbname=, password=)``, that fill the template database; it is built again when a file's
-    content, a function's name or ``key`` changes. ``dbname``: the prefix of the databases'
-    names (default ``tests``). ``options``: more server settings, as ``"name=value"``. ``port``:
-    the port to listen on (default: a free one). ``user``: the superuser (default ``postgres``).
-    ``host``: use the server already running there instead of starting one (with ``port``,
-    default 5432, ``user`` and ``password``).
-    """
-    validate_name(name)
-    if dbname is not None:
-        _check_dbname(name, dbname)
-    if load is not None:
-        _check_loaders(name, load)
-    if options is not None:
-        _check_options(name, options)
-
-    @pytest.fixture(scope="session")
-    @worded_setup
-    def postgresql_proc_fixture(
-        request: pytest.FixtureRequest, xprocess: XProcess
-    ) -> Iterator[PostgreSQLServer]:
-        config = request.config
-        require_psycopg()
-        prefix_name = _check_dbname(name, choose(dbname, config, SETTINGS["dbname"], "tests"))
-        loaders = _check_loaders(name, choose(load, config, SETTINGS["load"], ()))
-        files = _resolve_files(name, loaders, config.rootpath)
-        address = {
-            "host": choose(host, config, SETTINGS["host"], None),
-            "port": choose(port, config, SETTINGS["port"], None),
-            "user": choose(user, config, SETTINGS["user"], SUPERUSER),
-            "password": choose(password, config, SETTINGS["password"], None),
-        }
-        if address["host"] is not None:
-            data = {**address, "port": address["port"] or EXISTING_PORT}
-            check_postgresql(name, data)
-            server = _databases(xprocess, name, data, files, key, prefix_name, started=False)
-        else:
-            postgres = find_postgres(executable or text_setting(config, EXEC_SETTING))
-            server_user()  # as root, fail now if there is no user to run the server as
-            stays = keep if keep is not None else flag_setting(config, KEEP_SETTING)
-            starter = type(
-                "PostgreSQLStarter",
-                (PostgreSQLStarter,),
-                {
-                    "postgres": str(postgres),
-                    "process_name": name,
-                    "options": _check_options(
-                        name, choose(options, config, SETTINGS["options"], ())
-                    ),
-                    "terminate_at_end": not stays,
-                    "port": address["port"],
-                    "superuser": address["user"],
-                },
-            )
-            xprocess.ensure(name, starter)
-            # The password is not recorded on disk; the started server trusts 127.0.0.1.
-            data = {**xprocess.getinfo(name).data, "password": address["password"]}
-            server = _databases(xprocess, name, data, files, key, prefix_name, started=True)
-        yield server
-        server.close()
-
-    return postgresql_proc_fixture
-
-
-def _databases(
-    xprocess: XProcess,
-    name: str,
-    data: dict[str, Any],
-    files: list[Path | Callable[..., object]],
-    key: str,
-    dbname: str,
-    *,
-    started: bool,
-) -> PostgreSQLServer:
-    """The template (built once for all workers) and the run's test databases, in the server.
-
-    In a server xprocess started, the template is kept across runs while the server lives; in an
-    existing one it is the run's own (another run may use that server at once, or the server may
-    have been reset since), dropped at the end with the test databases.
-    """
-    run = xprocess.run_id[:8]
-    tied = name if started else None
-    template = None
-    if files:
-        digest = template_key(files, key)
-        template = (
-            f"{dbname}_template_{digest[:12]}"
-            if started
-            else f"{dbname}_template_{run}_{digest[:8]}"
-        )
-        xprocess.shared(
-            f"{name}-template-{dbname}",
-            lambda: build_template(data, template, files),
-            key=digest if started else None,
-            cleanup=drop_template,
-            process=tied,
-        )
-    prefix = f"{dbname}_{run}_"
-    # Dropped at the end of the run: what a crashed worker or an interrupted test left.
-    xprocess.shared(
-        f"{name}-databases-{dbname}",
-        lambda: {**connect_kwargs(data, "postgres"), "prefix": prefix},
-        cleanup=drop_run_databases,
-        process=tied,
-    )
-    return PostgreSQLServer(name, data, template_dbname=template, prefix=prefix)
-
-
-def postgresql(proc_fixture_name: str = "postgresql_proc") -> Any:
-    """A function fixture: a psycopg connection to a fresh database, dropped after the test.
-
-    The database is a copy of the template of the server fixture ``proc_fixture_name``, of this
-    worker's own: no other test and no other worker sees it.
-    """
-    if not isinstance(proc_fixture_name, str) or not proc_fixture_name:
-        raise InvalidStarterError(
-            f"postgresql(): pass the name of the server fixture (as a string), got "
-            f"{proc_fixture_name!r}"
-        )
-
-    @pytest.fixture
-    def postgresql_fixture(request: pytest.FixtureRequest) -> Iterator[psycopg.Connection[Any]]:
-        __tracebackhide__ = True
-        server: PostgreSQLServer = server_fixture_value(request, proc_fixture_name)
-        database = server.create_database()
-        try:
-            with server.connect(database) as connection:
-                yield connection
-        finally:
-            server.drop_database(database)
-
-    return postgresql_fixture
+# The fixture factories live in their own module; they are this module's public face.
+from xprocess.servers.postgresql_fixtures import postgresql, postgresql_proc  # noqa: E402
