@@ -6,10 +6,13 @@ modules are imported only by a conftest that uses them.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 import pytest
 
 from xprocess.servers.settings import POSTGRESQL, REDIS, register
 from xprocess.servers.startup_checks import check_settings
+from xprocess.servers.test_databases import FAILED, MARKER, kept_lines
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -19,8 +22,45 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Refuse a setting that cannot be right before anything starts (once, not in each worker)."""
+    """Register the isolation marker; refuse a setting that cannot be right before anything
+    starts (once, not in each worker)."""
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(mode): how xprocess.servers.postgresql isolates this test: 'database' "
+        "(a fresh database) or 'transaction' (rolled back at its end)",
+    )
+    config.pluginmanager.register(KeptDatabases(), "xprocess-servers-kept-databases")
     if not hasattr(config, "workerinput") and not (
         config.getoption("xshow", False) or config.getoption("xkill", False)
     ):
         check_settings(config)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Note a failed phase, so the database fixture's teardown knows to keep the database."""
+    report = yield
+    if report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+class KeptDatabases:
+    """Collects the databases kept for failed tests and names them in the run's summary."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Reports of xdist workers arrive here too, with the teardown's user properties."""
+        if report.when == "teardown":
+            self.lines.extend(kept_lines(report.user_properties, report.nodeid))
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        """Say how to connect to each kept database."""
+        if self.lines:
+            terminalreporter.section("databases kept for failed tests (xprocess)")
+            for line in self.lines:
+                terminalreporter.line(line)

@@ -248,9 +248,10 @@ class PostgreSQLServer:
         self.datadir: str | None = data.get("datadir")
         self._data = data
         self.template_dbname = template_dbname
-        self._prefix = prefix
+        self.prefix = prefix  # of the names of the run's test databases
         self._numbers = itertools.count()
         self._admin: psycopg.Connection[Any] | None = None
+        self._worker_database: str | None = None
 
     def connect_kwargs(self, dbname: str | None = None) -> dict[str, Any]:
         """Keyword arguments of ``psycopg.connect`` for ``dbname`` (default: ``postgres``)."""
@@ -272,7 +273,7 @@ class PostgreSQLServer:
         """Create a database of this worker's own from the template; return its name."""
         from psycopg import sql
 
-        name = f"{self._prefix}{worker_id()}_{next(self._numbers)}"
+        name = f"{self.prefix}{worker_id()}_{next(self._numbers)}"
         admin = self._admin_connection()
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if self.template_dbname is not None:
@@ -291,7 +292,32 @@ class PostgreSQLServer:
         statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         self._admin_connection().execute(statement)
 
+    def worker_database(self) -> str:
+        """A database of this worker's own for the session (the ``transaction`` isolation):
+        created from the template at first use, dropped by :meth:`close`."""
+        if self._worker_database is None:
+            self._worker_database = self.create_database()
+        return self._worker_database
+
+    def rename_database(self, name: str, new_name: str) -> None:
+        """Rename ``name`` to ``new_name``, closing whatever connections to it are left."""
+        from psycopg import sql
+
+        admin = self._admin_connection()
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(name), sql.Identifier(new_name)
+            )
+        )
+
     def close(self) -> None:
+        """Drop this worker's session database, if it made one; close the admin connection."""
+        if self._worker_database is not None:
+            self.drop_database(self._worker_database)
+            self._worker_database = None
         if self._admin is not None:
             self._admin.close()
             self._admin = None

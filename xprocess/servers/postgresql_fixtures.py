@@ -38,7 +38,14 @@ from xprocess.servers.postgresql import (
     template_key,
 )
 from xprocess.servers.settings import POSTGRESQL as SETTINGS
-from xprocess.servers.settings import choose
+from xprocess.servers.settings import choose, resolve
+from xprocess.servers.test_databases import (
+    KEPT_PROPERTY,
+    check_isolation,
+    failed,
+    isolation_of,
+    keep,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -167,6 +174,8 @@ def postgresql_proc(
             postgres = find_postgres(executable or text_setting(config, EXEC_SETTING))
             server_user()  # as root, fail now if there is no user to run the server as
             stays = keep if keep is not None else flag_setting(config, KEEP_SETTING)
+            # A failed test's database is kept to be looked at: so is the server holding it.
+            stays = stays or bool(resolve(config, SETTINGS["keep_failed"]))
             starter = type(
                 "PostgreSQLStarter",
                 (PostgreSQLStarter,),
@@ -235,27 +244,46 @@ def _databases(
     return PostgreSQLServer(name, data, template_dbname=template, prefix=prefix)
 
 
-def postgresql(proc_fixture_name: str = "postgresql_proc") -> Any:
-    """A function fixture: a psycopg connection to a fresh database, dropped after the test.
+def postgresql(proc_fixture_name: str = "postgresql_proc", *, isolation: str | None = None) -> Any:
+    """A function fixture: a psycopg connection to a database of this test's own.
 
     The database is a copy of the template of the server fixture ``proc_fixture_name``, of this
-    worker's own: no other test and no other worker sees it.
+    worker's own: no other test and no other worker sees it. ``isolation``: ``"database"``
+    (a fresh database per test, dropped after it) or ``"transaction"`` (one database per worker,
+    each test in a transaction rolled back after it); default: the ``xpostgresql_isolation``
+    setting, else ``"database"``; a test's ``@pytest.mark.xpostgresql_isolation(...)`` wins.
+    With ``--xpostgresql-keep-failed``, a failed test's database is kept (see the summary).
     """
     if not isinstance(proc_fixture_name, str) or not proc_fixture_name:
         raise InvalidStarterError(
             f"postgresql(): pass the name of the server fixture (as a string), got "
             f"{proc_fixture_name!r}"
         )
+    if isolation is not None:
+        check_isolation(isolation, "postgresql()")
 
     @pytest.fixture
     def postgresql_fixture(request: pytest.FixtureRequest) -> Iterator[psycopg.Connection[Any]]:
         __tracebackhide__ = True
         server: PostgreSQLServer = server_fixture_value(request, proc_fixture_name)
+        config = request.config
+        mode = isolation_of(request.node, isolation, resolve(config, SETTINGS["isolation"]))
+        if mode == "transaction":
+            connection = server.connect(server.worker_database())
+            with connection, connection.transaction(force_rollback=True):
+                yield connection
+            return
         database = server.create_database()
+        kept = False
         try:
             with server.connect(database) as connection:
                 yield connection
+            if resolve(config, SETTINGS["keep_failed"]) and failed(request.node):
+                command = keep(server, database)
+                request.node.user_properties.append((KEPT_PROPERTY, command))
+                kept = True
         finally:
-            server.drop_database(database)
+            if not kept:
+                server.drop_database(database)
 
     return postgresql_fixture

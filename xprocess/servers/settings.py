@@ -118,6 +118,19 @@ POSTGRESQL: dict[str, Setting] = {
             metavar="NAME",
         ),
         Setting(
+            "xpostgresql_isolation",
+            "how tests are kept apart: 'database' (a fresh database per test, the default) or "
+            "'transaction' (a database per worker, each test rolled back; for tests that do not "
+            "commit); a test's @pytest.mark.xpostgresql_isolation(...) wins",
+            metavar="MODE",
+        ),
+        Setting(
+            "xpostgresql_keep_failed",
+            "keep the database of a failed test (and the server holding it), and say how to "
+            "connect to it with psql; drop it yourself, or stop the server with --xkill",
+            kind="bool",
+        ),
+        Setting(
             "xpostgresql_load",
             "SQL files (relative to the rootdir) that fill the template database each test's "
             "database is copied from",

@@ -11,6 +11,7 @@ import pytest
 from xprocess.errors import ServerNotFoundError
 from xprocess.servers._common import find_program
 from xprocess.servers.settings import POSTGRESQL, REDIS, Setting, resolve, source_of
+from xprocess.servers.test_databases import ISOLATIONS
 
 __all__ = ["check_settings"]
 
@@ -28,6 +29,12 @@ def check_settings(config: pytest.Config) -> None:
             resolve(config, setting)  # a value that does not parse is refused here
         _check_program(config, settings["exec"])
         _check_existing(config, settings)
+    found = source_of(config, POSTGRESQL["isolation"])
+    if found is not None and found[0] not in ISOLATIONS:
+        raise pytest.UsageError(
+            f"xpostgresql_isolation is {found[0]!r} ({found[1]}); use one of "
+            f"{', '.join(ISOLATIONS)}"
+        )
 
 
 def _check_program(config: pytest.Config, setting: Setting) -> None:
