@@ -146,3 +146,46 @@ def test_keep_failed_keeps_the_failed_tests_database_and_says_how_to_open_it(
         check=True,
     )
     assert shown.stdout.split() == ["apple", "plum"]
+
+
+ASYNC_TESTS = """
+import pytest
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("i", range(2))
+async def test_postgresql(postgresql_async, i):
+    cursor = await postgresql_async.execute("SELECT count(*) FROM fruit")
+    assert await cursor.fetchone() == (1,)
+    await postgresql_async.execute("INSERT INTO fruit VALUES ('lime')")
+    await postgresql_async.commit()
+
+@pytest.mark.asyncio
+@pytest.mark.xpostgresql_isolation("transaction")
+async def test_postgresql_rolled_back(postgresql_async):
+    await postgresql_async.execute("DELETE FROM fruit")
+    cursor = await postgresql_async.execute("SELECT count(*) FROM fruit")
+    assert await cursor.fetchone() == (0,)
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("i", range(2))
+async def test_redis(redisdb_async, i):
+    assert await redisdb_async.keys() == []
+    await redisdb_async.set("left", "behind")
+    assert await redisdb_async.get("left") == "behind"
+"""
+
+
+def test_async_clients_work_from_pytest_asyncio_tests_in_strict_mode(
+    project: pytest.Pytester,
+) -> None:
+    need(shutil.which("redis-server") is not None, "redis-server", "apt-get install redis-server")
+    project.makeconftest(
+        CONFTEST
+        + "postgresql_async = pg.postgresql_async()\n"
+        + "from xprocess.servers import redis\n"
+        + "redis_proc = redis.redis_proc()\n"
+        + "redisdb_async = redis.redisdb_async(decode=True)\n"
+    )
+    project.makeini("[pytest]\nasyncio_mode = strict\n")
+    project.makepyfile(ASYNC_TESTS)
+    project.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=5)

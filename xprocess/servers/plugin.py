@@ -10,9 +10,9 @@ from collections.abc import Generator
 
 import pytest
 
+from xprocess.servers.isolation import FAILED, MARKER, kept_lines
 from xprocess.servers.settings import POSTGRESQL, REDIS, register
 from xprocess.servers.startup_checks import check_settings
-from xprocess.servers.test_databases import FAILED, MARKER, kept_lines
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -51,6 +51,7 @@ __all__ = [
     "PostgreSQLStarter",
     "find_postgres",
     "postgresql",
+    "postgresql_async",
     "postgresql_proc",
 ]
 
@@ -425,4 +426,8 @@ def drop_run_databases(value: dict[str, Any]) -> None:
 
 
 # The fixture factories live in their own module; they are this module's public face.
-from xprocess.servers.postgresql_fixtures import postgresql, postgresql_proc  # noqa: E402
+from xprocess.servers.postgresql_fixtures import (  # noqa: E402
+    postgresql,
+    postgresql_async,
+    postgresql_proc,
+)

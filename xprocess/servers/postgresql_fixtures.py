@@ -8,7 +8,8 @@ Import them from ``xprocess.servers.postgresql``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +17,16 @@ import pytest
 
 from xprocess.errors import InvalidStarterError
 from xprocess.records import validate_name
-from xprocess.servers._common import flag_setting, text_setting
+from xprocess.servers._common import flag_setting, require_extra, text_setting
 from xprocess.servers.existing import check_postgresql
 from xprocess.servers.failures import server_fixture_value, worded_setup
+from xprocess.servers.isolation import (
+    KEPT_PROPERTY,
+    check_isolation,
+    failed,
+    isolation_of,
+    keep,
+)
 from xprocess.servers.postgresql import (
     _DBNAME,
     EXEC_SETTING,
@@ -39,20 +47,13 @@ from xprocess.servers.postgresql import (
 )
 from xprocess.servers.settings import POSTGRESQL as SETTINGS
 from xprocess.servers.settings import choose, resolve
-from xprocess.servers.test_databases import (
-    KEPT_PROPERTY,
-    check_isolation,
-    failed,
-    isolation_of,
-    keep,
-)
 
 if TYPE_CHECKING:
     import psycopg
 
     from xprocess.manager import XProcess
 
-__all__ = ["postgresql", "postgresql_proc"]
+__all__ = ["database_for_test", "postgresql", "postgresql_async", "postgresql_proc"]
 
 
 def _check_loaders(name: str, load: Sequence[Loader]) -> list[Loader]:
@@ -266,24 +267,81 @@ def postgresql(proc_fixture_name: str = "postgresql_proc", *, isolation: str | N
     def postgresql_fixture(request: pytest.FixtureRequest) -> Iterator[psycopg.Connection[Any]]:
         __tracebackhide__ = True
         server: PostgreSQLServer = server_fixture_value(request, proc_fixture_name)
-        config = request.config
-        mode = isolation_of(request.node, isolation, resolve(config, SETTINGS["isolation"]))
-        if mode == "transaction":
-            connection = server.connect(server.worker_database())
-            with connection, connection.transaction(force_rollback=True):
-                yield connection
-            return
-        database = server.create_database()
-        kept = False
-        try:
-            with server.connect(database) as connection:
-                yield connection
-            if resolve(config, SETTINGS["keep_failed"]) and failed(request.node):
-                command = keep(server, database)
-                request.node.user_properties.append((KEPT_PROPERTY, command))
-                kept = True
-        finally:
-            if not kept:
-                server.drop_database(database)
+        with database_for_test(request, server, isolation) as (database, rolled_back):
+            connection = server.connect(database)
+            with connection:
+                if not rolled_back:
+                    yield connection
+                    return
+                with connection.transaction(force_rollback=True):
+                    yield connection
 
     return postgresql_fixture
+
+
+@contextmanager
+def database_for_test(
+    request: pytest.FixtureRequest, server: PostgreSQLServer, isolation: str | None
+) -> Iterator[tuple[str, bool]]:
+    """The database of the test ``request`` is for, and whether to roll the test back in it.
+
+    A fresh database is dropped after the test (or kept, renamed, with ``keep_failed`` when
+    the test failed); under ``transaction`` isolation it is the worker's session database.
+    The connection to it must be closed when this exits.
+    """
+    config = request.config
+    if isolation_of(request.node, isolation, resolve(config, SETTINGS["isolation"])) == (
+        "transaction"
+    ):
+        yield server.worker_database(), True
+        return
+    database = server.create_database()
+    kept = False
+    try:
+        yield database, False
+        if resolve(config, SETTINGS["keep_failed"]) and failed(request.node):
+            request.node.user_properties.append((KEPT_PROPERTY, keep(server, database)))
+            kept = True
+    finally:
+        if not kept:
+            server.drop_database(database)
+
+
+def postgresql_async(
+    proc_fixture_name: str = "postgresql_proc", *, isolation: str | None = None
+) -> Any:
+    """Like :func:`postgresql`, for ``async def`` tests: a ``psycopg.AsyncConnection``.
+
+    Needs pytest-asyncio (``pip install pytest-asyncio``); the fixture is a pytest-asyncio
+    fixture, so it works in its strict mode too::
+
+        postgresql_async = pg.postgresql_async("postgresql_proc")
+
+        @pytest.mark.asyncio
+        async def test_it(postgresql_async):
+            await postgresql_async.execute("SELECT 1")
+    """
+    pytest_asyncio = require_extra("pytest_asyncio", "asyncio", "postgresql_async()")
+    async_fixture: Callable[[Callable[..., Any]], Any] = pytest_asyncio.fixture
+    if isolation is not None:
+        check_isolation(isolation, "postgresql_async()")
+
+    @async_fixture
+    async def postgresql_async_fixture(
+        request: pytest.FixtureRequest,
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        __tracebackhide__ = True
+        psycopg_module = require_psycopg()
+        server: PostgreSQLServer = server_fixture_value(request, proc_fixture_name)
+        with database_for_test(request, server, isolation) as (database, rolled_back):
+            connection = await psycopg_module.AsyncConnection.connect(
+                **server.connect_kwargs(database)
+            )
+            async with connection:
+                if not rolled_back:
+                    yield connection
+                    return
+                async with connection.transaction(force_rollback=True):
+                    yield connection
+
+    return postgresql_async_fixture

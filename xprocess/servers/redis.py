@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -50,7 +50,14 @@ if TYPE_CHECKING:
 
     from xprocess.manager import XProcess
 
-__all__ = ["RedisServer", "RedisStarter", "find_redis_server", "redis_proc", "redisdb"]
+__all__ = [
+    "RedisServer",
+    "RedisStarter",
+    "find_redis_server",
+    "redis_proc",
+    "redisdb",
+    "redisdb_async",
+]
 
 SEARCH_DIRS: tuple[str, ...] = ("/usr/bin", "/usr/local/bin", "/opt/homebrew/bin", "/usr/sbin")
 INSTALL = "apt-get install redis-server, or brew install redis"
@@ -285,3 +292,41 @@ def redisdb(proc_fixture_name: str = "redis_proc", *, decode: bool = False) -> A
             client.close()
 
     return redisdb_fixture
+
+
+def redisdb_async(proc_fixture_name: str = "redis_proc", *, decode: bool = False) -> Any:
+    """Like :func:`redisdb`, for ``async def`` tests: a ``redis.asyncio.Redis`` client.
+
+    Needs pytest-asyncio (``pip install "xprocess[asyncio]"``); the fixture is a pytest-asyncio
+    fixture, so it works in its strict mode too.
+    """
+    if not isinstance(proc_fixture_name, str) or not proc_fixture_name:
+        raise InvalidStarterError(
+            f"redisdb_async(): pass the name of the server fixture (as a string), got "
+            f"{proc_fixture_name!r}"
+        )
+    pytest_asyncio = require_extra("pytest_asyncio", "asyncio", "redisdb_async()")
+    async_fixture: Callable[[Callable[..., Any]], Any] = pytest_asyncio.fixture
+
+    @async_fixture
+    async def redisdb_async_fixture(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+        __tracebackhide__ = True
+        require_redis()
+        import redis.asyncio
+
+        server: RedisServer = server_fixture_value(request, proc_fixture_name)
+        client = redis.asyncio.Redis(
+            host=server.host,
+            port=server.port,
+            db=server.db,
+            password=server.password,
+            decode_responses=decode,
+        )
+        try:
+            await client.flushdb()
+            yield client
+            await client.flushdb()
+        finally:
+            await client.aclose()
+
+    return redisdb_async_fixture

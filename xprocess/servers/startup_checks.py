@@ -10,8 +10,8 @@ import pytest
 
 from xprocess.errors import ServerNotFoundError
 from xprocess.servers._common import find_program
+from xprocess.servers.isolation import ISOLATIONS
 from xprocess.servers.settings import POSTGRESQL, REDIS, Setting, resolve, source_of
-from xprocess.servers.test_databases import ISOLATIONS
 
 __all__ = ["check_settings"]
 
