@@ -189,3 +189,17 @@ def test_async_clients_work_from_pytest_asyncio_tests_in_strict_mode(
     project.makeini("[pytest]\nasyncio_mode = strict\n")
     project.makepyfile(ASYNC_TESTS)
     project.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=5)
+
+
+def test_xkill_after_a_normal_run_exits_0_though_the_templates_server_is_gone(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(
+        "def test_it(postgresql):\n"
+        "    assert postgresql.execute('SELECT count(*) FROM fruit').fetchone() == (1,)\n"
+    )
+    project.runpytest_subprocess().assert_outcomes(passed=1)
+    result = project.runpytest_subprocess("--xkill")
+    result.stdout.no_fnmatch_line("*cleanup failed*")
+    result.stdout.fnmatch_lines(["- postgresql-template-tests VALUE CLEARED (its process *gone*"])
+    assert result.ret == 0
