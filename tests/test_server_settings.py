@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from tests.test_examples import have_postgres, need
+from xprocess.manager import XProcessInfo
 from xprocess.ports import free_port
 from xprocess.servers import settings as st
 
@@ -154,4 +155,10 @@ def test_a_started_postgresql_takes_its_user_options_and_dbname_from_the_ini_fil
         "    ).fetchone()\n"
         "    assert row[:2] == ('alice', '7MB') and row[2].startswith('mine_')\n"
     )
-    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    try:
+        pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    finally:
+        info = XProcessInfo(pytester.path / ".pytest_cache" / "d" / ".xprocess", "postgresql")
+        datadir = info.data.get("datadir") if info.record is not None else None
+        if datadir:
+            shutil.rmtree(datadir, ignore_errors=True)
