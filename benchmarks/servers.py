@@ -9,12 +9,18 @@ Each side gets a venv under ``benchmarks/.venvs/`` (built on first use, reused a
 with pytest-postgresql, pytest-redis and pytest-xdist from PyPI, one with this checkout
 (``xprocess[postgresql,redis,xdist]``). For each scenario (``postgresql``: every test gets a
 database copied from a template loaded from ``schema.sql``; ``redis``: every test gets a clean
-database) the same 40 test bodies run with each side's fixtures, at each ``-n``, interleaved.
+database) the same 40 test bodies run with each side's fixtures, at each ``-n``, interleaved:
+first in a new project (``new``: nothing cached), then again in the same one (``again``: the run
+a user makes every day, the server stopped at the end of the first; xprocess copies its cached
+cluster).
 
 Measured per run: wall time; servers started (PostgreSQL postmasters, redis-server processes);
 peak PSS of all server processes (sampled every 0.1 s); time from the start of pytest to the start
 of the first test; and lines of user code (conftest.py and ini settings). For xprocess, a second
-run against a kept server (``--xpostgresql-keep``) gives the time to its first test.
+run against a kept server (``--xpostgresql-keep``) gives the time to its first test, without
+xdist and at ``-n 4``, beside that of a test with no fixture (pytest and xdist alone). Ratios are
+taken within each repeat, where both sides ran one after the other: the table shows their median
+and their range across repeats.
 
 PostgreSQL refuses to run as root, and pytest-postgresql starts it as the user running the tests:
 so as root every run is made as ``--user`` (default ``postgres``), with venvs built from a Python
@@ -47,6 +53,12 @@ TESTS = 40
 PLUGINS = "pytest-postgresql+pytest-redis"
 XPROCESS = "xprocess"
 SIDES = (PLUGINS, XPROCESS)
+KINDS = ("new", "again")
+# Both plugins share a venv: each scenario turns the other off, as a project using one has it.
+OTHER = {
+    "postgresql": {PLUGINS: ("-p", "no:pytest_redis"), XPROCESS: ()},
+    "redis": {PLUGINS: ("-p", "no:pytest_postgresql"), XPROCESS: ()},
+}
 SERVER_NAMES = ("postgres", "redis-server")
 TOKEN_VAR = "XPROCESS_SERVERS_BENCH"
 INITDB_MODES = {"--boot", "--single", "--check", "-C"}
@@ -241,7 +253,6 @@ def run_pytest(
         TOKEN_VAR: token,
         "BENCH_FIRST_TEST": str(first),
         "PYTHONPATH": str(project),
-        "PYTHONDONTWRITEBYTECODE": "1",
     }
     if user is not None:
         env["HOME"] = str(project)
@@ -314,22 +325,25 @@ def main() -> int:
         ]
         for repeat, scenario, n, side in plan:
             project = make_project(base / f"r{repeat}-n{n}", scenario, side, args.user)
-            sample = run_pytest(venvs[side], project, n, args.user)
-            if sample["returncode"] != 0:
-                errors.append(f"{scenario} {side} -n {n}: exit {sample['returncode']}")
-                errors.append(sample["tail"])
-            leftovers += len(sample["left"])
-            kill(sample.pop("left"))
-            sample.pop("tail")
-            samples.setdefault(f"{scenario}|{side}|{n}", []).append(sample)
-            print(
-                f"{scenario:10} {side:32} -n {n}: {sample['wall']:.2f} s, "
-                f"{sample['servers']} servers, {sample['peak_pss_mb']:.0f} MB, "
-                f"first test {sample['first_test'] or float('nan'):.2f} s",
-                flush=True,
-            )
+            # A new project's first run (nothing cached), then the run a user makes every day:
+            # the same project again, its server stopped at the end of the first.
+            for kind in KINDS:
+                sample = run_pytest(venvs[side], project, n, args.user, *OTHER[scenario][side])
+                if sample["returncode"] != 0:
+                    errors.append(f"{scenario} {side} -n {n}: exit {sample['returncode']}")
+                    errors.append(sample["tail"])
+                leftovers += len(sample["left"])
+                kill(sample.pop("left"))
+                sample.pop("tail")
+                samples.setdefault(f"{scenario}|{side}|{n}|{kind}", []).append(sample)
+                print(
+                    f"{scenario:10} {side:32} -n {n} {kind:>5}: {sample['wall']:.2f} s, "
+                    f"{sample['servers']} servers, {sample['peak_pss_mb']:.0f} MB, "
+                    f"first test {sample['first_test'] or float('nan'):.2f} s",
+                    flush=True,
+                )
         kept = (
-            kept_runs(base, venvs[XPROCESS], args.user, errors) if "postgresql" in scenarios else []
+            kept_runs(base, venvs[XPROCESS], args.user, errors) if "postgresql" in scenarios else {}
         )
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -337,15 +351,24 @@ def main() -> int:
     return 1 if errors or leftovers else 0
 
 
-def kept_runs(base: Path, venv: Path, user: str | None, errors: list[str]) -> list[float]:
-    """The first test of a run whose server an earlier run kept (xprocess, -n 4)."""
+def kept_runs(base: Path, venv: Path, user: str | None, errors: list[str]) -> dict[str, Any]:
+    """The first test of a run whose server an earlier run kept (xprocess), without xdist and at
+    -n 4; beside it, interleaved, the first test of a test with no fixture: pytest alone."""
     project = make_project(base / "kept", "postgresql", XPROCESS, user)
-    firsts = []
-    for _ in range(3):
-        sample = run_pytest(venv, project, 4, user, "--xpostgresql-keep", kept=True)
-        if sample["returncode"] != 0:
-            errors.append(f"kept run: exit {sample['returncode']}\n{sample['tail']}")
-        firsts.append(sample["first_test"])
+    (project / "test_alone.py").write_text("def test_alone():\n    pass\n", encoding="utf-8")
+    if user is not None:
+        shutil.chown(project / "test_alone.py", user)
+    found: dict[str, Any] = {}
+    for n in (0, 4):
+        for round_ in range(4):
+            for what, extra in (("kept", "test_bodies.py"), ("pytest alone", "test_alone.py")):
+                sample = run_pytest(venv, project, n, user, "--xpostgresql-keep", extra, kept=True)
+                if sample["returncode"] != 0:
+                    errors.append(f"kept run: exit {sample['returncode']}\n{sample['tail']}")
+                if round_:  # the first round starts the server
+                    found.setdefault(f"-n {n}", {}).setdefault(what, []).append(
+                        sample["first_test"]
+                    )
     env = {**os.environ, "HOME": str(project)}
     subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pytest", "--xkill"],
@@ -355,7 +378,7 @@ def kept_runs(base: Path, venv: Path, user: str | None, errors: list[str]) -> li
         capture_output=True,
         check=False,
     )
-    return firsts[1:]
+    return found
 
 
 def median(samples: list[dict[str, Any]], field: str) -> float:
@@ -367,7 +390,7 @@ def report(
     samples: dict[str, list[dict[str, Any]]],
     scenarios: list[str],
     workers: list[int],
-    kept: list[float],
+    kept: dict[str, Any],
     errors: list[str],
     leftovers: int,
     json_path: Path | None,
@@ -379,22 +402,27 @@ def report(
         ("first_test", "1st test s"),
     ]
     print()
-    print(f"{'scenario':11}{'-n':>3}  " + "  ".join(f"{label:>26}" for _, label in fields))
-    print(f"{'':14}" + "  ".join(f"{'plugins / xprocess (ratio)':>26}" for _ in fields))
+    # A ratio is taken within each repeat (the two sides ran one after the other), then the
+    # median of those and their range: the machine's noise moves both sides of a repeat alike.
+    heading = "plugins / xprocess (ratio, range)"
+    print(f"{'scenario':11}{'-n':>3} {'run':>5}  " + "  ".join(f"{f:>37}" for _, f in fields))
+    print(f"{'':20}" + "  ".join(f"{heading:>37}" for _ in fields))
     rows = []
-    for scenario in scenarios:
-        for n in workers:
-            plugin = samples.get(f"{scenario}|{PLUGINS}|{n}", [])
-            ours = samples.get(f"{scenario}|{XPROCESS}|{n}", [])
-            cells = []
-            row: dict[str, Any] = {"scenario": scenario, "workers": n}
-            for field, _ in fields:
-                a, b = median(plugin, field), median(ours, field)
-                ratio = a / b if b else float("nan")
-                row[field] = {"plugins": a, "xprocess": b, "ratio": ratio}
-                cells.append(f"{a:9.2f} / {b:7.2f} ({ratio:4.1f}x)")
-            rows.append(row)
-            print(f"{scenario:11}{n:>3}  " + "  ".join(f"{c:>26}" for c in cells))
+    for scenario, n, kind in ((s, n, k) for k in KINDS for s in scenarios for n in workers):
+        plugin = samples.get(f"{scenario}|{PLUGINS}|{n}|{kind}", [])
+        ours = samples.get(f"{scenario}|{XPROCESS}|{n}|{kind}", [])
+        cells = []
+        row: dict[str, Any] = {"scenario": scenario, "workers": n, "run": kind}
+        for field, _ in fields:
+            a, b = median(plugin, field), median(ours, field)
+            pairs = zip(plugin, ours, strict=False)
+            ratios = [x[field] / y[field] for x, y in pairs if x[field] and y[field]]
+            ratio = statistics.median(ratios) if ratios else float("nan")
+            low, high = (min(ratios), max(ratios)) if ratios else (ratio, ratio)
+            row[field] = {"plugins": a, "xprocess": b, "ratio": ratio, "range": [low, high]}
+            cells.append(f"{a:7.2f} / {b:6.2f} ({ratio:4.1f}x, {low:3.1f}-{high:3.1f})")
+        rows.append(row)
+        print(f"{scenario:11}{n:>3} {kind:>5}  " + "  ".join(f"{c:>37}" for c in cells))
     lines = {
         scenario: {side: user_lines(*SETUP[scenario][side]) for side in SIDES}
         for scenario in scenarios
@@ -402,8 +430,12 @@ def report(
     for scenario, counts in lines.items():
         print(f"lines of user code, {scenario}: ", end="")
         print(f"{PLUGINS} {counts[PLUGINS]}, xprocess {counts[XPROCESS]}")
-    if kept:
-        print(f"xprocess, kept server, -n 4: first test after {statistics.median(kept):.2f} s")
+    for label, runs in kept.items():
+        first, alone = (statistics.median(runs[what]) for what in ("kept", "pytest alone"))
+        print(
+            f"xprocess, kept server, {label}: first test after {first:.2f} s; pytest alone "
+            f"{alone:.2f} s, so the server's fixtures add {first - alone:.2f} s"
+        )
     print(f"leftover server processes killed: {leftovers}")
     for error in errors:
         print(f"ERROR {error}")

@@ -97,7 +97,8 @@ def test_the_child_runs_in_its_control_dir_and_its_own_session(xp: XProcess) -> 
     info = xp.getinfo("srv")
     assert Path(psutil.Process(pid).cwd()) == Path(info.controldir)
     assert os.getsid(pid) == pid != os.getsid(0)
-    assert xp.resources[-1].popen.pid == pid
+    popen = xp.resources[-1].popen
+    assert popen is not None and popen.pid == pid
     assert xp.proc_wait_timeout == 60  # pytest-xprocess's default
 
 

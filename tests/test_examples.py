@@ -233,7 +233,7 @@ def test_http_server_is_kept_reused_shown_and_killed(
     killed.stdout.fnmatch_lines([f"{pid} http_server TERMINATED"])
     assert killed.ret == 0
     assert_nothing_left(seen, roots_of(entry))
-    run(pytester, "--xshow").stdout.fnmatch_lines([f"http_server *{pid} *DEAD *"])
+    run(pytester, "--xshow").stdout.fnmatch_lines(["nothing recorded under *"])
 
 
 @pytest.mark.parametrize("workers", [0, 4], ids=["one-process", "xdist"])

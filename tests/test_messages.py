@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.support import HEADER
@@ -52,14 +54,74 @@ def test_a_quick_start_says_nothing(pytester: pytest.Pytester) -> None:
     result.stderr.no_fnmatch_line("*xprocess:*")
 
 
-def test_under_xdist_a_slow_start_is_announced_on_the_workers_stderr(
+def test_under_xdist_a_slow_start_is_announced_by_the_controller(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makeconftest(SLOW)
     pytester.makepyfile("def test_uses(slow): pass")
     result = pytester.runpytest_subprocess("-n", "2")
     result.assert_outcomes(passed=1)
-    result.stderr.fnmatch_lines([WAITING, READY])
+    result.stdout.fnmatch_lines([WAITING, READY])
+    result.stderr.no_fnmatch_line("*xprocess:*")
+    result.stdout.no_fnmatch_line("*warning*")  # a notice, not a warning
+
+
+# Results before and after the slow start, in one file: the notices come mid-line.
+AROUND = """
+import pytest
+
+@pytest.mark.parametrize("i", range(6))
+def test_before(i): pass
+
+def test_slow(slow): pass
+
+@pytest.mark.parametrize("i", range(6))
+def test_after(i): pass
+"""
+
+
+def notices_and_results(result: pytest.RunResult) -> tuple[list[int], list[str]]:
+    lines = result.outlines
+    notices = [i for i, line in enumerate(lines) if "xprocess:" in line]
+    for i in notices:
+        assert lines[i].startswith("xprocess: "), f"a line was cut in two: {lines[i]!r}"
+    return notices, lines
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["dots", "verbose"])
+def test_a_notice_takes_a_line_of_its_own_between_the_results(
+    pytester: pytest.Pytester, verbose: bool
+) -> None:
+    pytester.makeconftest(SLOW)
+    pytester.makepyfile(test_around=AROUND)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", *(["-v"] if verbose else []))
+    result.assert_outcomes(passed=13)
+    notices, lines = notices_and_results(result)
+    assert [lines[i] for i in notices] == [
+        line for line in lines if line.startswith("xprocess:")
+    ] and len(notices) == 2, result.stdout.str()
+    before, after = lines[notices[0] - 1], lines[notices[-1] + 1]
+    if verbose:
+        assert before.rstrip() == "test_around.py::test_slow", before
+        assert re.fullmatch(r"test_around.py::test_slow PASSED +\[ *\d+%\]", after), after
+    else:
+        # The line of results ends with its progress; the next one starts with the file again.
+        assert re.fullmatch(r"test_around.py \.{6} +\[ 46%\]", before), before
+        assert re.fullmatch(r"test_around.py \.{7} +\[100%\]", after), after
+
+
+def test_under_xdist_a_notice_takes_a_line_of_its_own_between_the_dots(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(SLOW)
+    pytester.makepyfile(test_around=AROUND)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=13)
+    notices, lines = notices_and_results(result)
+    assert len(notices) == 2, result.stdout.str()
+    dots = [line for line in lines if re.fullmatch(r"\.+( +\[ *\d+%\])?", line)]
+    assert sum(line.count(".") for line in dots) == 13, result.stdout.str()
+    result.stdout.no_fnmatch_line("*warning*")
 
 
 FAILING = (

@@ -31,11 +31,15 @@ def test_the_sdist_ships_what_its_tests_run(sdist: tarfile.TarFile) -> None:
         "benchmarks/run.py",
         "benchmarks/_scenarios.py",
         "examples/http_server/conftest.py",
+        "examples/recipes/conftest.py",
+        "docs/conf.py",
+        "docs/index.rst",
         "xprocess/probes.py",
         "pyproject.toml",
     ):
         assert needed in names, needed
     assert not any("/.venv" in name or "__pycache__" in name for name in names)
+    assert not any(name.startswith("docs/_build") for name in names)
 
 
 def test_the_metadata_has_the_project_urls(sdist: tarfile.TarFile) -> None:

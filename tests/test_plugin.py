@@ -67,12 +67,11 @@ def test_xkill_terminates_every_tree_and_reports_each(pytester: pytest.Pytester)
     result = pytester.runpytest_subprocess("--xkill")
     assert result.ret == 0
     result.stdout.fnmatch_lines([f"{alpha} alpha TERMINATED", f"{beta} beta TERMINATED"])
-    result = pytester.runpytest_subprocess("--xkill")
-    result.stdout.fnmatch_lines(
-        [f"{alpha} alpha NO PROCESS FOUND", f"{beta} beta NO PROCESS FOUND"]
-    )
+    # What is gone is forgotten: no DEAD records left behind, the logs kept.
     result = pytester.runpytest_subprocess("--xshow")
-    result.stdout.fnmatch_lines([f"alpha *{alpha} *DEAD *- *", f"beta *{beta} *DEAD *- *"])
+    result.stdout.fnmatch_lines(["nothing recorded under *"])
+    root = pytester.path / ".pytest_cache" / "d" / ".xprocess"
+    assert (root / "alpha" / "xprocess.log").read_text().strip()
 
 
 def test_xshow_with_nothing_recorded_says_where_it_looked(pytester: pytest.Pytester) -> None:
@@ -222,7 +221,7 @@ def test_python_m_xprocess_shows_and_kills_by_name(pytester: pytest.Pytester) ->
     assert killed.returncode == 0, killed.stderr
     assert killed.stdout.splitlines() == [f"{alpha} alpha TERMINATED"]
     shown = run_module(pytester, "--rootdir", str(pytester.path), "show")
-    assert statuses(shown.stdout) == {"alpha": "DEAD", "beta": "LIVE"}
+    assert statuses(shown.stdout) == {"beta": "LIVE"}
     unknown = run_module(pytester, "kill", "gamma")
     assert unknown.returncode == 1
     assert "gamma NO RECORD" in unknown.stdout

@@ -6,11 +6,13 @@ These drive the engine directly (an XProcess on a temporary directory) with real
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -414,3 +416,47 @@ def test_popen_kwargs_that_redirect_stdout_are_named_in_the_error(xp: XProcess) 
     with pytest.raises(ProcessExitedError) as excinfo:
         xp.ensure("srv", starter(pattern="never", args=args, popen_kwargs=kwargs))
     assert "popen_kwargs redirect stdout away from the log" in str(excinfo.value)
+
+
+def test_an_early_exit_is_caught_by_the_handlers_pytest_xprocess_users_wrote() -> None:
+    # pytest-xprocess reported an early exit as a TimeoutError (at the timeout); retry loops
+    # catch that, older ones RuntimeError.
+    assert issubclass(ProcessExitedError, TimeoutError)
+    assert issubclass(ProcessExitedError, RuntimeError)
+    error = ProcessExitedError("'srv' exited with code 3 before it was ready", name="srv")
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is ProcessExitedError and again.name == "srv" and str(again) == str(error)
+
+
+def test_an_overridden_wait_is_called_with_this_starts_log_after_the_pattern(
+    xp: XProcess,
+) -> None:
+    # pytest-xprocess's hook: an override may defer to super().wait(log_file).
+    seen: list[str] = []
+
+    class Starter(ProcessStarter):
+        pattern = "ready"
+        args = child_args("--before", 2)
+
+        def wait(self, log_file: IO[str]) -> bool:
+            seen.append(log_file.read())
+            return super().wait(log_file)
+
+    xp.ensure("srv", Starter)
+    assert len(seen) == 1 and "noise line 1" in seen[0] and "ready" in seen[0]
+    assert xp.getinfo("srv").terminate() == 1
+
+
+def test_an_overridden_wait_that_returns_false_is_asked_again_until_true(xp: XProcess) -> None:
+    calls: list[int] = []
+
+    class Starter(ProcessStarter):
+        args = child_args()
+
+        def wait(self, log_file: IO[str]) -> bool:
+            calls.append(1)
+            return len(calls) >= 3
+
+    xp.ensure("srv", Starter)
+    assert len(calls) == 3
+    assert xp.getinfo("srv").terminate() == 1

@@ -162,3 +162,21 @@ def test_a_started_postgresql_takes_its_user_options_and_dbname_from_the_ini_fil
         datadir = info.data.get("datadir") if info.record is not None else None
         if datadir:
             shutil.rmtree(datadir, ignore_errors=True)
+
+
+def test_a_cached_cluster_is_one_per_superuser(pytester: pytest.Pytester) -> None:
+    # The pristine cluster initdb made for one superuser is not copied for a start of another.
+    need(have_postgres(), "PostgreSQL (postgres, initdb)", "apt-get install postgresql")
+    pytester.makeconftest(
+        "from xprocess.servers import postgresql as pg\n"
+        "postgresql_proc = pg.postgresql_proc()\npostgresql = pg.postgresql()\n"
+    )
+    pytester.makepyfile(
+        "def test_it(postgresql, pytestconfig):\n"
+        "    user = pytestconfig.getoption('xpostgresql_user') or 'postgres'\n"
+        "    assert postgresql.execute('SELECT current_user').fetchone() == (user,)\n"
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    cache = pytester.path / ".pytest_cache" / "d" / ".xprocess" / ".cache"
+    assert len(list(cache.glob("postgresql-*"))) == 1
+    pytester.runpytest_subprocess("--xpostgresql-user", "alice").assert_outcomes(passed=1)

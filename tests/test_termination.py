@@ -121,6 +121,7 @@ def test_a_daemon_left_by_a_launcher_that_exited_is_stopped(xp: XProcess, tmp_pa
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the daemon")
     daemon_pid = int(pidfile.read_text().split()[0])
     launcher_popen = xp.resources[-1].popen
+    assert launcher_popen is not None
     wait_for(lambda: launcher_popen.poll() is not None, what="the launcher to exit")
     assert xp.getinfo("srv").isrunning(), "the daemon carrying the start's token runs"
     assert xp.getinfo("srv").terminate() == 1

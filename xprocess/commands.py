@@ -8,25 +8,33 @@
 STATUS is LIVE (ready and running), STARTING (running but never ready: a start in progress, or
 one whose starter crashed; or not running yet while a start holds its lock, preparing in the
 starter's ``args()``, as ``initdb`` does), FAILED (its last start failed) or DEAD (not running, or
-its pid now belongs to another process).
+its pid now belongs to another process). DATA takes the room the terminal leaves (all of it when
+the output is not a terminal); ``full=True`` shows each record whole instead, one field a line.
+
+``--xkill`` stops each recorded process, then forgets the record of each one that is gone (its
+log and control dir stay), so DEAD records do not pile up.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from xprocess.errors import StartupTimeoutError
 from xprocess.layout import Layout
-from xprocess.locking import held_elsewhere
+from xprocess.locking import NameLock, held_elsewhere
 from xprocess.manager import XProcessInfo
 from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
 from xprocess.runs import running_users
 from xprocess.termination import stop_record
 from xprocess.values import clear_values, describe_values
 
-__all__ = ["COLUMNS", "held_by", "kill", "show", "status_of"]
+__all__ = ["COLUMNS", "held_by", "kill", "show", "status_of", "terminal_width"]
 
 Write = Callable[[str], None]
 
@@ -37,7 +45,10 @@ DEAD = "DEAD"
 STARTING = "STARTING"
 FAILED_STATUS = "FAILED"
 COLUMNS = ("NAME", "PID", "STATUS", "UPTIME", "HELD BY", "DATA", "LOG")
-_DATA_WIDTH = 40
+_DATA = COLUMNS.index("DATA")
+# DATA is never cut shorter than this, however narrow the terminal: a line that is too long
+# wraps, which is better than a port that cannot be read.
+MIN_DATA_WIDTH = 40
 
 
 def _uptime(record: ProcessRecord, now: float) -> str:
@@ -73,13 +84,22 @@ def held_by(record: ProcessRecord) -> str:
     return ", ".join(workers + runs) or "-"
 
 
+def terminal_width() -> int | None:
+    """The width to fit the table to: ``COLUMNS`` when set, else the terminal's; None when the
+    output is not a terminal (piped, or in a file), where nothing is cut."""
+    if os.environ.get("COLUMNS", "").strip().isdigit():
+        return int(os.environ["COLUMNS"])
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
+def _value(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _data(record: ProcessRecord) -> str:
-    text = ", ".join(
-        f"{key}={value if isinstance(value, str) else json.dumps(value)}"
-        for key, value in sorted(record.data.items())
-    )
-    if len(text) > _DATA_WIDTH:
-        text = text[: _DATA_WIDTH - 1] + "…"
+    text = ", ".join(f"{key}={_value(value)}" for key, value in sorted(record.data.items()))
     return text or "-"
 
 
@@ -114,14 +134,66 @@ def row(info: XProcessInfo, now: float, rootdir: Path | None = None) -> tuple[st
     )
 
 
-def table(rows: list[tuple[str, ...]]) -> list[str]:
-    """``rows`` under the header, each column as wide as its widest cell."""
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table(rows: list[tuple[str, ...]], width: int | None = None) -> list[str]:
+    """``rows`` under the header, each column as wide as its widest cell.
+
+    With a ``width`` (the terminal's), DATA is cut to the room the other columns leave on a line
+    of that width, but never to less than MIN_DATA_WIDTH characters.
+    """
+    if width is not None:
+        others = sum(
+            max(len(cells[i]) for cells in [COLUMNS, *rows])
+            for i in range(len(COLUMNS))
+            if i != _DATA
+        )
+        room = max(MIN_DATA_WIDTH, width - others - 2 * (len(COLUMNS) - 1))
+        rows = [(*cells[:_DATA], _cut(cells[_DATA], room), *cells[_DATA + 1 :]) for cells in rows]
     lines = [COLUMNS, *rows]
     widths = [max(len(cells[i]) for cells in lines) for i in range(len(COLUMNS))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
         for cells in lines
     ]
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) if timestamp else "-"
+
+
+def in_full(info: XProcessInfo, now: float) -> list[str]:
+    """Every field of ``info``'s record worth reading, one a line, nothing cut."""
+    record = info.record
+    locked = held_elsewhere(info.store.lock_path(info.name))
+    if record is None:
+        if locked:
+            what = f"  status   {STARTING} (preparing its first start)"
+        else:
+            what = "  (record missing or unreadable)"
+        return [info.name, what, f"  log      {info.logpath}"]
+    status = status_of(info, locked=locked)
+    running = status in (LIVE, STARTING)
+    fields = [
+        ("pid", str(record.pid)),
+        ("status", status),
+        ("uptime", _uptime(record, now) if running else "-"),
+        ("held by", held_by(record) if running else "-"),
+        ("started", f"{_when(record.started_at)} by run {record.run_id[:8] or '?'}"),
+        ("command", " ".join(record.argv)),
+        ("cwd", record.cwd),
+        ("log", str(info.logpath)),
+    ]
+    if record.state == FAILED and record.error_message:
+        fields.append(("error", f"{record.error_type}: {record.error_message}".splitlines()[0]))
+    data = sorted(record.data.items()) or [("-", "")]
+    lines = [info.name, *(f"  {key:<8} {value}" for key, value in fields)]
+    for i, (key, value) in enumerate(data):
+        shown = f"{key}={_value(value)}" if key != "-" else "-"
+        lines.append(f"  {'data' if i == 0 else '':<8} {shown}")
+    return lines
 
 
 def _infos(
@@ -163,28 +235,68 @@ def _nothing_recorded(looked_in: Iterable[Path], rootdir: Path | None) -> str:
 def show(
     roots: Iterable[Path],
     write: Write,
+    names: list[str] | None = None,
     *,
     rootdir: Path | None = None,
     looked_in: Iterable[Path] | None = None,
+    width: int | None = None,
+    full: bool = False,
 ) -> int:
-    """Print the table of recorded processes, then the shared values; always returns 0.
+    """Print the table of recorded processes, then the shared values; returns 0 (1 when one of
+    ``names`` has no record).
 
     Log paths are shown relative to ``rootdir``; when nothing is recorded, the line says where
-    it looked (``looked_in``, default ``roots``).
+    it looked (``looked_in``, default ``roots``). ``width`` is the terminal's (see
+    ``terminal_width``). ``full`` (always, with ``names``) shows each record whole instead of
+    a line of the table.
     """
     roots = list(roots)
-    infos = _infos(roots, None, starting=True)
+    infos = _infos(roots, names, starting=True)
+    now = time.time()
+    if names is not None:
+        status = 0
+        for missing in sorted(set(names) - {info.name for info in infos}):
+            write(f"{missing}: NO RECORD (nothing of that name was started here)")
+            status = 1
+        for info in infos:
+            for line in in_full(info, now):
+                write(line)
+        return status
     values = [line for root in roots for line in describe_values(root)]
     if not infos and not values:
         write(_nothing_recorded(roots if looked_in is None else looked_in, rootdir))
         return 0
-    now = time.time()
-    if infos:
-        for line in table([row(info, now, rootdir) for info in infos]):
+    if full:
+        for info in infos:
+            for line in in_full(info, now):
+                write(line)
+    elif infos:
+        for line in table([row(info, now, rootdir) for info in infos], width):
             write(line)
     for line in values:
         write(line)
     return 0
+
+
+def _forget_if_gone(info: XProcessInfo, stopped: ProcessRecord) -> None:
+    """Remove the record of a process that ``--xkill`` left gone; its log and control dir stay.
+
+    Not while a start of that name is under way (its lock is held, as by a concurrent run), nor
+    when the record changed since it was read: then the record is another start's.
+    """
+    store = info.store
+    try:
+        with NameLock(store.lock_path(info.name), info.name, 0):
+            current = store.read(info.name)
+            same = current is not None and (current.pid, current.create_time, current.token) == (
+                stopped.pid,
+                stopped.create_time,
+                stopped.token,
+            )
+            if same and current is not None and not current.is_alive():
+                store.record_path(info.name).unlink(missing_ok=True)
+    except (StartupTimeoutError, OSError):
+        pass  # kept: shown DEAD until the next --xkill
 
 
 def kill(
@@ -198,7 +310,8 @@ def kill(
     """Terminate recorded process trees (all, or those in ``names``).
 
     Without ``names``, shared values are cleared first (their cleanup run where it can be, while
-    the processes they may need still run), then the processes are terminated.
+    the processes they may need still run), then the processes are terminated. The record of
+    each process that is then gone is removed (see ``_forget_if_gone``).
     Returns 0 when each is gone, 1 when one could not be terminated or a name has no record.
     """
     roots = list(roots)
@@ -227,4 +340,6 @@ def kill(
             write(f"    {note}")
         if result < 0:
             status = 1
+        elif label != "NOT SIGNALLED":
+            _forget_if_gone(info, info.record)
     return status

@@ -1,14 +1,21 @@
 """The exceptions xprocess raises.
 
 Each one subclasses the builtin a caller would already catch: a start that did not succeed is a
-:class:`RuntimeError`, a deadline that passed is a :class:`TimeoutError`, bad input is a
-:class:`ValueError`. All of them also subclass :class:`XProcessError`.
+:class:`RuntimeError`, a deadline that passed is a :class:`TimeoutError` (and so is an early exit,
+which pytest-xprocess reported as one), bad input is a :class:`ValueError`. All of them also
+subclass :class:`XProcessError`.
+
+An error recorded for other xdist workers is named by :func:`type_name` and rebuilt there by
+:func:`rebuild_error`: as its own class when that can be imported, else as its nearest builtin.
 """
 
 from __future__ import annotations
 
 import builtins
 import errno
+import importlib
+import re
+import sys
 
 __all__ = [
     "CleanupWarning",
@@ -23,6 +30,9 @@ __all__ = [
     "UnsafePathError",
     "UnsupportedPlatformError",
     "XProcessError",
+    "rebuild_error",
+    "rebuild_exact",
+    "type_name",
 ]
 
 
@@ -43,8 +53,13 @@ class StartupError(XProcessError, RuntimeError):
     """A managed process could not be started or did not become ready."""
 
 
-class ProcessExitedError(StartupError):
-    """The process exited before it was ready; the message holds its exit code and log tail."""
+class ProcessExitedError(StartupError, TimeoutError):
+    """The process exited before it was ready; the message holds its exit code and log tail.
+
+    Raised at once, not at the timeout. It is also a :class:`TimeoutError`, because
+    pytest-xprocess reported an early exit so (once its timeout passed), and conftests retry
+    a flaky server with ``except TimeoutError``; and a :class:`RuntimeError`, as every failed start.
+    """
 
 
 class PatternNotFoundError(StartupError):
@@ -133,18 +148,85 @@ def _rebuild(
     return _BY_NAME.get(type_name, StartupError)(message, name=name)
 
 
+def type_name(error: BaseException) -> str:
+    """How a record names the class of ``error``, so that another process can rebuild it.
+
+    A builtin is its name (``ValueError``), as are xprocess's own errors; any other class is
+    ``module:qualname(builtin)``, the builtin being the nearest one it derives from, for the
+    process that cannot import the class.
+    """
+    cls = type(error)
+    if cls.__module__ == "builtins" or _BY_NAME.get(cls.__name__) is cls:
+        return cls.__name__
+    nearest = next(
+        (c.__name__ for c in cls.__mro__ if c.__module__ == "builtins" and c is not cls),
+        "Exception",
+    )
+    return f"{cls.__module__}:{cls.__qualname__}({nearest})"
+
+
+# module:qualname(builtin); a qualname may hold "<locals>" (a class made in a function).
+_QUALIFIED = re.compile(r"(?P<module>[\w.]+):(?P<qualname>[^():]+)\((?P<builtin>\w+)\)")
+
+
+def rebuild_exact(recorded: str, message: str) -> Exception | None:
+    """The error ``type_name`` named ``recorded``, with ``message``: its own class if it can
+    be imported (and made from a message), else its nearest builtin (with a message that starts
+    with the class's name); None when that builtin is plain ``Exception`` or nothing fits."""
+    found = _QUALIFIED.fullmatch(recorded)
+    if found is None:
+        builtin = getattr(builtins, recorded, None)
+        return _made(builtin, message)
+    cls = _importable(found["module"], found["qualname"])
+    if cls is not None:
+        made = _made(cls, message)
+        if made is not None:
+            return made
+    if found["builtin"] in ("Exception", "BaseException"):
+        return None
+    name = f"{found['module']}.{found['qualname']}"
+    return _made(getattr(builtins, found["builtin"], None), f"{name}: {message}")
+
+
+def _importable(module_name: str, qualname: str) -> type | None:
+    """The class ``qualname`` of ``module_name``, importing the module if need be."""
+    try:
+        module = sys.modules.get(module_name) or importlib.import_module(module_name)
+        obj: object = module
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception:  # not importable here, or importing it fails: the builtin will do
+        return None
+    return obj if isinstance(obj, type) else None
+
+
+def _made(cls: object, message: str) -> Exception | None:
+    """An instance of the exception class ``cls`` saying ``message``, or None."""
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        return None
+    try:
+        error = cls(message)
+        str(error)
+    except Exception:  # another signature (UnicodeDecodeError, a class with keyword arguments)
+        try:
+            error = cls.__new__(cls)
+            error.args = (message,)
+            str(error)
+        except Exception:
+            return None
+    return error
+
+
 def rebuild_error(type_name: str, message: str, name: str | None) -> Exception:
     """Recreate an error another process recorded, keeping its type and message.
 
-    xprocess's own errors and builtin exceptions come back as themselves; anything else as a
-    StartupError whose message names the original type.
+    xprocess's own errors come back as themselves, others as their own class or nearest builtin
+    (see :func:`rebuild_exact`); anything else as a StartupError whose message names the type.
     """
     if type_name in _BY_NAME:
         return _rebuild(type_name, message, name)
-    builtin = getattr(builtins, type_name, None)
-    if isinstance(builtin, type) and issubclass(builtin, Exception):
-        try:
-            return builtin(message)
-        except Exception:  # a builtin with another signature (UnicodeDecodeError, ...)
-            pass
-    return StartupError(f"{type_name}: {message}", name=name)
+    exact = rebuild_exact(type_name, message)
+    if exact is not None:
+        return exact
+    shown = type_name.split("(", 1)[0].replace(":", ".")
+    return StartupError(f"{shown}: {message}", name=name)

@@ -12,6 +12,7 @@ Layout under the records root (``.pytest_cache/d/.xprocess`` by default)::
     <root>/.values/<name>/kept.json       a shared value kept across runs
     <root>/.runs/<run id>                 "this run used xprocess": its end has work to do
     <root>/.runs/<run id>.watchdog        the run has a watchdog (``<run id>.killed.log`` after)
+    <root>/.cache/                        kept across runs by a server module (a pristine cluster)
 
 Files are replaced with ``os.replace`` so a reader sees the old content or the new, never a mix.
 Nothing is read through a symlink (``O_NOFOLLOW``), and a record another user wrote is not read.
@@ -49,6 +50,7 @@ class Layout:
         self.locks = self.root / ".locks"
         self.values = self.root / ".values"
         self.runs = self.root / ".runs"
+        self.cache = self.root / ".cache"
 
     # Processes
     def controldir(self, name: str) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xprocess.capabilities import require_supported
+from xprocess.localpath import LogPath, local_path, log_path
 from xprocess.logs import WatchedLogs
 from xprocess.records import ProcessRecord, RecordStore, validate_name
 from xprocess.release import release_process
@@ -49,11 +50,29 @@ class XProcessInfo:
     ) -> None:
         self.name = validate_name(name)
         self.store = RecordStore(Path(path))
-        self.controldir = self.store.controldir(name)
-        self.logpath = self.store.log_path(name)
-        self.pidpath = self.store.record_path(name)
         self.record = record if record is not None else self.store.read(name)
+        # Paths that are pathlib.Path and answer py.path.local's calls (``logpath.read()``).
+        self.controldir = local_path(self.store.controldir(name))
+        offset = self.record.log_offset if self.record is not None else 0
+        self.logpath = log_path(self.store.log_path(name), offset)
+        self.pidpath = local_path(self.store.record_path(name))
         self._owner = owner
+        self._assigned = False  # a pid was assigned: this info no longer follows the record
+
+    def _current(self, *, unless_alive: bool) -> ProcessRecord | None:
+        """The record to answer from: this info's own, unless it has none (or, with
+        ``unless_alive``, its process has ended) and no pid was assigned; then the one on disk
+        now. So an info taken before ``ensure`` (conftests take one to print the log around
+        the start) sees, and stops, what ``ensure`` started."""
+        record = self.record
+        if self._assigned or (record is not None and not unless_alive):
+            return record
+        if record is not None and record.is_alive():
+            return record
+        latest = self.store.read(self.name)
+        if latest is not None and (record is None or latest.is_alive()):
+            self.record = record = latest
+        return record
 
     @property
     def pid(self) -> int | None:
@@ -62,11 +81,12 @@ class XProcessInfo:
         Assignable, as in pytest-xprocess: another pid is not the recorded process, so it is
         not reported running and not signalled; None forgets the process in this object.
         """
-        record = self.record
+        record = self._current(unless_alive=False)
         return record.pid if record is not None and record.pid > 0 else None
 
     @pid.setter
     def pid(self, pid: int | None) -> None:
+        self._assigned = True
         if pid is None:
             self.record = None
         elif self.record is None:
@@ -83,6 +103,8 @@ class XProcessInfo:
 
     def __getattr__(self, attr: str) -> Any:
         record = self.__dict__.get("record")
+        if record is None and "_assigned" in self.__dict__:
+            record = self._current(unless_alive=False)
         if record is not None and attr in record.data:
             return record.data[attr]
         raise AttributeError(
@@ -92,9 +114,10 @@ class XProcessInfo:
 
     def isrunning(self, ignore_zombies: bool = True) -> bool:
         """Whether the recorded process still runs (a recycled pid does not count)."""
-        if self.record is None:
+        record = self._current(unless_alive=True)
+        if record is None:
             return False
-        return self.record.is_alive(ignore_zombies=ignore_zombies)
+        return record.is_alive(ignore_zombies=ignore_zombies)
 
     def terminate(self, *, kill_proc_tree: bool = True, timeout: float = 20) -> int:
         """Stop the process and, by default, its descendants.
@@ -104,7 +127,7 @@ class XProcessInfo:
         negative ``timeout``). In an xdist worker's fixture teardown, it releases this worker's
         use instead, and only the last worker of the run to release it stops it.
         """
-        record = self.record
+        record = self._current(unless_alive=True)
         if record is None or record.pid <= 0:
             return 0
         if timeout < 0:
@@ -127,15 +150,16 @@ class XProcessInfo:
 
 @dataclass
 class StartedProcess:
-    """A process this XProcess started: its Popen stays here so it can be reaped."""
+    """A process ``ensure`` returned; when this XProcess started it, its Popen stays here so it
+    can be reaped. One per ``ensure`` call, as pytest-xprocess kept (``xprocess.resources``)."""
 
     name: str
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | None
     info: XProcessInfo
 
     def release(self) -> None:
         """Reap it if it exited; a launcher that exited 0 hands its record to its daemon."""
-        if self.popen.poll() == 0:
+        if self.popen is not None and self.popen.poll() == 0:
             settle(self.info.store, self.name, self.popen)
 
 
@@ -164,7 +188,7 @@ class XProcess:
 
             rootdir = records_root(config)
         self.config = config
-        self.rootdir = Path(rootdir)
+        self.rootdir = local_path(rootdir)
         self.store = RecordStore(self.rootdir)
         self.proc_wait_timeout = proc_wait_timeout
         self.log = log if log is not None else _logger
@@ -199,7 +223,7 @@ class XProcess:
 
     def ensure(
         self, name: str, preparefunc: Any, restart: bool = False, persist_logs: bool = True
-    ) -> tuple[int, Path]:
+    ) -> tuple[int, LogPath]:
         """Make sure ``name`` runs and is ready; return ``(pid, logpath)``.
 
         Starts it with the starter ``preparefunc`` (a ProcessStarter subclass or instance, a
@@ -207,20 +231,21 @@ class XProcess:
         ``preparefunc(cwd) -> (pattern, args[, env])``) unless a ready process of that name is
         already running, from this run or an earlier one. Under xdist, concurrent callers start it
         once and all get the same pid. ``restart`` stops a running one first; ``persist_logs=False``
-        starts a fresh log instead of appending.
+        starts a fresh log instead of appending. The log returned is a ``pathlib.Path`` whose
+        ``read()`` (a ``py.path`` call) gives only what the running start wrote.
         """
         __tracebackhide__ = True
         validate_name(name)
         require_supported(f"start {name!r}", name)
-        description = describe_starter(name, preparefunc, self.store.controldir(name), self)
+        controldir = local_path(self.store.controldir(name))
+        description = describe_starter(name, preparefunc, controldir, self)
         outcome = ensure_process(
             self._caller, description, restart=restart, persist_logs=persist_logs
         )
         record = outcome.record
-        logpath = Path(record.logpath)
-        if outcome.popen is not None:
-            info = XProcessInfo(self.rootdir, name, record, owner=self)
-            self.resources.append(StartedProcess(name, outcome.popen, info))
+        logpath = log_path(record.logpath, record.log_offset)
+        info = XProcessInfo(self.rootdir, name, record, owner=self)
+        self.resources.append(StartedProcess(name, outcome.popen, info))
         self.watched.watch(name, logpath, outcome.offset)
         if outcome.reason:
             say = self.notify or self.log.warning
@@ -256,6 +281,7 @@ class XProcess:
             def database_url(xprocess):
                 return xprocess.shared("database", create_database, cleanup=drop_database)
         """
+        __tracebackhide__ = True
         if cleanup is not None:
             start_watchdog(self.rootdir, self.run)  # cleans up if the whole run is killed
         return shared_value(

@@ -5,11 +5,10 @@ The work itself is done by the engine modules; this module only connects it to p
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -23,9 +22,12 @@ __all__ = ["is_xdist_worker", "run_id_of"]
 
 XSHOW_HELP = (
     "show a table of the recorded external processes (name, pid, LIVE/STARTING/FAILED/DEAD, "
-    "uptime, held by, data, log) and exit"
+    "uptime, held by, data, log) and exit; with -v, each record in full"
 )
-XKILL_HELP = "terminate every recorded external process tree and exit"
+XKILL_HELP = (
+    "terminate every recorded external process tree, forget the records of those that are "
+    "gone (their logs stay), and exit"
+)
 LOG_SECTION_LIMIT = 64 * 1024
 
 _RUN_ID = pytest.StashKey[str]()
@@ -33,6 +35,20 @@ _XPROCESS = pytest.StashKey["XProcess"]()
 _MAIN_PID = pytest.StashKey[int]()
 _WORKERINPUT_KEY = "xprocess_run_id"
 _MAIN_PID_KEY = "xprocess_main_pid"
+
+
+def __getattr__(name: str) -> Any:
+    """``config.pluginmanager.getplugin("xprocess").XProcess``: pytest-xprocess's plugin module
+    offered these names, and older conftests reach them through the plugin object."""
+    if name in ("XProcess", "XProcessInfo"):
+        from xprocess import manager
+
+        return getattr(manager, name)
+    if name == "getrootdir":
+        from xprocess.pytest_xprocess import getrootdir
+
+        return getrootdir
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_xdist_worker(config: pytest.Config) -> bool:
@@ -54,7 +70,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
-    """Answer --xshow/--xkill before any collection, and end the run with their exit code."""
+    """Refuse to run beside pytest-xprocess; answer --xshow/--xkill before any collection,
+    and end the run with their exit code."""
+    from xprocess.migration import conflicting_distribution
+
+    conflict = conflicting_distribution()
+    if conflict is not None:
+        raise pytest.UsageError(conflict)
     commands = config.option.xshow or config.option.xkill  # they return before any clearing
     if getattr(config.option, "cacheclear", False) and not commands:
         if is_xdist_worker(config):
@@ -66,7 +88,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if not commands:
         return None
     refuse_if_unsupported("--xkill" if config.option.xkill else "--xshow")
-    from xprocess.commands import kill, show
+    from xprocess.commands import kill, show, terminal_width
     from xprocess.paths import candidate_roots, records_root
 
     roots = candidate_roots(config)
@@ -77,7 +99,9 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
     if config.option.xkill:
         return kill(roots, write, rootdir=rootdir, looked_in=looked_in)
-    return show(roots, write, rootdir=rootdir, looked_in=looked_in)
+    full = config.option.verbose > 0
+    width = terminal_width()
+    return show(roots, write, rootdir=rootdir, looked_in=looked_in, width=width, full=full)
 
 
 def refuse_if_unsupported(option: str) -> None:
@@ -101,6 +125,9 @@ def pytest_configure(config: pytest.Config) -> None:
         from xprocess.paths import restore_records
 
         restore_records(config)  # also after a run that stopped before it could
+        from xprocess.notices import PLUGIN_NAME, NoticeWriter
+
+        config.pluginmanager.register(NoticeWriter(config), PLUGIN_NAME)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and _WORKERINPUT_KEY in workerinput:
         config.stash[_RUN_ID] = str(workerinput[_WORKERINPUT_KEY])
@@ -122,6 +149,7 @@ def xprocess(request: pytest.FixtureRequest) -> Iterator[XProcess]:
     """Start and find the external processes a run needs: ``xprocess.ensure(name, Starter)``."""
 
     from xprocess.manager import XProcess
+    from xprocess.notices import notifier
     from xprocess.paths import records_root, run_marker
     from xprocess.runs import Run
 
@@ -136,7 +164,7 @@ def xprocess(request: pytest.FixtureRequest) -> Iterator[XProcess]:
     except OSError:
         pass  # a read-only records root: running processes can still be found and reused
     worker = str(getattr(config, "workerinput", {}).get("workerid", ""))
-    with XProcess(config, root, run=run, worker=worker, notify=_notifier(config)) as manager:
+    with XProcess(config, root, run=run, worker=worker, notify=notifier(config)) as manager:
         manager.in_teardown = lambda: manager.tearing_down or _in_fixture_finalizer()
         config.stash[_XPROCESS] = manager
         yield manager
@@ -155,32 +183,6 @@ def _in_fixture_finalizer() -> bool:
 
 
 _FIXTURES_MODULE = os.path.join("_pytest", "fixtures.py")
-
-
-def _notifier(config: pytest.Config) -> Callable[[str], None]:
-    """Where the engine says what a user should see at once (a slow start, a restart): the
-    terminal, past pytest's capturing.
-
-    Under xdist a worker has no terminal of its own: the line goes to its stderr, which the
-    workers share with the controller, so it reaches the same terminal.
-    """
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    reporter = (
-        None if is_xdist_worker(config) else config.pluginmanager.get_plugin("terminalreporter")
-    )
-
-    def write(line: str) -> None:
-        with (
-            capture.global_and_fixture_disabled()
-            if capture is not None
-            else contextlib.nullcontext()
-        ):
-            if reporter is not None:
-                reporter.write_line(line)
-            else:
-                print(line, file=sys.stderr, flush=True)
-
-    return write
 
 
 def _failed_start_of(call: pytest.CallInfo[None]) -> str | None:

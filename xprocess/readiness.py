@@ -107,6 +107,11 @@ def _describe(plan: LaunchPlan) -> str:
 _REDIRECTS = ("stdout", "stderr")
 
 
+def _counted(count: int, noun: str) -> str:
+    """``1 line``, ``2 lines``: a count that reads right for every number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _tail_text(logpath: Path, offset: int, plan: LaunchPlan | None = None) -> str:
     """The last lines of the log since ``offset``, or what the log holds when it has no lines."""
     lines = read_tail(logpath, offset, TAIL_LINES)
@@ -124,8 +129,8 @@ def _tail_text(logpath: Path, offset: int, plan: LaunchPlan | None = None) -> st
     if written <= 0:
         return "    (the process wrote nothing to its log)" + note
     return (
-        f"    (the log holds {written} bytes from this start, but no complete non-blank line "
-        "in its last 64 KiB)" + note
+        f"    (the log holds {_counted(written, 'byte')} from this start, but no complete "
+        "non-blank line in its last 64 KiB)" + note
     )
 
 
@@ -329,9 +334,14 @@ def _wait_for_pattern(
             if search(line):
                 return
             if seen >= plan.max_read_lines:
+                first = (
+                    "the first non-blank line"
+                    if plan.max_read_lines == 1
+                    else f"the first {plan.max_read_lines} non-blank lines"
+                )
                 raise PatternNotFoundError(
-                    f"{plan.name!r}: pattern {plan.pattern.pattern!r} was not found in the first "
-                    f"{plan.max_read_lines} non-blank lines of its log (max_read_lines).\n"
+                    f"{plan.name!r}: pattern {plan.pattern.pattern!r} was not found in {first} "
+                    "of its log (max_read_lines).\n"
                     f"  command: {_describe(plan)}\n  log: {logpath}\n"
                     f"  last lines of its log:\n{_tail_text(logpath, reader.offset, plan)}\n"
                     "  Fix the pattern, or raise max_read_lines if the process prints more "
@@ -358,7 +368,7 @@ def _wait_for_pattern(
             continue  # read once more what it wrote before it exited
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            seen_note = f"pattern {plan.pattern.pattern!r} not seen in {seen} lines"
+            seen_note = f"pattern {plan.pattern.pattern!r} not seen in {_counted(seen, 'line')}"
             if reader.truncated:
                 seen_note += " (the log was truncated meanwhile and read again from its start)"
             raise _timed_out(

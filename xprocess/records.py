@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from xprocess.errors import type_name
 from xprocess.layout import Layout, RecordWarning, atomic_write, read_or_warn, warn
 from xprocess.liveness import BOOT_ID, find_process, identify, is_alive
 from xprocess.tokens import allowed_uids, carriers, process_uid
@@ -220,7 +221,7 @@ class ProcessRecord:
     def failed(self, error: BaseException) -> None:
         """-> FAILED: ``error`` is what every other caller of this run will be told, once."""
         self.state = FAILED
-        self.error_type = type(error).__name__
+        self.error_type = type_name(error)  # module:qualname, for other workers to rebuild
         self.error_message = str(error) or repr(error)
         self.replayed_to = []
 

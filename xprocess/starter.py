@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import os
 import re
 import weakref
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from typing import IO, Any
 
 from xprocess.errors import InvalidStarterError
 from xprocess.fingerprint import fingerprint_of
+from xprocess.localpath import local_path
 from xprocess.probes import BoundProbe
 from xprocess.validation import (
     check_executable,
@@ -60,6 +62,10 @@ class ProcessStarter:
     ``startup_check``
         A method returning True once the process answers, or a probe:
         ``startup_check = probes.tcp("{port}")`` (see :mod:`xprocess.probes`).
+    ``wait``
+        pytest-xprocess's readiness hook, honoured when a subclass defines it: ``wait(log_file)``
+        is called with the log of this start (after ``pattern`` and ``startup_check``, if set)
+        until it returns a true value.
     ``env``
         The environment of the process (None: inherit this one).
     ``timeout``
@@ -87,7 +93,8 @@ class ProcessStarter:
     args: Any = None
 
     def __init__(self, control_dir: Path | str, process: Any = None) -> None:
-        self.control_dir = Path(control_dir)
+        # A Path that also answers py.path calls (``self.control_dir.join("x.conf")``).
+        self.control_dir: Path = local_path(control_dir)
         self.process = process
         self.data: dict[str, Any] = {}
 
@@ -100,6 +107,15 @@ class ProcessStarter:
         timeout; ``KeyError``, ``AttributeError``, ``NameError``, ``TypeError`` and
         ``ImportError`` are bugs in the check and are raised at once. A probe from
         :mod:`xprocess.probes` can be assigned instead: ``startup_check = probes.tcp("{port}")``.
+        """
+        return True
+
+    def wait(self, log_file: IO[str]) -> bool:
+        """pytest-xprocess's readiness hook: override it to wait for something else as well.
+
+        An override is called with the log of this start (after ``pattern`` matched and
+        ``startup_check`` passed, when they are set) until it returns a true value. This one
+        returns True, so an override may end with ``return super().wait(log_file)``.
         """
         return True
 
@@ -316,7 +332,8 @@ def _plan_from_starter(
             )
         if isinstance(check, BoundProbe):
             check.validate(name)  # its templates are filled from data, which args() has set
-    if pattern is None and check is None:
+    reader = _overridden_wait(starter)
+    if pattern is None and check is None and reader is None:
         raise InvalidStarterError(
             f"cannot start {name!r}: the starter has neither a 'pattern' nor a 'startup_check'; "
             "set pattern to a regex of a line the process prints when ready, or override "
@@ -327,7 +344,7 @@ def _plan_from_starter(
     return LaunchPlan(
         name=name,
         argv=argv,
-        env=validate_env(name, getattr(starter, "env", None)),
+        env=validate_env(name, _paths_as_text(getattr(starter, "env", None))),
         pattern=pattern,
         check=check,
         timeout=timeout,
@@ -339,7 +356,25 @@ def _plan_from_starter(
         terminate_at_end=at_end,
         data=check_json_data(name, data if isinstance(data, dict) else {}),
         starter=label_of(type(starter)),
+        log_reader=reader,
     )
+
+
+def _overridden_wait(starter: object) -> Callable[[IO[str]], object] | None:
+    """A ``wait(log_file)`` the starter's class defines (pytest-xprocess called it to tell
+    readiness; conftests override it to wait for a port instead of a line)."""
+    found = inspect.getattr_static(type(starter), "wait", None)
+    if found is None or found is ProcessStarter.__dict__["wait"]:
+        return None
+    wait = getattr(starter, "wait", None)
+    return wait if callable(wait) else None
+
+
+def _paths_as_text(env: object) -> object:
+    """``env`` with path values (``cache.mkdir("target")``) as text, as ``Popen`` takes them."""
+    if not isinstance(env, Mapping):
+        return env
+    return {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in env.items()}
 
 
 def _takes_two_arguments(function: Callable[..., Any]) -> bool:
@@ -372,7 +407,7 @@ def _plan_from_prepared(name: str, label: str, result: Any) -> LaunchPlan:
     return LaunchPlan(
         name=name,
         argv=validate_argv(name, raw_args),
-        env=validate_env(name, env),
+        env=validate_env(name, _paths_as_text(env)),
         pattern=pattern,
         check=None,
         timeout=DEFAULT_TIMEOUT,

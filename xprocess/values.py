@@ -24,7 +24,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from xprocess.errors import CleanupWarning, InvalidStarterError, SharedValueError, rebuild_error
+from xprocess.errors import (
+    CleanupWarning,
+    InvalidStarterError,
+    SharedValueError,
+    rebuild_exact,
+    type_name,
+)
 from xprocess.layout import Layout, atomic_write, read_or_warn, warn
 from xprocess.locking import NameLock
 from xprocess.records import FAILED, READY, RecordStore, validate_name
@@ -70,7 +76,7 @@ class ValueRecord:
             name=name,
             run_id=run_id,
             state=FAILED,
-            error_type=type(error).__name__,
+            error_type=type_name(error),
             error_message=str(error),
             computed_at=time.time(),
             computed_by=worker,
@@ -188,12 +194,14 @@ def resolve_function(reference: dict[str, str]) -> Callable[..., Any]:
 
 
 def _rebuild(record: ValueRecord) -> Exception:
-    error = rebuild_error(record.error_type, record.error_message, record.name)
-    if type(error).__name__ == record.error_type:
+    """The error the computation raised in another worker: its own class when it can be
+    imported here, else its nearest builtin, else a SharedValueError naming it."""
+    error = rebuild_exact(record.error_type, record.error_message)
+    if error is not None:
         return error
+    shown = record.error_type.split("(", 1)[0].replace(":", ".")
     return SharedValueError(
-        f"computing shared value {record.name!r} raised {record.error_type}: "
-        f"{record.error_message}",
+        f"computing shared value {record.name!r} raised {shown}: {record.error_message}",
         name=record.name,
     )
 
@@ -216,6 +224,7 @@ def shared_value(
 
     See ``XProcess.shared`` for the meaning of the arguments.
     """
+    __tracebackhide__ = True
     validate_name(name)
     if not callable(compute):
         raise InvalidStarterError(

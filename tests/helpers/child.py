@@ -1,10 +1,11 @@
 """A stand-in for a server, driven by command-line flags, used by the tests and benchmarks.
 
 It appends its pid to --count-file (so tests can count starts), exits at once the first time
-with --fail-once, may leave a daemon (--escape), prints --before lines of noise (and --blob bytes
-without a newline), waits --delay seconds (and for --wait-file), then listens (--listen on TCP,
---unix on a unix socket) and writes its pid to --pidfile, prints --ready, and runs until
-terminated (or exits with --exit-code). With --mute it accepts connections and never answers.
+with --fail-once, may leave a daemon (--escape), prints variables of its environment
+(--show-env) and --before lines of noise (and --blob bytes without a newline), waits --delay
+seconds (and for --wait-file), then listens (--listen on TCP, --unix on a unix socket) and
+writes its pid to --pidfile, prints --ready, and runs until terminated (or exits with
+--exit-code). With --mute it accepts connections and never answers.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--escape", default=None, help="double-fork a setsid daemon writing its pid here"
     )
+    parser.add_argument(
+        "--show-env", action="append", default=[], help="print 'env NAME=value' of this variable"
+    )
     return parser.parse_args()
 
 
@@ -73,6 +77,8 @@ def main() -> None:
     if args.escape:
         _escape(args.escape)
     out = sys.stdout
+    for variable in args.show_env:
+        out.write(f"env {variable}={os.environ.get(variable, '<unset>')}\n")
     for i in range(args.before):
         out.write(f"noise line {i}\n")
     if args.blob:

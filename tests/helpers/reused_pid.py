@@ -45,7 +45,9 @@ def main() -> None:
     xp = XProcess(None, root)
     pid, _ = xp.ensure("srv", Server)
     os.kill(pid, signal.SIGKILL)  # it dies; its record stays
-    xp.resources[-1].popen.wait(10)
+    popen = xp.resources[-1].popen
+    assert popen is not None
+    popen.wait(10)
     with open("/proc/sys/kernel/ns_last_pid", "w") as f:
         f.write(str(pid - 1))
     pidfile = root / "daemon.pid"

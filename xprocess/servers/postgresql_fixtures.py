@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
@@ -53,7 +53,13 @@ if TYPE_CHECKING:
 
     from xprocess.manager import XProcess
 
-__all__ = ["database_for_test", "postgresql", "postgresql_async", "postgresql_proc"]
+__all__ = [
+    "DatabaseOfTest",
+    "database_for_test",
+    "postgresql",
+    "postgresql_async",
+    "postgresql_proc",
+]
 
 
 def _check_loaders(name: str, load: Sequence[Loader]) -> list[Loader]:
@@ -195,6 +201,10 @@ def postgresql_proc(
             # The password is not recorded on disk; the started server trusts 127.0.0.1.
             data = {**xprocess.getinfo(name).data, "password": address["password"]}
             server = _databases(xprocess, name, data, files, key, prefix_name, started=True)
+        if resolve(config, SETTINGS["isolation"]) != "transaction":
+            # Tests' databases are made ahead of need; under transaction isolation the worker's
+            # one database does (a test marked for its own database starts the pool then).
+            server.start_pool()
         yield server
         server.close()
 
@@ -249,10 +259,11 @@ def postgresql(proc_fixture_name: str = "postgresql_proc", *, isolation: str | N
     """A function fixture: a psycopg connection to a database of this test's own.
 
     The database is a copy of the template of the server fixture ``proc_fixture_name``, of this
-    worker's own: no other test and no other worker sees it. ``isolation``: ``"database"``
-    (a fresh database per test, dropped after it) or ``"transaction"`` (one database per worker,
-    each test in a transaction rolled back after it); default: the ``xpostgresql_isolation``
-    setting, else ``"database"``; a test's ``@pytest.mark.xpostgresql_isolation(...)`` wins.
+    worker's own: no other test and no other worker sees it. ``isolation``: ``"database"`` (a
+    fresh database per test, made ahead of need with its connection already open, dropped in the
+    background after it) or ``"transaction"`` (one database per worker, each test in a
+    transaction rolled back after it); default: the ``xpostgresql_isolation`` setting, else
+    ``"database"``; a test's ``@pytest.mark.xpostgresql_isolation(...)`` wins.
     With ``--xpostgresql-keep-failed``, a failed test's database is kept (see the summary).
     """
     if not isinstance(proc_fixture_name, str) or not proc_fixture_name:
@@ -267,10 +278,12 @@ def postgresql(proc_fixture_name: str = "postgresql_proc", *, isolation: str | N
     def postgresql_fixture(request: pytest.FixtureRequest) -> Iterator[psycopg.Connection[Any]]:
         __tracebackhide__ = True
         server: PostgreSQLServer = server_fixture_value(request, proc_fixture_name)
-        with database_for_test(request, server, isolation) as (database, rolled_back):
-            connection = server.connect(database)
+        with database_for_test(request, server, isolation) as test_database:
+            connection = test_database.connection
+            if connection is None:
+                connection = server.connect(test_database.name)
             with connection:
-                if not rolled_back:
+                if not test_database.rolled_back:
                     yield connection
                     return
                 with connection.transaction(force_rollback=True):
@@ -279,32 +292,47 @@ def postgresql(proc_fixture_name: str = "postgresql_proc", *, isolation: str | N
     return postgresql_fixture
 
 
+class DatabaseOfTest(NamedTuple):
+    """The database a test gets (see :func:`database_for_test`)."""
+
+    name: str
+    # Whether the test runs in a transaction rolled back at its end (``transaction`` isolation).
+    rolled_back: bool
+    # A connection to it already open (made ahead with a fresh database), or None.
+    connection: psycopg.Connection[Any] | None
+
+
 @contextmanager
 def database_for_test(
     request: pytest.FixtureRequest, server: PostgreSQLServer, isolation: str | None
-) -> Iterator[tuple[str, bool]]:
-    """The database of the test ``request`` is for, and whether to roll the test back in it.
+) -> Iterator[DatabaseOfTest]:
+    """The database of the test ``request`` is for, whether to roll the test back in it, and
+    a connection to it when one is open already.
 
-    A fresh database is dropped after the test (or kept, renamed, with ``keep_failed`` when
-    the test failed); under ``transaction`` isolation it is the worker's session database.
-    The connection to it must be closed when this exits.
+    A fresh database, made ahead of need with its connection (``take_connection``), is dropped
+    in the background after the test (or kept, renamed, with ``keep_failed`` when the test
+    failed); under ``transaction`` isolation it is the worker's session database. The
+    connections to it must be closed when this exits (the one it gave is closed here too).
     """
     config = request.config
     if isolation_of(request.node, isolation, resolve(config, SETTINGS["isolation"])) == (
         "transaction"
     ):
-        yield server.worker_database(), True
+        yield DatabaseOfTest(server.worker_database(), True, None)
         return
-    database = server.create_database()
+    connection = server.take_connection()
+    database = connection.info.dbname
     kept = False
     try:
-        yield database, False
+        yield DatabaseOfTest(database, False, connection)
+        connection.close()
         if resolve(config, SETTINGS["keep_failed"]) and failed(request.node):
             request.node.user_properties.append((KEPT_PROPERTY, keep(server, database)))
             kept = True
     finally:
+        connection.close()
         if not kept:
-            server.drop_database(database)
+            server.give_back(database)
 
 
 def postgresql_async(
@@ -333,12 +361,14 @@ def postgresql_async(
         __tracebackhide__ = True
         psycopg_module = require_psycopg()
         server: PostgreSQLServer = server_fixture_value(request, proc_fixture_name)
-        with database_for_test(request, server, isolation) as (database, rolled_back):
+        with database_for_test(request, server, isolation) as test_database:
+            if test_database.connection is not None:
+                test_database.connection.close()  # made ahead, but not an asynchronous one
             connection = await psycopg_module.AsyncConnection.connect(
-                **server.connect_kwargs(database)
+                **server.connect_kwargs(test_database.name)
             )
             async with connection:
-                if not rolled_back:
+                if not test_database.rolled_back:
                     yield connection
                     return
                 async with connection.transaction(force_rollback=True):

@@ -1,0 +1,213 @@
+"""Where a PostgreSQL server of ``xprocess.servers`` keeps its cluster, and when that goes.
+
+A test cluster is thrown away, so it needs no disk: it lives in a scratch directory of its own,
+on a tmpfs (``/dev/shm``) when there is room there, else in the system's temporary directory::
+
+    <base>/xprocess-postgresql-XXXXXXXX/        the scratch directory, owned by the server's user
+    <base>/xprocess-postgresql-XXXXXXXX/owner.json   who made it: records root, uid, pid
+    <base>/xprocess-postgresql-XXXXXXXX/data/   the cluster (PGDATA)
+
+The server runs under a small ``sh`` that removes the scratch directory once ``postgres`` has
+exited, however it was stopped (end of run, ``--xkill``, a release). What a hard kill left is
+swept by the next start of any project of the same user: a scratch directory whose maker and
+whose postmaster are both gone.
+
+``initdb`` runs once per PostgreSQL installation and settings: its pristine cluster is kept under
+the records root (``.cache/postgresql-<key>``) and copied for every later start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+__all__ = [
+    "SCRATCH_PREFIX",
+    "cached_cluster",
+    "make_scratch",
+    "postmaster_alive",
+    "remove_old_datadir",
+    "scratch_base",
+    "server_command",
+    "sweep",
+]
+
+SCRATCH_PREFIX = "xprocess-postgresql-"
+OWNER_FILE = "owner.json"
+TMPFS = Path("/dev/shm")
+# A cluster is about 40 MB, and each test database a few MB more: leave the rest of a small tmpfs.
+TMPFS_ROOM = 512 << 20
+CACHE_FORMAT = "1"
+
+# Runs postgres, removes the scratch directory when it exits, and exits as postgres did. A SIGTERM
+# (how xprocess stops a process) is passed on as SIGINT, PostgreSQL's fast shutdown, which does
+# not wait for clients; the wait it interrupted is then waited again.
+_WRAPPER = """scratch=$1; shift
+"$@" &
+pid=$!
+trap 'kill -INT "$pid" 2>/dev/null' TERM INT
+wait "$pid"
+status=$?
+if kill -0 "$pid" 2>/dev/null; then wait "$pid"; status=$?; fi
+rm -rf "$scratch"
+exit $status
+"""
+
+
+def scratch_base() -> Path:
+    """``/dev/shm`` when it is a writable tmpfs with room, else the system's temporary directory."""
+    try:
+        stat = os.statvfs(TMPFS)
+        if os.access(TMPFS, os.W_OK) and stat.f_bavail * stat.f_frsize >= TMPFS_ROOM:
+            return TMPFS
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir())
+
+
+def _records_root(control_dir: Path) -> str:
+    return str(control_dir.resolve().parent)
+
+
+def make_scratch(control_dir: Path, user: str | None) -> Path:
+    """A new scratch directory for the server of ``control_dir``, marked as this start's."""
+    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_base()))
+    owner = {
+        "records_root": _records_root(control_dir),
+        "uid": os.geteuid(),
+        "pid": os.getpid(),
+        "create_time": psutil.Process().create_time(),
+    }
+    (scratch / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+    if user is not None:
+        shutil.chown(scratch, user)
+    return scratch
+
+
+def server_command(scratch: Path, postgres_args: list[object]) -> list[object]:
+    """The command that runs ``postgres_args`` and removes ``scratch`` once the server exited."""
+    return ["/bin/sh", "-c", _WRAPPER, "xprocess-postgresql", scratch, *postgres_args]
+
+
+def _owner(scratch: Path) -> dict[str, Any] | None:
+    try:
+        owner = json.loads((scratch / OWNER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def postmaster_alive(datadir: Path) -> bool:
+    """Whether the postmaster that ``datadir/postmaster.pid`` names may still run."""
+    try:
+        pid = int((datadir / "postmaster.pid").read_text(encoding="utf-8").split("\n", 1)[0])
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True  # unreadable or half-written: it may be starting
+    return psutil.pid_exists(pid)
+
+
+def _maker_alive(owner: dict[str, Any]) -> bool:
+    try:
+        return bool(psutil.Process(int(owner["pid"])).create_time() == owner["create_time"])
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return False
+
+
+def remove_old_datadir(datadir: str | None, control_dir: Path) -> None:
+    """Remove the cluster a previous start of this server left, if it is this project's.
+
+    Removed only when it lies under this project's records root, or its scratch directory's
+    owner file says this records root made it; and never while its postmaster may still run.
+    A project copied with its records (``cp -a projA projB``) names projA's cluster: left alone.
+    """
+    if not datadir:
+        return
+    path = Path(datadir)
+    if postmaster_alive(path):
+        return
+    root = Path(_records_root(control_dir))
+    if path.resolve().is_relative_to(root):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    owner = _owner(path.parent) if path.parent.name.startswith(SCRATCH_PREFIX) else None
+    if owner and owner.get("records_root") == str(root) and owner.get("uid") == os.geteuid():
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def sweep() -> list[Path]:
+    """Remove the scratch directories this user's dead servers left; return what went."""
+    removed = []
+    for base in dict.fromkeys((scratch_base(), Path(tempfile.gettempdir()), TMPFS)):
+        try:
+            entries = [e for e in base.iterdir() if e.name.startswith(SCRATCH_PREFIX)]
+        except OSError:
+            continue
+        for scratch in entries:
+            owner = _owner(scratch)
+            if owner is None or owner.get("uid") != os.geteuid() or _maker_alive(owner):
+                continue  # another user's, one being made, or one whose start still runs
+            if postmaster_alive(scratch / "data"):
+                continue
+            shutil.rmtree(scratch, ignore_errors=True)
+            removed.append(scratch)
+    return removed
+
+
+def _stat_key(path: Path) -> str:
+    stat = path.resolve().stat()
+    return f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns}"
+
+
+def cache_key(postgres: Path, initdb_args: list[str], owner: str | None) -> str:
+    """What the pristine cluster depends on: the programs (their files), initdb's arguments and
+    the user its files belong to (``None``: the one running the tests)."""
+    digest = hashlib.sha256(f"format {CACHE_FORMAT}\nowner {owner or os.geteuid()}\n".encode())
+    for program in (postgres, postgres.parent / "initdb"):
+        digest.update(f"{_stat_key(program)}\n".encode())
+    digest.update(json.dumps(initdb_args).encode())
+    return digest.hexdigest()[:16]
+
+
+def _copy(source: Path, target: Path) -> None:
+    # cp -a keeps owners and modes (the cluster belongs to the server's user, mode 0700).
+    subprocess.run(["cp", "-a", str(source), str(target)], check=True, capture_output=True)
+
+
+def cached_cluster(cache_dir: Path, key: str, datadir: Path, make: Any) -> bool:
+    """Fill ``datadir`` (not existing yet) with the pristine cluster of ``key``.
+
+    From the copy under ``cache_dir`` when there is one; else ``make(datadir)`` runs initdb, and
+    its result is copied into the cache for the next start (written aside, then renamed: a
+    reader sees a whole cluster or none). Other keys' clusters are removed. Returns whether the
+    cache was used.
+    """
+    cached = cache_dir / f"postgresql-{key}"
+    if cached.is_dir():
+        _copy(cached, datadir)
+        return True
+    make(datadir)
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        aside = Path(tempfile.mkdtemp(prefix=".new-", dir=cache_dir))
+        try:
+            _copy(datadir, aside / "data")
+            (aside / "data").rename(cached)
+        except OSError:
+            pass  # another start cached it first
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+        for other in cache_dir.glob("postgresql-*"):
+            if other != cached:
+                shutil.rmtree(other, ignore_errors=True)
+    return False
