@@ -36,6 +36,15 @@ def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
     assert not leaked, f"the test left processes behind: {leaked}"
 
 
+@pytest.fixture(autouse=True)
+def _asyncio_loop_scope(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give the projects pytester runs the loop scope pytest-asyncio (a dev dependency, for the
+    async server fixtures) warns about when unset: the warning would land in every run."""
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it sets up
+        monkeypatch.setenv("PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function")
+
+
 @pytest.fixture
 def child() -> Callable[..., list[str]]:
     return child_args

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import filelock
 import pytest
 
 from tests.support import HEADER
 from tests.test_plugin import run_module
 from xprocess.commands import COLUMNS, MIN_DATA_WIDTH, table
+from xprocess.locking import NameLock
 
 URL = "http://127.0.0.1:40123/" + "a-long-path/" * 10  # longer than any cut of old
 
@@ -140,7 +140,7 @@ def test_xkill_keeps_a_record_whose_name_is_locked_by_a_start_under_way(
     started: pytest.Pytester,
 ) -> None:
     root = started.path / ".pytest_cache" / "d" / ".xprocess"
-    with filelock.FileLock(str(root / ".locks" / "server.lock")):
+    with NameLock(root / ".locks" / "server.lock", "server", 0):
         started.runpytest_subprocess("--xkill").stdout.fnmatch_lines(["* server TERMINATED"])
     started.runpytest_subprocess("--xshow").stdout.fnmatch_lines(["server *DEAD *"])
 

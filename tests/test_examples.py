@@ -296,7 +296,9 @@ def test_a_missing_server_fails_its_tests_with_how_to_install_it(
     result = run(pytester)
     result.assert_outcomes(errors=4)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines([f"E *ServerNotFoundError: * is not installed *{example.install}*"])
+    result.stdout.fnmatch_lines(
+        [f"*_proc: ServerNotFoundError: * is not installed *{example.install}*"]
+    )
     assert "SKIPPED" not in result.stdout.str()
 
 

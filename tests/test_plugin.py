@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.support import HEADER
+from tests.support import HEADER, wait_for
 
 STARTERS = (
     HEADER
@@ -144,6 +144,55 @@ class Broken(ProcessStarter):
     pytester.runpytest_subprocess().assert_outcomes(failed=1)
     result = pytester.runpytest_subprocess("--xshow")
     result.stdout.fnmatch_lines(["broken *FAILED *- *"])
+
+
+PREPARING = (
+    HEADER
+    + """
+from projects import wait_for
+
+ROOT = Path(__file__).parent
+
+class Preparing(ProcessStarter):
+    # Like initdb before postgres: work in args(), before there is a process to record.
+    pattern = "ready"
+    terminate_at_end = True
+    def args(self):
+        (ROOT / "preparing").write_text("")
+        wait_for(lambda: (ROOT / "go").exists(), timeout=120, what="the go file")
+        return child()
+"""
+)
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["first-start", "after-a-dead-one"])
+def test_xshow_says_starting_while_a_start_prepares_in_args(
+    pytester: pytest.Pytester, earlier: bool
+) -> None:
+    pytester.makeconftest(PREPARING)
+    pytester.makepyfile(
+        "from conftest import Preparing\n"
+        "def test_it(xprocess):\n    xprocess.ensure('server', Preparing)\n"
+    )
+    if earlier:
+        (pytester.path / "go").write_text("")
+        pytester.runpytest_subprocess().assert_outcomes(passed=1)
+        pytester.runpytest_subprocess("--xshow").stdout.fnmatch_lines(["server *DEAD *"])
+        (pytester.path / "go").unlink()
+        (pytester.path / "preparing").unlink()
+    run = pytester.popen([sys.executable, "-m", "pytest"], stdin=subprocess.DEVNULL)
+    try:
+        wait_for(
+            lambda: (pytester.path / "preparing").exists() or run.poll() is not None,
+            timeout=120,
+        )
+        result = pytester.runpytest_subprocess("--xshow")
+    finally:
+        (pytester.path / "go").write_text("")
+        out, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, out.decode()
+    result.stdout.fnmatch_lines(["server *STARTING *"])
+    pytester.runpytest_subprocess("--xshow").stdout.fnmatch_lines(["server *DEAD *"])
 
 
 def run_module(pytester: pytest.Pytester, *args: str) -> subprocess.CompletedProcess[str]:

@@ -140,7 +140,9 @@ def test_the_failed_start_shown_is_what_a_failed_start_prints(pytester: pytest.P
     pytester.makeini("[pytest]\n")
     (pytester.path / "conftest.py").write_text(wrong, encoding="utf-8")
     (pytester.path / "test_server.py").write_text(files["test_server.py"], encoding="utf-8")
-    result = pytester.runpytest_subprocess()
+    # The README's reader has xprocess alone; pytest-asyncio (in the dev extra) would add the
+    # frame of its pytest_fixture_setup wrapper above the conftest's.
+    result = pytester.runpytest_subprocess("-p", "no:asyncio")
     result.assert_outcomes(errors=1)
     (_, failed_sample) = literal_blocks(section("What it looks like"))
     assert_shown(failed_sample, result.outlines, pytester.path)

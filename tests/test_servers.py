@@ -9,8 +9,10 @@ databases do not meet.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import hashlib
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import HEADER, wait_for
 from tests.test_examples import have_postgres, need
 from xprocess.errors import InvalidStarterError, ServerNotFoundError
 from xprocess.manager import XProcessInfo
@@ -184,24 +187,81 @@ def test_the_database_of_a_crashed_worker_is_dropped_at_the_end_of_the_run(
     assert databases(pg_cache, f"{prefix_of(project)}%") == loads(project)
 
 
-def test_a_configured_postgres_that_is_not_there_is_named_in_the_error(
-    pytester: pytest.Pytester,
+@pytest.mark.parametrize(
+    ("args", "ini", "where"),
+    [
+        ([], "xpostgresql_exec = /nonexistent/bin/postgres\n", "ini option xpostgresql_exec in *"),
+        (["--xpostgresql-exec", "/nonexistent/bin/postgres"], "", "--xpostgresql-exec on the *"),
+    ],
+    ids=["ini", "command-line"],
+)
+def test_a_configured_postgres_that_is_not_there_is_a_usage_error_at_start(
+    pytester: pytest.Pytester, args: list[str], ini: str, where: str
 ) -> None:
-    pytester.makeini("[pytest]\nxpostgresql_exec = /nonexistent/bin/postgres\n")
+    pytester.makeini("[pytest]\n" + ini)
     pytester.makeconftest(
         "from xprocess.servers import postgresql as pg\n"
         "postgresql_proc = pg.postgresql_proc()\n"
         "postgresql = pg.postgresql()\n"
     )
     pytester.makepyfile("def test_it(postgresql):\n    pass\n")
-    result = pytester.runpytest_subprocess()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
         [
-            "E *ServerNotFoundError: xpostgresql_exec is '/nonexistent/bin/postgres', but "
-            "/nonexistent/bin does not hold postgres, initdb; point xpostgresql_exec at *"
+            "ERROR: xpostgresql_exec is '/nonexistent/bin/postgres', but /nonexistent/bin does not "
+            f"hold postgres, initdb; point xpostgresql_exec at * (set by {where})"
         ]
     )
+
+
+FOUR_TESTS = """
+import pytest
+
+@pytest.mark.parametrize("i", range(4))
+def test_it({fixture}, i):
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("conftest", "args", "error"),
+    [
+        (
+            "from xprocess.servers import redis\n"
+            "redis_proc = redis.redis_proc(executable='/nonexistent/redis-server')\n"
+            "redisdb = redis.redisdb()\n",
+            [],
+            "redis_proc: ServerNotFoundError: xredis_exec is '/nonexistent/redis-server', *",
+        ),
+        (
+            "import sys\nsys.modules['psycopg'] = None  # as if it were not installed\n"
+            "from xprocess.servers import postgresql as pg\n"
+            "postgresql_proc = pg.postgresql_proc()\npostgresql = pg.postgresql()\n",
+            [],
+            'postgresql_proc: ModuleNotFoundError: * pip install "xprocess[[]postgresql]"',
+        ),
+    ],
+    ids=["wrong-redis-exec", "missing-psycopg"],
+)
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["no-xdist", "n2"])
+def test_a_server_fixture_error_is_said_once_without_xprocess_frames(
+    pytester: pytest.Pytester, conftest: str, args: list[str], error: str, workers: list[str]
+) -> None:
+    pytester.makeconftest(conftest)
+    fixture = "redisdb" if "redis" in conftest else "postgresql"
+    pytester.makepyfile(FOUR_TESTS.format(fixture=fixture))
+    result = pytester.runpytest_subprocess("-p", "no:randomly", *args, *workers)
+    result.assert_outcomes(errors=4)
+    lines = result.stdout.lines
+    full = [line for line in lines if fnmatch.fnmatch(line, error)]
+    # Once per process that set the fixture up: the run, or each xdist worker that ran a test.
+    assert 1 <= len(full) <= max(1, len(workers)), "\n".join(lines)
+    result.stdout.fnmatch_lines(
+        ["*could not be set up: see the error at test_*.py::test_it* above"]
+    )
+    assert not [line for line in lines if "xprocess/" in line], "\n".join(lines)
+    assert len(lines) < 40, "\n".join(lines)
 
 
 REDIS_PROJECT = """
@@ -234,13 +294,117 @@ def test_redis_gives_each_worker_its_own_database_flushed_between_tests(
     assert {(worker, f"{int(worker[2:])}") for worker, _ in pairs} == pairs
 
 
-def test_a_worker_beyond_the_redis_databases_gets_an_error_saying_what_to_raise(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_database_is_leased_to_one_holder_at_a_time_and_free_once_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw4")
-    server = rd.RedisServer("redis", "127.0.0.1", 1, databases=4)
-    with pytest.raises(ValueError, match="worker gw4 needs database 4, but the server has 4; "):
-        server.worker_db()
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    first = rd.lease_db(tmp_path, "redis", 3)
+    second = rd.lease_db(tmp_path, "redis", 3)
+    third = rd.lease_db(tmp_path, "redis", 3)
+    assert (first.slot, second.slot, third.slot) == (1, 2, 0)
+    with pytest.raises(RuntimeError, match="all 3 databases of the server are leased"):
+        rd.lease_db(tmp_path, "redis", 3)
+    second.release()
+    assert rd.lease_db(tmp_path, "redis", 3).slot == 2
+
+
+def test_a_dead_workers_database_lease_is_free(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from xprocess.servers import redis as rd; "
+            f"lease = rd.lease_db(__import__('pathlib').Path({str(tmp_path)!r}), 'redis', 1); "
+            "print(lease.slot, flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "0\n"
+        with pytest.raises(RuntimeError, match="all 1 databases"):
+            rd.lease_db(tmp_path, "redis", 1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert rd.lease_db(tmp_path, "redis", 1).slot == 0
+
+
+REDIS_HOLDER = """
+import os
+from pathlib import Path
+from projects import wait_for
+
+def test_keeps_its_keys(redisdb):
+    here = Path(__file__).parent
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    db = redisdb.connection_pool.connection_kwargs["db"]
+    redisdb.set("mine", worker)
+    (here / f"a-{worker}").write_text(str(db))
+    wait_for(lambda: (here / "b-done").exists(), timeout=120, what="run B to end")
+    assert redisdb.get("mine") == worker
+"""
+
+REDIS_OTHER_RUN = """
+import os
+from pathlib import Path
+
+def test_uses_its_own_database(redisdb):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    db = redisdb.connection_pool.connection_kwargs["db"]
+    (Path(__file__).parent / f"b-{worker}").write_text(str(db))
+    redisdb.set("mine", "b")
+"""
+
+
+@pytest.mark.parametrize(
+    ("a_args", "b_args"),
+    [((), ()), (("-n", "2", "--dist", "each"), ("-n", "2", "--dist", "each"))],
+    ids=["plain", "xdist"],
+)
+def test_two_runs_at_once_on_one_redis_never_flush_each_others_keys(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    a_args: tuple[str, ...],
+    b_args: tuple[str, ...],
+) -> None:
+    need(shutil.which("redis-server") is not None, "redis-server", "apt-get install redis-server")
+    # Under xdist, the runs started here would inherit this worker's name.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    pytester.makeconftest(
+        HEADER
+        + "from xprocess.servers import redis\n"
+        + "redis_proc = redis.redis_proc()\n"
+        + "redisdb = redis.redisdb('redis_proc', decode=True)\n"
+    )
+    pytester.makepyfile(test_a=REDIS_HOLDER, test_b=REDIS_OTHER_RUN)
+    a_workers = ["gw0", "gw1"] if a_args else ["main"]
+    b_workers = ["gw0", "gw1"] if b_args else ["main"]
+    # Run A goes on in the background, its tests holding keys until run B has ended.
+    command = [sys.executable, "-m", "pytest", "-p", "no:randomly", *a_args, "test_a.py"]
+    run_a = pytester.popen(command, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(
+            lambda: (
+                all((pytester.path / f"a-{w}").exists() for w in a_workers)
+                or run_a.poll() is not None
+            ),
+            timeout=120,
+            what="run A's tests to hold their databases",
+        )
+        assert run_a.poll() is None, "run A ended before its tests held their databases"
+        run_b = pytester.runpytest_subprocess(*b_args, "test_b.py", timeout=120)
+        run_b.assert_outcomes(passed=len(b_workers))
+    finally:
+        (pytester.path / "b-done").write_text("")
+        out, err = run_a.communicate(timeout=120)
+    assert run_a.returncode == 0, out.decode() + err.decode()
+    a_dbs = {(pytester.path / f"a-{w}").read_text() for w in a_workers}
+    b_dbs = {(pytester.path / f"b-{w}").read_text() for w in b_workers}
+    # Run B's workers may take turns on one database; never on one that run A holds.
+    assert len(a_dbs) == len(a_workers)
+    assert not a_dbs & b_dbs, f"run A used {a_dbs}, run B {b_dbs}"
 
 
 @pytest.mark.parametrize(

@@ -319,6 +319,48 @@ def table(xprocess):
     assert (pytester.path / "events").read_text() == "dropped while server True"
 
 
+def test_xkill_forgets_a_value_whose_server_ended_with_the_run_without_calling_into_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # A template database in a server stopped at the end of the run: its cleanup could only
+    # fail to connect, and must not turn a CI step running --xkill red.
+    pytester.makeconftest(
+        HEADER
+        + """
+ROOT = Path(__file__).parent
+
+class Server(ProcessStarter):
+    pattern = "ready"
+    args = child()
+    terminate_at_end = True
+
+def create_table():
+    return "table"
+
+def drop_table(value):
+    (ROOT / "events").write_text("cleanup called")
+    raise ConnectionRefusedError("the server is gone")
+
+@pytest.fixture(scope="session")
+def table(xprocess):
+    xprocess.ensure("server", Server)
+    return xprocess.shared("table", create_table, cleanup=drop_table, key="k", process="server")
+"""
+    )
+    pytester.makepyfile("def test_it(table):\n    assert table == 'table'\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    shown = pytester.runpytest_subprocess("--xshow")
+    shown.stdout.fnmatch_lines(["- table VALUE (*tied to server pid *, which is gone, kept*"])
+    result = pytester.runpytest_subprocess("--xkill")
+    result.stdout.fnmatch_lines(
+        ["- table VALUE CLEARED (its process server is gone, nothing to clean up)"]
+    )
+    result.stdout.no_fnmatch_line("*cleanup failed*")
+    assert result.ret == 0
+    assert not (pytester.path / "events").exists()
+    pytester.runpytest_subprocess("--xshow").stdout.no_fnmatch_line("*table VALUE*")
+
+
 class Server(ProcessStarter):
     pattern = "ready"
     args = child_args()

@@ -10,10 +10,11 @@ takes it exclusively, without waiting: while anyone holds it, the clear is refus
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from pathlib import Path
+
+from xprocess.locking import flock
 
 __all__ = ["EXCLUSIVE_WAIT", "hold_records", "runs_lock_path"]
 
@@ -54,7 +55,7 @@ def hold_records(root: Path, *, exclusive: bool = False) -> int | None:
         if exclusive:
             _lock_exclusive(fd, time.monotonic() + EXCLUSIVE_WAIT)
         else:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            flock(fd, exclusive=False)
     except BaseException:
         os.close(fd)
         raise
@@ -65,7 +66,7 @@ def _lock_exclusive(fd: int, deadline: float) -> None:
     delay = 0.01
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            flock(fd, wait=False)
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:

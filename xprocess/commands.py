@@ -6,9 +6,10 @@
     http_server  7168   LIVE    0:00:41  -             port=40123  .pytest_cache/d/.xprocess/...
 
 STATUS is LIVE (ready and running), STARTING (running but never ready: a start in progress, or
-one whose starter crashed), FAILED (its last start failed) or DEAD (not running, or its pid now
-belongs to another process). DATA takes the room the terminal leaves (all of it when the output
-is not a terminal); ``full=True`` shows each record whole instead, one field a line.
+one whose starter crashed; or not running yet while a start holds its lock, preparing in the
+starter's ``args()``, as ``initdb`` does), FAILED (its last start failed) or DEAD (not running, or
+its pid now belongs to another process). DATA takes the room the terminal leaves (all of it when
+the output is not a terminal); ``full=True`` shows each record whole instead, one field a line.
 
 ``--xkill`` stops each recorded process, then forgets the record of each one that is gone (its
 log and control dir stay), so DEAD records do not pile up.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from xprocess.errors import StartupTimeoutError
 from xprocess.layout import Layout
-from xprocess.locking import NameLock
+from xprocess.locking import NameLock, held_elsewhere
 from xprocess.manager import XProcessInfo
 from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
 from xprocess.runs import running_users
@@ -56,14 +57,21 @@ def _uptime(record: ProcessRecord, now: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-def status_of(info: XProcessInfo) -> str:
-    """LIVE, STARTING, FAILED or DEAD (see the module's docstring)."""
+def status_of(info: XProcessInfo, *, locked: bool = False) -> str:
+    """LIVE, STARTING, FAILED or DEAD (see the module's docstring).
+
+    ``locked``: another process holds the name's lock, so a record of no running process is
+    a start still preparing (its ``args()`` runs before there is a process to record).
+    """
     record = info.record
+    running = record is not None and info.isrunning()
+    if not running and locked:
+        return STARTING
     if record is None:
         return DEAD
     if record.state == FAILED:
         return FAILED_STATUS
-    if not info.isrunning():
+    if not running:
         return DEAD
     return LIVE if record.state == READY else STARTING
 
@@ -110,9 +118,12 @@ def row(info: XProcessInfo, now: float, rootdir: Path | None = None) -> tuple[st
     """The cells of ``info``'s line in the table (see COLUMNS)."""
     record = info.record
     log = _shown_path(info.logpath, rootdir)
+    locked = held_elsewhere(info.store.lock_path(info.name))
     if record is None:
+        if locked:
+            return (info.name, "-", STARTING, "-", "-", "(preparing its first start)", log)
         return (info.name, "-", DEAD, "-", "-", "(record missing or unreadable)", log)
-    status = status_of(info)
+    status = status_of(info, locked=locked)
     running = status in (LIVE, STARTING)
     return (
         info.name,
@@ -158,9 +169,14 @@ def _when(timestamp: float) -> str:
 def in_full(info: XProcessInfo, now: float) -> list[str]:
     """Every field of ``info``'s record worth reading, one a line, nothing cut."""
     record = info.record
+    locked = held_elsewhere(info.store.lock_path(info.name))
     if record is None:
-        return [info.name, "  (record missing or unreadable)", f"  log      {info.logpath}"]
-    status = status_of(info)
+        if locked:
+            what = f"  status   {STARTING} (preparing its first start)"
+        else:
+            what = "  (record missing or unreadable)"
+        return [info.name, what, f"  log      {info.logpath}"]
+    status = status_of(info, locked=locked)
     running = status in (LIVE, STARTING)
     fields = [
         ("pid", str(record.pid)),
@@ -182,14 +198,34 @@ def in_full(info: XProcessInfo, now: float) -> list[str]:
     return lines
 
 
-def _infos(roots: Iterable[Path], names: list[str] | None) -> list[XProcessInfo]:
+def _infos(
+    roots: Iterable[Path], names: list[str] | None, *, starting: bool = False
+) -> list[XProcessInfo]:
+    """The recorded processes (those in ``names``); with ``starting``, also the names a start
+    holds the lock of before it has written a first record."""
     infos = []
     for root in roots:
         store = RecordStore(root)
-        for name in store.names():
+        recorded = store.names()
+        if starting:
+            recorded = sorted({*recorded, *_first_starts(Layout(root))})
+        for name in recorded:
             if names is None or name in names:
                 infos.append(XProcessInfo(root, name))
     return infos
+
+
+def _first_starts(layout: Layout) -> list[str]:
+    """Names without a record whose lock another process holds: a first start preparing."""
+    try:
+        locks = sorted(layout.locks.glob("*.lock"))
+    except OSError:
+        return []
+    return [
+        lock.name.removesuffix(".lock")
+        for lock in locks
+        if not layout.record(lock.name.removesuffix(".lock")).exists() and held_elsewhere(lock)
+    ]
 
 
 def _nothing_recorded(looked_in: Iterable[Path], rootdir: Path | None) -> str:
@@ -217,7 +253,7 @@ def show(
     a line of the table.
     """
     roots = list(roots)
-    infos = _infos(roots, names)
+    infos = _infos(roots, names, starting=True)
     now = time.time()
     if names is not None:
         status = 0

@@ -8,6 +8,7 @@ Layout under the records root (``.pytest_cache/d/.xprocess`` by default)::
     <root>/<name>/.record-kept            a second name of an earlier record (see keep_blocks)
     <root>/.locks/<name>.lock             held while a process is checked, started or stopped
     <root>/.locks/values/<name>.lock      held while a shared value is computed
+    <root>/.locks/leases/<name>/<n>.lock  held by the worker that leases slot n of <name>
     <root>/.values/<name>/run-<run>.json  a shared value of one run (values.ValueRecord)
     <root>/.values/<name>/kept.json       a shared value kept across runs
     <root>/.runs/<run id>                 "this run used xprocess": its end has work to do
@@ -82,6 +83,10 @@ class Layout:
             for e in entries
             if not e.name.startswith(".") and os.path.lexists(e / RECORD_FILE)
         )
+
+    def lease_lock(self, name: str, slot: int) -> Path:
+        """Held by the one live worker that leases slot ``slot`` of process ``name``."""
+        return self.locks / "leases" / name / f"{slot}.lock"
 
     # Shared values
     def value_of_run(self, name: str, run_id: str) -> Path:

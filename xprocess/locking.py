@@ -12,7 +12,6 @@ make xprocess write to (or empty) a file outside the records root.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import stat
 import time
@@ -22,10 +21,22 @@ from types import TracebackType
 from xprocess.errors import StartupTimeoutError, UnsafePathError
 from xprocess.layout import LOCKS_DIR
 
-__all__ = ["NameLock"]
+__all__ = ["NameLock", "flock", "held_elsewhere", "try_lock"]
 
 # How often a waiter tries the lock again: from 1 ms, backing off to this.
 _MAX_POLL = 0.05
+
+
+def flock(fd: int, *, exclusive: bool = True, wait: bool = True) -> None:
+    """``flock(2)`` on ``fd``; BlockingIOError when ``wait`` is False and another holds it.
+
+    fcntl is imported here, not with the module, so that xprocess imports where it does not
+    exist (Windows, where it refuses to start with one sentence instead of crashing).
+    """
+    import fcntl
+
+    operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    fcntl.flock(fd, operation if wait else operation | fcntl.LOCK_NB)
 
 
 def _open_lock_file(path: Path, name: str) -> int:
@@ -80,7 +91,7 @@ class NameLock:
         try:
             while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    flock(fd, wait=False)
                     break
                 except BlockingIOError:
                     pass
@@ -118,3 +129,36 @@ class NameLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def try_lock(path: Path, name: str) -> int | None:
+    """Take the lock at ``path`` if it is free now: its open descriptor (closing it lets go),
+    or None when another process holds it. Opened as :class:`NameLock` opens its file (never
+    through a symlink, never truncated); OSError when it cannot be opened."""
+    fd = _open_lock_file(path, name)
+    try:
+        flock(fd, wait=False)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def held_elsewhere(path: Path, name: str = "") -> bool:
+    """Whether another process holds the lock at ``path`` now (a start or stop in progress).
+
+    Takes the lock for an instant if it is free; a missing lock file is a free lock.
+    """
+    if not path.is_file():
+        return False
+    try:
+        fd = try_lock(path, name or path.stem)
+    except OSError:
+        return False  # cannot even open it (a read-only root): nobody could be starting there
+    if fd is None:
+        return True
+    os.close(fd)
+    return False

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from pathlib import Path
 
 import pytest
 
 from xprocess.cache_clear import hold_records, runs_lock_path
+from xprocess.locking import flock
 
 __all__ = [
     "NO_CACHE_DIRNAME",
@@ -114,7 +114,7 @@ def restore_records(config: pytest.Config, held: int | None = None) -> None:
     finally:
         if held is not None:
             with contextlib.suppress(OSError):
-                fcntl.flock(held, fcntl.LOCK_SH)
+                flock(held, exclusive=False)
 
 
 def run_marker(root: Path, run_id: str) -> Path:

@@ -40,6 +40,7 @@ __all__ = [
     "ValueStore",
     "cleanup_run_values",
     "clear_values",
+    "process_gone",
     "shared_value",
 ]
 
@@ -309,6 +310,32 @@ def _instance_of(root: Path, name: str, process: str) -> dict[str, Any]:
     return {"name": process, "pid": record.pid, "create_time": record.create_time}
 
 
+def process_gone(root: Path, record: ValueRecord) -> bool:
+    """Whether ``record`` is tied to a process instance that no longer runs.
+
+    Such a value died with its process (a database in a stopped server): its cleanup would only
+    fail to reach it, so it is forgotten without calling into it.
+    """
+    tied = record.process
+    if tied is None:
+        return False
+    name = tied.get("name")
+    if not isinstance(name, str):
+        return True
+    running = RecordStore(root).read(name)
+    return (
+        running is None
+        or running.pid != tied.get("pid")
+        or running.create_time != tied.get("create_time")
+        or not running.is_alive()
+    )
+
+
+def _gone_note(record: ValueRecord) -> str:
+    assert record.process is not None
+    return f"its process {record.process.get('name')} is gone, nothing to clean up"
+
+
 def _clean_up_stale(
     name: str, stale: ValueRecord, cleanup: Callable[[Any], object], loads: Callable[[str], Any]
 ) -> None:
@@ -342,7 +369,12 @@ def cleanup_run_values(root: Path, run_id: str, report: Callable[[str], None]) -
     """
     store = ValueStore(root)
     for path, record in store.all(run_id):
-        if record is None or record.state != READY or record.cleanup is None:
+        if (
+            record is None
+            or record.state != READY
+            or record.cleanup is None
+            or process_gone(root, record)
+        ):
             path.unlink(missing_ok=True)
             continue
         error = _run_cleanup(record)
@@ -377,6 +409,8 @@ def describe_values(root: Path) -> list[str]:
         notes = [f"run {record.run_id[:8]}"]
         if record.process is not None:
             notes.append(f"tied to {record.process.get('name')} pid {record.process.get('pid')}")
+            if process_gone(root, record):
+                notes.append("which is gone")
         if record.key is not None:
             notes.append(f"kept, key {record.key[:16]}")
         if record.cleanup_error:
@@ -393,7 +427,9 @@ def clear_values(root: Path, write: Callable[[str], None]) -> int:
     status = 0
     for path, record in ValueStore(root).all():
         name = record.name if record is not None else path.parent.name
-        if record is not None and record.state == READY and record.cleanup is not None:
+        if record is not None and record.cleanup is not None and process_gone(root, record):
+            write(f"- {name} VALUE CLEARED ({_gone_note(record)})")
+        elif record is not None and record.state == READY and record.cleanup is not None:
             error = _run_cleanup(record)
             if error:
                 write(f"- {name} VALUE CLEARED, cleanup failed: {error}")

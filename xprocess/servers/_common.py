@@ -14,6 +14,7 @@ from types import ModuleType
 import pytest
 
 from xprocess.errors import ServerNotFoundError
+from xprocess.servers.settings import POSTGRESQL, REDIS, Setting, resolve
 
 __all__ = ["find_program", "flag_setting", "require_extra", "text_setting", "worker_id"]
 
@@ -81,35 +82,22 @@ def find_program(
     )
 
 
-def _option_name(ini: str) -> str:
-    return "--" + ini.replace("_", "-")
+def _setting(ini: str) -> Setting:
+    for setting in (*POSTGRESQL.values(), *REDIS.values()):
+        if setting.ini == ini:
+            return setting
+    raise KeyError(ini)
 
 
 def text_setting(config: pytest.Config, ini: str) -> str | None:
-    """A setting from the command line (``--ini-name``), else the ini file; None when unset."""
-    value = config.getoption(ini, None)
-    if value:
-        return str(value)
-    ini_value = config.getini(ini)
-    return str(ini_value) if ini_value else None
+    """A text setting (command line, environment, ini file; see ``settings.resolve``)."""
+    value = resolve(config, _setting(ini))
+    return None if value is None else str(value)
 
 
 def flag_setting(config: pytest.Config, ini: str) -> bool:
     """A yes/no setting: ``--ini-name`` on the command line, else ``ini = true`` in the ini file."""
-    if config.getoption(ini, False):
-        return True
-    value = config.getini(ini)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("", "0", "false", "no", "off"):
-        return False
-    if text in ("1", "true", "yes", "on"):
-        return True
-    raise pytest.UsageError(
-        f"ini option {ini} is {value!r}; use true or false (or {_option_name(ini)} on the "
-        "command line)"
-    )
+    return bool(resolve(config, _setting(ini)))
 
 
 def worker_id() -> str:

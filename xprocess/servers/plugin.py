@@ -6,38 +6,61 @@ modules are imported only by a conftest that uses them.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 import pytest
 
-POSTGRESQL_EXEC_HELP = (
-    "the PostgreSQL server program (postgres) or its bin directory, for xprocess.servers"
-    ".postgresql (default: PATH, then /usr/lib/postgresql/*/bin and Homebrew's directories)"
-)
-POSTGRESQL_KEEP_HELP = (
-    "keep the PostgreSQL server of xprocess.servers.postgresql running after the run, so the next "
-    "run reuses it with its template database (stop it with --xkill)"
-)
-REDIS_EXEC_HELP = (
-    "the redis-server program for xprocess.servers.redis (default: PATH, then the usual places)"
-)
-REDIS_KEEP_HELP = (
-    "keep the Redis server of xprocess.servers.redis running after the run (stop it with --xkill)"
-)
+from xprocess.servers.isolation import FAILED, MARKER, kept_lines
+from xprocess.servers.settings import POSTGRESQL, REDIS, register
+from xprocess.servers.startup_checks import check_settings
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Register where the server programs are and whether servers outlive the run."""
-    group = parser.getgroup("xprocess", "external processes managed across test runs (xprocess)")
-    for name, help_text in (
-        ("xpostgresql_exec", POSTGRESQL_EXEC_HELP),
-        ("xredis_exec", REDIS_EXEC_HELP),
+    """Register every setting of the servers, each as an option and an ini key."""
+    register(parser, POSTGRESQL)
+    register(parser, REDIS)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the isolation marker; refuse a setting that cannot be right before anything
+    starts (once, not in each worker)."""
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(mode): how xprocess.servers.postgresql isolates this test: 'database' "
+        "(a fresh database) or 'transaction' (rolled back at its end)",
+    )
+    config.pluginmanager.register(KeptDatabases(), "xprocess-servers-kept-databases")
+    if not hasattr(config, "workerinput") and not (
+        config.getoption("xshow", False) or config.getoption("xkill", False)
     ):
-        group.addoption(f"--{name.replace('_', '-')}", dest=name, metavar="PATH", help=help_text)
-        parser.addini(name, help_text, default=None)
-    for name, help_text in (
-        ("xpostgresql_keep", POSTGRESQL_KEEP_HELP),
-        ("xredis_keep", REDIS_KEEP_HELP),
-    ):
-        group.addoption(
-            f"--{name.replace('_', '-')}", dest=name, action="store_true", help=help_text
-        )
-        parser.addini(name, help_text, type="bool", default=False)
+        check_settings(config)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Note a failed phase, so the database fixture's teardown knows to keep the database."""
+    report = yield
+    if report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+class KeptDatabases:
+    """Collects the databases kept for failed tests and names them in the run's summary."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Reports of xdist workers arrive here too, with the teardown's user properties."""
+        if report.when == "teardown":
+            self.lines.extend(kept_lines(report.user_properties, report.nodeid))
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        """Say how to connect to each kept database."""
+        if self.lines:
+            terminalreporter.section("databases kept for failed tests (xprocess)")
+            for line in self.lines:
+                terminalreporter.line(line)

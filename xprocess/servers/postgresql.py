@@ -28,23 +28,18 @@ import pwd
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-import pytest
-
-from xprocess.errors import InvalidStarterError, StartupError
+from xprocess.errors import StartupError
 from xprocess.layout import Layout
 from xprocess.ports import free_port
-from xprocess.records import validate_name
 from xprocess.servers import _pgdata
 from xprocess.servers._common import (
     find_program,
-    flag_setting,
     require_extra,
-    text_setting,
     worker_id,
 )
 from xprocess.servers._pgpool import DatabasePool
@@ -53,13 +48,13 @@ from xprocess.starter import ProcessStarter
 if TYPE_CHECKING:
     import psycopg
 
-    from xprocess.manager import XProcess
 
 __all__ = [
     "PostgreSQLServer",
     "PostgreSQLStarter",
     "find_postgres",
     "postgresql",
+    "postgresql_async",
     "postgresql_proc",
 ]
 
@@ -78,6 +73,7 @@ INSTALL = "apt-get install postgresql, or brew install postgresql"
 EXEC_SETTING = "xpostgresql_exec"
 KEEP_SETTING = "xpostgresql_keep"
 HOST = "127.0.0.1"
+EXISTING_PORT = 5432  # an existing server's port when only its host is given
 SUPERUSER = "postgres"
 # As root, the cluster and the server belong to this user (the postgresql package creates it).
 SERVER_USER = "postgres"
@@ -118,14 +114,18 @@ def server_user() -> str | None:
 
 def connect_kwargs(data: dict[str, Any], dbname: str) -> dict[str, Any]:
     """psycopg connection parameters of the server whose recorded data is ``data``."""
-    return {"host": data["host"], "port": data["port"], "user": data["user"], "dbname": dbname}
+    kwargs = {"host": data["host"], "port": data["port"], "user": data["user"], "dbname": dbname}
+    if data.get("password") is not None:
+        kwargs["password"] = data["password"]
+    return kwargs
 
 
 class PostgreSQLStarter(ProcessStarter):
-    """``initdb`` into a fresh data directory, then ``postgres`` on a free port of 127.0.0.1.
+    """A fresh cluster of ``superuser`` (a copy of the pristine one ``initdb`` made, see
+    ``_pgdata``), then ``postgres`` on ``port`` (default: a free one) of 127.0.0.1.
 
-    The fixture factory makes a subclass with ``postgres`` (the program), ``process_name`` and
-    ``options`` (more ``-c name=value`` settings) filled in.
+    The fixture factory makes a subclass with ``postgres`` (the program), ``process_name``,
+    ``options`` (more ``-c name=value`` settings), ``port`` and ``superuser`` filled in.
     """
 
     pattern = "database system is ready to accept connections"
@@ -135,6 +135,8 @@ class PostgreSQLStarter(ProcessStarter):
     postgres: str = ""
     process_name: str = "postgresql"
     options: tuple[str, ...] = ()
+    port: int | None = None  # None: a free port
+    superuser: str = SUPERUSER
 
     def __init__(self, control_dir: Path | str, process: Any = None) -> None:
         super().__init__(control_dir, process)
@@ -143,7 +145,7 @@ class PostgreSQLStarter(ProcessStarter):
 
     def args(self) -> list[object]:
         postgres = Path(self.postgres) if self.postgres else find_postgres()
-        port = free_port()
+        port = self.port or free_port()
         user = server_user()
         if self.process is not None:
             previous = self.process.getinfo(self.process_name).data.get("datadir")
@@ -151,17 +153,18 @@ class PostgreSQLStarter(ProcessStarter):
         _pgdata.sweep()
         scratch = _pgdata.make_scratch(self.control_dir, user)
         datadir = scratch / "data"
-        key = _pgdata.cache_key(postgres, INITDB_ARGS, user)
+        # The superuser is one of initdb's arguments: a cluster cached for another is not this one.
+        key = _pgdata.cache_key(postgres, initdb_args(self.superuser), user)
         cache = Layout(self.control_dir.parent).cache
 
         def make(target: Path) -> None:
             target.mkdir()
             if user is not None:
                 shutil.chown(target, user)
-            initdb(postgres.parent / "initdb", target)
+            initdb(postgres.parent / "initdb", target, self.superuser)
 
         _pgdata.cached_cluster(cache, key, datadir, make)
-        self.data.update(host=HOST, port=port, user=SUPERUSER, datadir=str(datadir))
+        self.data.update(host=HOST, port=port, user=self.superuser, datadir=str(datadir))
         settings = [
             "listen_addresses=127.0.0.1",
             # Durability is not needed for data that is thrown away.
@@ -184,13 +187,19 @@ class PostgreSQLStarter(ProcessStarter):
         return True
 
 
-# The cluster: trust authentication, UTF-8, the C locale, no fsync.
-INITDB_ARGS = ["--username", SUPERUSER, "--auth", "trust", "--encoding", "UTF8", "--locale", "C"]
+def initdb_args(superuser: str = SUPERUSER) -> list[str]:
+    """initdb's arguments for a cluster of ``superuser``: trust authentication, UTF-8, the C
+    locale."""
+    return ["--username", superuser, "--auth", "trust", "--encoding", "UTF8", "--locale", "C"]
 
 
-def initdb(program: Path, datadir: Path) -> None:
-    """Create a cluster in ``datadir`` with ``INITDB_ARGS``, not synced to disk."""
-    command = [str(program), "--pgdata", str(datadir), *INITDB_ARGS, "--no-sync"]
+# The cluster of the default superuser.
+INITDB_ARGS = initdb_args()
+
+
+def initdb(program: Path, datadir: Path, superuser: str = SUPERUSER) -> None:
+    """Create a cluster of ``superuser`` in ``datadir`` (``initdb_args``), not synced to disk."""
+    command = [str(program), "--pgdata", str(datadir), *initdb_args(superuser), "--no-sync"]
     result = subprocess.run(
         command, cwd=datadir, user=server_user(), capture_output=True, text=True, check=False
     )
@@ -221,23 +230,21 @@ class PostgreSQLServer:
         self.host: str = data["host"]
         self.port: int = data["port"]
         self.user: str = data["user"]
-        self.password: str | None = None
+        self.password: str | None = data.get("password")
         self.dbname = "postgres"
-        self.datadir: str = data["datadir"]
+        # None for an existing server (xpostgresql_host): its files are not ours.
+        self.datadir: str | None = data.get("datadir")
+        self._data = data
         self.template_dbname = template_dbname
-        self._prefix = prefix
+        self.prefix = prefix  # of the names of the run's test databases
         self._numbers = itertools.count()
         self._admin: psycopg.Connection[Any] | None = None
+        self._worker_database: str | None = None
         self._pool: DatabasePool | None = None
 
     def connect_kwargs(self, dbname: str | None = None) -> dict[str, Any]:
         """Keyword arguments of ``psycopg.connect`` for ``dbname`` (default: ``postgres``)."""
-        return {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": dbname or "postgres",
-        }
+        return connect_kwargs(self._data, dbname or "postgres")
 
     def connect(self, dbname: str | None = None) -> psycopg.Connection[Any]:
         """A new psycopg connection to ``dbname`` (default: ``postgres``)."""
@@ -290,7 +297,7 @@ class PostgreSQLServer:
     def _create(self, admin: psycopg.Connection[Any]) -> str:
         from psycopg import sql
 
-        name = f"{self._prefix}{worker_id()}_{next(self._numbers)}"
+        name = f"{self.prefix}{worker_id()}_{next(self._numbers)}"
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if self.template_dbname is not None:
             statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(self.template_dbname))
@@ -309,11 +316,36 @@ class PostgreSQLServer:
         statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         admin.execute(statement)
 
+    def worker_database(self) -> str:
+        """A database of this worker's own for the session (the ``transaction`` isolation):
+        created from the template at first use, dropped by :meth:`close`."""
+        if self._worker_database is None:
+            self._worker_database = self.create_database()
+        return self._worker_database
+
+    def rename_database(self, name: str, new_name: str) -> None:
+        """Rename ``name`` to ``new_name``, closing whatever connections to it are left."""
+        from psycopg import sql
+
+        admin = self._admin_connection()
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(name), sql.Identifier(new_name)
+            )
+        )
+
     def close(self) -> None:
-        """Drop the databases made ahead and given back; close the connections."""
+        """Drop the databases made ahead and given back, and this worker's session database, if
+        it made one; close the connections."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        if self._worker_database is not None:
+            self.drop_database(self._worker_database)
+            self._worker_database = None
         if self._admin is not None:
             self._admin.close()
             self._admin = None
@@ -326,41 +358,6 @@ def _loader_label(loader: Loader) -> str:
     if callable(loader):
         return f"{getattr(loader, '__module__', '')}.{getattr(loader, '__qualname__', loader)!s}"
     return os.fspath(loader)
-
-
-def _check_loaders(name: str, load: Sequence[Loader]) -> list[Loader]:
-    if isinstance(load, (str, os.PathLike)):
-        load = [load]
-    loaders = list(load)
-    for loader in loaders:
-        if not (callable(loader) or isinstance(loader, (str, os.PathLike))):
-            raise InvalidStarterError(
-                f"postgresql_proc {name!r}: each item of load= must be the path of an SQL file or "
-                f"a function called as loader(host=, port=, user=, dbname=, password=); got "
-                f"{loader!r}",
-                name=name,
-            )
-    return loaders
-
-
-def _resolve_files(
-    name: str, loaders: list[Loader], rootdir: Path
-) -> list[Path | Callable[..., object]]:
-    resolved: list[Path | Callable[..., object]] = []
-    for loader in loaders:
-        if callable(loader):
-            resolved.append(loader)
-            continue
-        path = Path(loader).expanduser()
-        path = path if path.is_absolute() else rootdir / path
-        if not path.is_file():
-            raise InvalidStarterError(
-                f"postgresql_proc {name!r}: the SQL file {path} given in load= does not exist "
-                f"(relative paths are taken from the rootdir, {rootdir})",
-                name=name,
-            )
-        resolved.append(path)
-    return resolved
 
 
 def template_key(loaders: Sequence[Path | Callable[..., object]], key: str) -> str:
@@ -402,7 +399,7 @@ def build_template(
                         port=data["port"],
                         user=data["user"],
                         dbname=template,
-                        password=None,
+                        password=data.get("password"),
                     )
             # A database is copied only while nobody is connected to it: close what a loader left
             # open, and let no one connect again.
@@ -431,11 +428,15 @@ def _drop_template(admin: psycopg.Connection[Any], template: str) -> None:
         admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(identifier))
 
 
+def _admin_kwargs(value: dict[str, Any]) -> dict[str, Any]:
+    """The connection parameters a cleanup's value holds (the password only if one is set)."""
+    return {k: value[k] for k in ("host", "port", "user", "dbname", "password") if k in value}
+
+
 def drop_template(value: dict[str, Any]) -> None:
     """Cleanup of the template value: drop the template database (its inputs changed)."""
     psycopg = require_psycopg()
-    kwargs = {k: value[k] for k in ("host", "port", "user", "dbname")}
-    with psycopg.connect(**kwargs, autocommit=True, connect_timeout=5) as admin:
+    with psycopg.connect(**_admin_kwargs(value), autocommit=True, connect_timeout=5) as admin:
         _drop_template(admin, value["template"])
 
 
@@ -444,8 +445,7 @@ def drop_run_databases(value: dict[str, Any]) -> None:
     psycopg = require_psycopg()
     from psycopg import sql
 
-    kwargs = {k: value[k] for k in ("host", "port", "user", "dbname")}
-    with psycopg.connect(**kwargs, autocommit=True, connect_timeout=5) as admin:
+    with psycopg.connect(**_admin_kwargs(value), autocommit=True, connect_timeout=5) as admin:
         rows = admin.execute(
             "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (value["prefix"],)
         ).fetchall()
@@ -455,118 +455,9 @@ def drop_run_databases(value: dict[str, Any]) -> None:
             )
 
 
-def _check_dbname(name: str, dbname: str) -> str:
-    if not isinstance(dbname, str) or not _DBNAME.fullmatch(dbname):
-        raise InvalidStarterError(
-            f"postgresql_proc {name!r}: dbname={dbname!r} cannot prefix database names; use up to "
-            "30 lower-case letters, digits and '_', not starting with a digit",
-            name=name,
-        )
-    return dbname
-
-
-def postgresql_proc(
-    name: str = "postgresql",
-    *,
-    executable: str | os.PathLike[str] | None = None,
-    keep: bool | None = None,
-    load: Sequence[Loader] = (),
-    key: str = "",
-    dbname: str = "tests",
-    options: Sequence[str] = (),
-) -> Any:
-    """A session fixture: the PostgreSQL server ``name``, one for every xdist worker.
-
-    ``executable``: the ``postgres`` program or its directory (default: the ``xpostgresql_exec``
-    setting, then PATH, then the usual places). ``keep``: leave the server running after the run
-    for the next one (default: the ``xpostgresql_keep`` setting, else stopped at the end).
-    ``load``: SQL files (relative to the rootdir) and functions, called as
-    ``loader(host=, port=, user=, dbname=, password=)``, that fill the template database; it is
-    built again when a file's content, a function's name or ``key`` changes. ``dbname``: the prefix
-    of the databases' names. ``options``: more server settings, as ``"name=value"``.
-    """
-    validate_name(name)
-    _check_dbname(name, dbname)
-    loaders = _check_loaders(name, load)
-    settings = tuple(options)
-    for setting in settings:
-        if not isinstance(setting, str) or "=" not in setting:
-            raise InvalidStarterError(
-                f"postgresql_proc {name!r}: each of options= is a server setting 'name=value', "
-                f"got {setting!r}",
-                name=name,
-            )
-
-    @pytest.fixture(scope="session")
-    def postgresql_proc_fixture(
-        request: pytest.FixtureRequest, xprocess: XProcess
-    ) -> Iterator[PostgreSQLServer]:
-        config = request.config
-        require_psycopg()
-        postgres = find_postgres(executable or text_setting(config, EXEC_SETTING))
-        server_user()  # as root, fail now if there is no user to run the server as
-        files = _resolve_files(name, loaders, config.rootpath)
-        stays = keep if keep is not None else flag_setting(config, KEEP_SETTING)
-        starter = type(
-            "PostgreSQLStarter",
-            (PostgreSQLStarter,),
-            {
-                "postgres": str(postgres),
-                "process_name": name,
-                "options": settings,
-                "terminate_at_end": not stays,
-            },
-        )
-        xprocess.ensure(name, starter)
-        data = xprocess.getinfo(name).data
-        template = None
-        if files:
-            digest = template_key(files, key)
-            template = f"{dbname}_template_{digest[:12]}"
-            xprocess.shared(
-                f"{name}-template-{dbname}",
-                lambda: build_template(data, template, files),
-                key=digest,
-                cleanup=drop_template,
-                process=name,
-            )
-        prefix = f"{dbname}_{xprocess.run_id[:8]}_"
-        # Dropped at the end of the run: what a crashed worker or an interrupted test left.
-        xprocess.shared(
-            f"{name}-databases-{dbname}",
-            lambda: {**connect_kwargs(data, "postgres"), "prefix": prefix},
-            cleanup=drop_run_databases,
-            process=name,
-        )
-        server = PostgreSQLServer(name, data, template_dbname=template, prefix=prefix)
-        server.start_pool()
-        yield server
-        server.close()
-
-    return postgresql_proc_fixture
-
-
-def postgresql(proc_fixture_name: str = "postgresql_proc") -> Any:
-    """A function fixture: a psycopg connection to a fresh database, dropped after the test.
-
-    The database is a copy of the template of the server fixture ``proc_fixture_name``, of this
-    worker's own: no other test and no other worker sees it.
-    """
-    if not isinstance(proc_fixture_name, str) or not proc_fixture_name:
-        raise InvalidStarterError(
-            f"postgresql(): pass the name of the server fixture (as a string), got "
-            f"{proc_fixture_name!r}"
-        )
-
-    @pytest.fixture
-    def postgresql_fixture(request: pytest.FixtureRequest) -> Iterator[psycopg.Connection[Any]]:
-        server: PostgreSQLServer = request.getfixturevalue(proc_fixture_name)
-        connection = server.take_connection()
-        database = connection.info.dbname
-        try:
-            with connection:
-                yield connection
-        finally:
-            server.give_back(database)
-
-    return postgresql_fixture
+# The fixture factories live in their own module; they are this module's public face.
+from xprocess.servers.postgresql_fixtures import (  # noqa: E402
+    postgresql,
+    postgresql_async,
+    postgresql_proc,
+)

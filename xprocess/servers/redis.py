@@ -9,16 +9,18 @@ In ``conftest.py``::
 
 ``redis_proc`` (session scope) starts ``redis-server`` once for the whole run, through
 ``xprocess.ensure``, on a free port of 127.0.0.1 with no persistence. ``redisdb`` (function scope)
-gives each test a ``redis.Redis`` client on its worker's own logical database (worker ``gwN`` gets
-database N), flushed before and after the test. The server is started with enough databases for
-many workers (``databases=``, 256 by default), so workers never share one.
+gives each test a ``redis.Redis`` client on its worker's own logical database, flushed before and
+after the test. A database is leased to one live worker of one run at a time (a file lock under
+the records root, see ``xprocess.leases``): worker ``gwN`` gets database N when it is free, and
+two runs on one project at once get different ones. The server is started with enough databases
+for many workers (``databases=``, 256 by default).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from xprocess.errors import InvalidStarterError
+from xprocess.leases import Lease, NoFreeSlotError, lease_slot
 from xprocess.ports import free_port
 from xprocess.records import validate_name
 from xprocess.servers._common import (
@@ -36,6 +39,10 @@ from xprocess.servers._common import (
     text_setting,
     worker_id,
 )
+from xprocess.servers.existing import redis_databases
+from xprocess.servers.failures import server_fixture_value, worded_setup
+from xprocess.servers.settings import REDIS as SETTINGS
+from xprocess.servers.settings import choose
 from xprocess.starter import ProcessStarter
 
 if TYPE_CHECKING:
@@ -43,13 +50,21 @@ if TYPE_CHECKING:
 
     from xprocess.manager import XProcess
 
-__all__ = ["RedisServer", "RedisStarter", "find_redis_server", "redis_proc", "redisdb"]
+__all__ = [
+    "RedisServer",
+    "RedisStarter",
+    "find_redis_server",
+    "redis_proc",
+    "redisdb",
+    "redisdb_async",
+]
 
 SEARCH_DIRS: tuple[str, ...] = ("/usr/bin", "/usr/local/bin", "/opt/homebrew/bin", "/usr/sbin")
 INSTALL = "apt-get install redis-server, or brew install redis"
 EXEC_SETTING = "xredis_exec"
 KEEP_SETTING = "xredis_keep"
 HOST = "127.0.0.1"
+EXISTING_PORT = 6379  # an existing server's port when only its host is given
 DEFAULT_DATABASES = 256
 _WORKER_NUMBER = re.compile(r"gw(\d+)")
 
@@ -83,10 +98,11 @@ class RedisStarter(ProcessStarter):
     program: str = ""
     databases: int = DEFAULT_DATABASES
     options: tuple[str, ...] = ()
+    port: int | None = None  # None: a free port
 
     def args(self) -> list[object]:
         program = self.program or str(find_redis_server())
-        port = free_port()
+        port = self.port or free_port()
         self.data.update(host=HOST, port=port, databases=self.databases)
         return [
             program,
@@ -107,32 +123,81 @@ class RedisStarter(ProcessStarter):
 
 @dataclass(frozen=True)
 class RedisServer:
-    """The running server, as the ``redis_proc`` fixture gives it."""
+    """The running server, as the ``redis_proc`` fixture gives it.
+
+    ``db`` is the logical database leased to this worker for the run; ``password`` is the one
+    of an existing server (``xredis_password``), None for one xprocess started.
+    """
 
     name: str
     host: str
     port: int
     databases: int
+    db: int = 0
+    password: str | None = None
 
     def worker_db(self) -> int:
-        """The logical database of this xdist worker: N for ``gwN``, 0 without xdist."""
-        match = _WORKER_NUMBER.fullmatch(worker_id())
-        number = int(match.group(1)) if match else 0
-        if number >= self.databases:
-            raise InvalidStarterError(
-                f"redis_proc {self.name!r}: xdist worker {worker_id()} needs database {number}, "
-                f"but the server has {self.databases}; pass a larger databases= to redis_proc "
-                "(a kept server must then be restarted: pytest --xkill)",
-                name=self.name,
-            )
-        return number
+        """The logical database leased to this worker (see ``db``)."""
+        return self.db
 
     def client(self, db: int | None = None, **kwargs: Any) -> redis.Redis:
         """A ``redis.Redis`` client on database ``db`` (default: this worker's)."""
         module = require_redis()
         number = self.worker_db() if db is None else db
-        client: redis.Redis = module.Redis(host=self.host, port=self.port, db=number, **kwargs)
+        client: redis.Redis = module.Redis(
+            host=self.host, port=self.port, db=number, password=self.password, **kwargs
+        )
         return client
+
+
+def preferred_db() -> int:
+    """The database a worker asks for first: N for xdist worker ``gwN``, 0 without xdist."""
+    match = _WORKER_NUMBER.fullmatch(worker_id())
+    return int(match.group(1)) if match else 0
+
+
+def lease_db(root: Path, name: str, databases: int) -> Lease:
+    """Lease a database of the server ``name`` to this worker: its preferred one if free."""
+    __tracebackhide__ = True
+    try:
+        return lease_slot(root, name, databases, preferred_db())
+    except NoFreeSlotError:
+        raise NoFreeSlotError(
+            f"redis_proc {name!r}: all {databases} databases of the server are leased to live "
+            "workers of this run and of other runs on this project; pass a larger databases= to "
+            "redis_proc (a kept server must then be restarted: pytest --xkill)",
+            name=name,
+        ) from None
+
+
+def _start_redis(
+    config: pytest.Config,
+    xprocess: XProcess,
+    name: str,
+    executable: str | os.PathLike[str] | None,
+    keep: bool | None,
+    databases: int,
+    arguments: tuple[str, ...] | None,
+    address: dict[str, Any],
+) -> RedisServer:
+    """Start (or reuse) the server ``name``; the server as recorded, before any lease."""
+    __tracebackhide__ = True
+    program = find_redis_server(executable or text_setting(config, EXEC_SETTING))
+    stays = keep if keep is not None else flag_setting(config, KEEP_SETTING)
+    starter = type(
+        "RedisStarter",
+        (RedisStarter,),
+        {
+            "program": str(program),
+            "databases": databases,
+            "options": tuple(choose(arguments, config, SETTINGS["options"], ())),
+            "terminate_at_end": not stays,
+            "port": address["port"],
+        },
+    )
+    xprocess.ensure(name, starter)
+    data = xprocess.getinfo(name).data
+    return RedisServer(name, data["host"], data["port"], data["databases"])
 
 
 def redis_proc(
@@ -141,7 +206,10 @@ def redis_proc(
     executable: str | os.PathLike[str] | None = None,
     keep: bool | None = None,
     databases: int = DEFAULT_DATABASES,
-    options: Sequence[str] = (),
+    options: Sequence[str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    password: str | None = None,
 ) -> Any:
     """A session fixture: the Redis server ``name``, one for every xdist worker.
 
@@ -149,7 +217,10 @@ def redis_proc(
     then the usual places). ``keep``: leave it running after the run (default: the
     ``xredis_keep`` setting, else stopped at the end). ``databases``: how many logical databases
     it has (one per worker). ``options``: more ``redis-server`` arguments (``"--maxmemory"``,
-    ``"64mb"``).
+    ``"64mb"``). ``port``: the port to listen on (default: a free one). ``host``: use the server
+    already running there instead of starting one (with ``port``, default 6379, and
+    ``password``). Each argument left out is taken from its setting (``--xredis-<argument>``,
+    ``xredis_<argument>`` in the ini file), else its default.
     """
     validate_name(name)
     if isinstance(databases, bool) or not isinstance(databases, int) or databases < 1:
@@ -157,27 +228,41 @@ def redis_proc(
             f"redis_proc {name!r}: databases must be a positive number, got {databases!r}",
             name=name,
         )
-    arguments = tuple(str(option) for option in options)
+    arguments = None if options is None else tuple(str(option) for option in options)
 
     @pytest.fixture(scope="session")
-    def redis_proc_fixture(request: pytest.FixtureRequest, xprocess: XProcess) -> RedisServer:
+    @worded_setup
+    def redis_proc_fixture(
+        request: pytest.FixtureRequest, xprocess: XProcess
+    ) -> Iterator[RedisServer]:
+        __tracebackhide__ = True
         config = request.config
         require_redis()
-        program = find_redis_server(executable or text_setting(config, EXEC_SETTING))
-        stays = keep if keep is not None else flag_setting(config, KEEP_SETTING)
-        starter = type(
-            "RedisStarter",
-            (RedisStarter,),
-            {
-                "program": str(program),
-                "databases": databases,
-                "options": arguments,
-                "terminate_at_end": not stays,
-            },
-        )
-        xprocess.ensure(name, starter)
-        data = xprocess.getinfo(name).data
-        return RedisServer(name, data["host"], data["port"], data["databases"])
+        address = {
+            "host": choose(host, config, SETTINGS["host"], None),
+            "port": choose(port, config, SETTINGS["port"], None),
+            "password": choose(password, config, SETTINGS["password"], None),
+        }
+        if address["host"] is not None:
+            at = int(address["port"] or EXISTING_PORT)
+            count = redis_databases(name, address["host"], at, address["password"])
+            server = RedisServer(name, address["host"], at, count)
+        else:
+            server = _start_redis(
+                config, xprocess, name, executable, keep, databases, arguments, address
+            )
+        lease = lease_db(xprocess.rootdir, name, server.databases)
+        try:
+            yield RedisServer(
+                server.name,
+                server.host,
+                server.port,
+                server.databases,
+                lease.slot,
+                address["password"],
+            )
+        finally:
+            lease.release()
 
     return redis_proc_fixture
 
@@ -195,7 +280,8 @@ def redisdb(proc_fixture_name: str = "redis_proc", *, decode: bool = False) -> A
 
     @pytest.fixture
     def redisdb_fixture(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-        server: RedisServer = request.getfixturevalue(proc_fixture_name)
+        __tracebackhide__ = True
+        server: RedisServer = server_fixture_value(request, proc_fixture_name)
         client = server.client(decode_responses=decode)
         try:
             # Before as well as after: a crashed worker of an earlier run may have left keys.
@@ -206,3 +292,41 @@ def redisdb(proc_fixture_name: str = "redis_proc", *, decode: bool = False) -> A
             client.close()
 
     return redisdb_fixture
+
+
+def redisdb_async(proc_fixture_name: str = "redis_proc", *, decode: bool = False) -> Any:
+    """Like :func:`redisdb`, for ``async def`` tests: a ``redis.asyncio.Redis`` client.
+
+    Needs pytest-asyncio (``pip install "xprocess[asyncio]"``); the fixture is a pytest-asyncio
+    fixture, so it works in its strict mode too.
+    """
+    if not isinstance(proc_fixture_name, str) or not proc_fixture_name:
+        raise InvalidStarterError(
+            f"redisdb_async(): pass the name of the server fixture (as a string), got "
+            f"{proc_fixture_name!r}"
+        )
+    pytest_asyncio = require_extra("pytest_asyncio", "asyncio", "redisdb_async()")
+    async_fixture: Callable[[Callable[..., Any]], Any] = pytest_asyncio.fixture
+
+    @async_fixture
+    async def redisdb_async_fixture(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+        __tracebackhide__ = True
+        require_redis()
+        import redis.asyncio
+
+        server: RedisServer = server_fixture_value(request, proc_fixture_name)
+        client = redis.asyncio.Redis(
+            host=server.host,
+            port=server.port,
+            db=server.db,
+            password=server.password,
+            decode_responses=decode,
+        )
+        try:
+            await client.flushdb()
+            yield client
+            await client.flushdb()
+        finally:
+            await client.aclose()
+
+    return redisdb_async_fixture
