@@ -10,10 +10,10 @@ import pytest
 
 from tests.support import child_args
 from xprocess import InvalidStarterError, ProcessStarter, XProcess
+from xprocess.decisions import Action, Decision, decide
 from xprocess.records import FAILED, READY, STARTING, ProcessRecord
 from xprocess.runs import Run, uses
 from xprocess.starter import DEFAULT_TIMEOUT, describe_starter
-from xprocess.starting import Action, Decision, decide
 
 ME, SIBLING = 1000, 1001
 

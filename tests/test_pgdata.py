@@ -191,3 +191,31 @@ def test_a_kept_cluster_goes_with_xkill_and_the_next_start_copies_the_cached_one
     assert (second / "copied-from-the-cache").exists(), "initdb ran again instead of the cache"
     assert pg_project.runpytest_subprocess("--xkill", timeout=180).ret == 0
     assert not second.parent.exists()
+
+
+def test_a_copy_of_the_project_starts_its_own_cluster_and_leaves_the_original_alone(
+    pg_project: pytest.Pytester,
+) -> None:
+    """``cp -a`` of a project whose kept server runs: the copy's record names the original's
+    cluster; the copy's start must neither use nor remove it, nor its --xkill stop it."""
+    pg_project.makeconftest(CONFTEST.format(keep=True))
+    pg_project.runpytest_subprocess(timeout=180).assert_outcomes(passed=1)
+    original = cluster_of(pg_project)
+    copy = pg_project.path.with_name(pg_project.path.name + "-copy")
+    # cp -a, as a user would: as root, the cluster files keep their owner (the server's user).
+    subprocess.run(["cp", "-a", str(pg_project.path), str(copy)], check=True)
+    copy_records = copy / ".pytest_cache" / "d" / ".xprocess"
+    os.chdir(copy)
+    try:
+        pg_project.runpytest_subprocess(timeout=180).assert_outcomes(passed=1)
+        own = Path(XProcessInfo(copy_records, "postgresql").data["datadir"])
+        assert own != original
+        assert (original / "PG_VERSION").is_file() and _pgdata.postmaster_alive(original)
+        assert pg_project.runpytest_subprocess("--xkill", timeout=180).ret == 0
+        assert not own.parent.exists(), "--xkill in the copy left the copy's cluster"
+        assert (original / "PG_VERSION").is_file() and _pgdata.postmaster_alive(original)
+        home = XProcessInfo(pg_project.path / ".pytest_cache" / "d" / ".xprocess", "postgresql")
+        assert home.isrunning(), "the original's server was stopped from the copy"
+    finally:
+        XProcessInfo(copy_records, "postgresql").terminate()
+        os.chdir(pg_project.path)

@@ -7,9 +7,12 @@
 
 STATUS is LIVE (ready and running), STARTING (running but never ready: a start in progress, or
 one whose starter crashed; or not running yet while a start holds its lock, preparing in the
-starter's ``args()``, as ``initdb`` does), FAILED (its last start failed) or DEAD (not running, or
-its pid now belongs to another process). DATA takes the room the terminal leaves (all of it when
-the output is not a terminal); ``full=True`` shows each record whole instead, one field a line.
+starter's ``args()``, as ``initdb`` does), FAILED (its last start failed), DEAD (not running, or
+its pid now belongs to another process) or FOREIGN (a record copied from another project's
+records root, by ``cp -a`` of a project with its cache: it names that project's process, which is
+neither used nor stopped from here; DATA says where it came from). DATA takes the room the
+terminal leaves (all of it when the output is not a terminal); ``full=True`` shows each record
+whole instead, one field a line.
 
 ``--xkill`` stops each recorded process, then forgets the record of each one that is gone (its
 log and control dir stay), so DEAD records do not pile up.
@@ -44,6 +47,7 @@ LIVE = "LIVE"
 DEAD = "DEAD"
 STARTING = "STARTING"
 FAILED_STATUS = "FAILED"
+FOREIGN = "FOREIGN"
 COLUMNS = ("NAME", "PID", "STATUS", "UPTIME", "HELD BY", "DATA", "LOG")
 _DATA = COLUMNS.index("DATA")
 # DATA is never cut shorter than this, however narrow the terminal: a line that is too long
@@ -114,10 +118,30 @@ def _shown_path(path: Path, rootdir: Path | None) -> str:
     return str(path)
 
 
+def foreign_note(info: XProcessInfo) -> str | None:
+    """What is said of ``info``'s record when it was written for another records root (see
+    ``xprocess.origin``); None when it was not."""
+    if info.record is not None:
+        return None
+    found = info.store.foreign(info.name)
+    if found is None:
+        return None
+    record, origin = found
+    pid = f"pid {record.pid}" if record.pid > 0 else "a start"
+    gone = "" if os.path.isdir(origin) else ", which no longer exists (moved?)"
+    return (
+        f"copied from {origin}{gone}: names {pid} of that project; neither used nor stopped "
+        "from here, the next start here replaces it"
+    )
+
+
 def row(info: XProcessInfo, now: float, rootdir: Path | None = None) -> tuple[str, ...]:
     """The cells of ``info``'s line in the table (see COLUMNS)."""
     record = info.record
     log = _shown_path(info.logpath, rootdir)
+    foreign = foreign_note(info)
+    if foreign is not None:
+        return (info.name, "-", FOREIGN, "-", "-", foreign, log)
     locked = held_elsewhere(info.store.lock_path(info.name))
     if record is None:
         if locked:
@@ -169,6 +193,9 @@ def _when(timestamp: float) -> str:
 def in_full(info: XProcessInfo, now: float) -> list[str]:
     """Every field of ``info``'s record worth reading, one a line, nothing cut."""
     record = info.record
+    foreign = foreign_note(info)
+    if foreign is not None:
+        return [info.name, f"  status   {FOREIGN}: {foreign}", f"  log      {info.logpath}"]
     locked = held_elsewhere(info.store.lock_path(info.name))
     if record is None:
         if locked:
@@ -338,6 +365,10 @@ def kill(
             for root in roots:
                 status = clear_values(root, write) or status
     for info in infos:
+        foreign = foreign_note(info)
+        if foreign is not None:
+            write(f"- {info.name} FOREIGN (nothing signalled: {foreign})")
+            continue
         if info.record is None:
             write(f"- {info.name} UNREADABLE RECORD (nothing signalled; see the warning above)")
             status = 1

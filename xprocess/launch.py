@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import stat
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from xprocess.errors import StartupError, UnsafePathError
+from xprocess.errors import StartupError
+from xprocess.layout import open_regular_file
 from xprocess.starter import LaunchPlan
 from xprocess.tokens import MARK_FILE, TOKEN_VAR
 from xprocess.validation import check_executable
@@ -32,24 +31,13 @@ def child_environment(env: Mapping[str, str] | None) -> dict[str, str]:
 
 def open_log(logpath: Path, name: str, *, truncate: bool) -> int:
     """Open the log for appending (emptied first with ``truncate``), never through a symlink."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(logpath, flags | (os.O_TRUNC if truncate else 0))
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafePathError(
-                f"the log of {name!r}, {logpath}, is a symlink (to {os.readlink(logpath)}); "
-                "xprocess does not write through symlinks under its records root. Remove it "
-                "(the next start makes a real one).",
-                name=name,
-            ) from exc
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UnsafePathError(
-            f"the log of {name!r}, {logpath}, is not a regular file; remove it", name=name
-        )
-    return fd
+    return open_regular_file(
+        logpath,
+        os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0),
+        name=name,
+        what="the log",
+        remedy="Remove it (the next start makes a real one).",
+    )
 
 
 def make_mark(controldir: Path, token: str) -> int:

@@ -31,7 +31,16 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["Layout", "RecordWarning", "atomic_write", "keep_blocks", "read_or_warn"]
+from xprocess.errors import UnsafePathError
+
+__all__ = [
+    "Layout",
+    "RecordWarning",
+    "atomic_write",
+    "keep_blocks",
+    "open_regular_file",
+    "read_or_warn",
+]
 
 RECORD_FILE = "record.json"
 # A second name of the record a start will replace when its process is ready (see keep_blocks).
@@ -199,3 +208,24 @@ def read_or_warn(path: Path, what: str, *, limit: int = MAX_RECORD_BYTES) -> str
 
 def warn(message: str) -> None:
     warnings.warn(RecordWarning(message), stacklevel=3)
+
+
+def open_regular_file(path: Path, flags: int, *, name: str, what: str, remedy: str) -> int:
+    """``os.open(path, flags | O_NOFOLLOW | O_CLOEXEC)``, refusing a symlink or anything but a
+    regular file with UnsafePathError ("``what`` of ``name``, ``path``, is ...; ``remedy``")."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePathError(
+                f"{what} of {name!r}, {path}, is a symlink (to {os.readlink(path)}); xprocess "
+                f"does not open files through symlinks under its records root. {remedy}",
+                name=name,
+            ) from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePathError(
+            f"{what} of {name!r}, {path}, is not a regular file. {remedy}", name=name
+        )
+    return fd

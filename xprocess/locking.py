@@ -11,15 +11,13 @@ make xprocess write to (or empty) a file outside the records root.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import time
 from pathlib import Path
 from types import TracebackType
 
 from xprocess.errors import StartupTimeoutError, UnsafePathError
-from xprocess.layout import LOCKS_DIR
+from xprocess.layout import LOCKS_DIR, open_regular_file
 
 __all__ = ["NameLock", "flock", "held_elsewhere", "try_lock"]
 
@@ -50,24 +48,13 @@ def _open_lock_file(path: Path, name: str) -> int:
             "makes a real one).",
             name=name,
         )
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-    try:
-        fd = os.open(path, flags, 0o644)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafePathError(
-                f"the lock file of {name!r}, {path}, is a symlink (to {os.readlink(path)}); "
-                "xprocess does not open files through symlinks under its records root. Remove "
-                "it (the next lock makes a real one).",
-                name=name,
-            ) from exc
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UnsafePathError(
-            f"the lock file of {name!r}, {path}, is not a regular file; remove it", name=name
-        )
-    return fd
+    return open_regular_file(
+        path,
+        os.O_RDWR | os.O_CREAT | os.O_NONBLOCK,
+        name=name,
+        what="the lock file",
+        remedy="Remove it (the next lock makes a real one).",
+    )
 
 
 class NameLock:

@@ -68,4 +68,6 @@ CHECKS: dict[str, Callable[[object], bool]] = {
     "released_in": _is_str,
     "fingerprint": _is_str,
     "leads_session": lambda v: isinstance(v, bool),
+    "root": _is_str,
+    "root_inode": lambda v: _is_int(v) and v >= 0,  # type: ignore[operator]
 }

@@ -25,6 +25,7 @@ import psutil
 from xprocess.errors import type_name
 from xprocess.layout import Layout, RecordWarning, atomic_write, read_or_warn, warn
 from xprocess.liveness import BOOT_ID, exited_zero, find_process, identify, is_alive
+from xprocess.origin import Home, foreign_origin, home_of
 from xprocess.record_fields import CHECKS, short
 from xprocess.tokens import allowed_uids, carriers
 
@@ -152,6 +153,10 @@ class ProcessRecord:
     token: str = ""
     uid: int = -1
     started_by_time: float = 0.0
+    # The records root this record was written for (see ``xprocess.origin``): stamped by
+    # ``RecordStore.write``; a record read under another root is foreign.
+    root: str = ""
+    root_inode: int = 0
 
     @classmethod
     def before_spawn(
@@ -330,6 +335,7 @@ class RecordStore:
         # identity of its file then.
         self._paths: dict[str, str] = {}
         self._last: dict[str, tuple[tuple[int, ...], ProcessRecord]] = {}
+        self._home: Home | None = None
 
     def controldir(self, name: str) -> Path:
         return self.layout.controldir(name)
@@ -372,8 +378,33 @@ class RecordStore:
         refuse_symlink(controldir, "control dir", name)
         return controldir
 
+    def home(self) -> Home:
+        """The identity of this store's root (see ``xprocess.origin``), read once it exists."""
+        if self._home is None or not self._home.inode:
+            self._home = home_of(self.root)
+        return self._home
+
     def read(self, name: str) -> ProcessRecord | None:
-        """The record of ``name``, or None when there is none or it cannot be read."""
+        """The record of ``name``, or None when there is none, it cannot be read, or it is
+        foreign (written for another records root: see ``foreign``)."""
+        record = self._parse(name)
+        if record is None or self.origin_of(record) is not None:
+            return None
+        return record
+
+    def foreign(self, name: str) -> tuple[ProcessRecord, str] | None:
+        """The record of ``name`` and the records root it was written for, when that is not
+        this one (a copy of another project's record); else None. Nothing it names is this
+        root's to reuse or signal."""
+        record = self._parse(name)
+        origin = self.origin_of(record) if record is not None else None
+        return (record, origin) if record is not None and origin is not None else None
+
+    def origin_of(self, record: ProcessRecord) -> str | None:
+        """None when ``record`` was written for this root, else the root it was written for."""
+        return foreign_origin(record.root, record.root_inode, record.logpath, self.home())
+
+    def _parse(self, name: str) -> ProcessRecord | None:
         path = self.record_path(name)
         text = read_or_warn(path, f"the record of {name!r}")
         if text is None:
@@ -417,7 +448,9 @@ class RecordStore:
         return record
 
     def write(self, record: ProcessRecord) -> None:
-        """Replace the record of ``record.name`` atomically."""
+        """Replace the record of ``record.name`` atomically, bound to this root."""
+        home = self.home()
+        record.root, record.root_inode = home.path, home.inode
         atomic_write(self.record_path(record.name), record.to_json())
 
     def names(self) -> list[str]:

@@ -1,7 +1,7 @@
 """Making sure a named process runs: decide (reuse, replay a failure, start), then do it.
 
-:func:`decide` is the whole policy, a pure function of the record, its liveness and the request;
-:func:`ensure_process` is the mechanism around it: the per-name lock that makes concurrent callers
+:func:`~xprocess.decisions.decide` (decisions.py) is the whole policy; :func:`ensure_process` is
+the mechanism around it: the per-name lock that makes concurrent callers
 (xdist workers, parallel runs) start a process once, the spawn, the wait for readiness and the
 record of each step.
 """
@@ -9,7 +9,6 @@ record of each step.
 from __future__ import annotations
 
 import contextlib
-import enum
 import errno
 import logging
 import os
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 
 from xprocess.capabilities import HAVE_PIDFD
 from xprocess.daemons import find_daemon
+from xprocess.decisions import Action, Decision, decide
 from xprocess.errors import (
     AddressInUseError,
     InvalidStarterError,
@@ -33,7 +33,7 @@ from xprocess.liveness import Identity, identify
 from xprocess.locking import NameLock
 from xprocess.occupied import refuse_answered_endpoints
 from xprocess.readiness import wait_until_ready
-from xprocess.records import FAILED, READY, ProcessRecord, RecordStore
+from xprocess.records import READY, ProcessRecord, RecordStore
 from xprocess.runs import Run, add_holder, add_user, holder_entry, holds, running_users, uses
 from xprocess.starter import LaunchPlan, StarterDescription
 from xprocess.termination import abandon_on_error, stop_record
@@ -41,7 +41,7 @@ from xprocess.tokens import allowed_uids, new_token, process_uid
 from xprocess.validation import check_json_data
 from xprocess.watchdog import start_watchdog
 
-__all__ = ["Action", "Caller", "Decision", "Outcome", "decide", "ensure_process"]
+__all__ = ["Caller", "Outcome", "ensure_process", "settle"]
 
 # Extra time a waiting caller allows beyond the starter's timeout: the holder of the lock may first
 # have to stop an old process (20 s of grace, then SIGKILL sweeps) before it starts the new one.
@@ -51,73 +51,6 @@ LOCK_SLACK = 60.0
 RELEASE_POLL = 0.25
 
 _logger = logging.getLogger("xprocess")
-
-
-class Action(enum.Enum):
-    REUSE = "reuse"
-    REPLAY = "replay a failure"
-    START = "start"
-    WAIT = "wait for the holders of another definition"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What ``ensure`` does: ``action``; before a start, whether something recorded must be
-    stopped first (``stop_first``), and why a running process is replaced (``reason``)."""
-
-    action: Action
-    stop_first: bool = False
-    reason: str = ""
-
-
-def decide(
-    record: ProcessRecord | None,
-    *,
-    alive: bool,
-    restart: bool,
-    run_id: str,
-    caller: int,
-    label: str,
-    fingerprint: str,
-    held_by_others: bool = False,
-) -> Decision:
-    """Reuse, replay a failure, start (stopping what the record describes first), or wait.
-
-    ``caller`` is the pid asking. A ``restart`` asked for again by another worker of the run that
-    already restarted it reuses that restart. A failure of this run's start is replayed once to
-    each other caller of the same starter; the caller that made the attempt, or one that was
-    already told, starts afresh. A running process started from another definition of its
-    starter (an edited conftest, another test's starter of the same name) is never handed out:
-    while other processes (``held_by_others``: of this run or another) hold it, the caller waits
-    for them to release it; then it is restarted from the caller's definition.
-    """
-    if record is None:
-        return Decision(Action.START)
-    if (
-        restart
-        and alive
-        and record.state == READY
-        and record.run_id == run_id
-        and record.started_by not in (0, caller)
-    ):
-        restart = False  # another worker of this run restarted it a moment ago
-    if not restart and record.state == READY and alive:
-        changed = record.fingerprint and fingerprint and record.fingerprint != fingerprint
-        if not changed:
-            return Decision(Action.REUSE)
-        if held_by_others:
-            return Decision(Action.WAIT)
-        return Decision(Action.START, stop_first=True, reason="its starter has changed")
-    if (
-        not restart
-        and record.state == FAILED
-        and record.run_id == run_id
-        and record.starter == label
-        and caller != record.started_by
-        and caller not in record.replayed_to
-    ):
-        return Decision(Action.REPLAY)
-    return Decision(Action.START, stop_first=True)
 
 
 @dataclass

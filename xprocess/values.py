@@ -33,6 +33,7 @@ from xprocess.errors import (
 )
 from xprocess.layout import Layout, atomic_write, read_or_warn, warn
 from xprocess.locking import NameLock
+from xprocess.origin import Home, foreign_origin, home_of
 from xprocess.records import FAILED, READY, RecordStore, validate_name
 
 __all__ = [
@@ -65,6 +66,11 @@ class ValueRecord:
     cleanup_error: str = ""
     # The process instance the value belongs to (``process=``): its name, pid and create time.
     process: dict[str, Any] | None = None
+    # The records root it was written for (see ``xprocess.origin``): a value copied from another
+    # project's root is neither used nor cleaned up here (its cleanup would act on that
+    # project's server).
+    root: str = ""
+    root_inode: int = 0
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
@@ -103,6 +109,8 @@ _VALUE_CHECKS: dict[str, Callable[[object], bool]] = {
     "error_message": lambda v: isinstance(v, str),
     "cleanup_error": lambda v: isinstance(v, str),
     "process": lambda v: v is None or isinstance(v, dict),
+    "root": lambda v: isinstance(v, str),
+    "root_inode": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
 }
 
 
@@ -111,6 +119,7 @@ class ValueStore:
 
     def __init__(self, root: Path) -> None:
         self.layout = Layout(root)
+        self._home_now: Home | None = None
 
     def run_path(self, name: str, run_id: str) -> Path:
         return self.layout.value_of_run(name, run_id)
@@ -122,7 +131,28 @@ class ValueStore:
         return self.layout.value_lock(name)
 
     def read(self, path: Path) -> ValueRecord | None:
-        """The value record at ``path``; None (with a RecordWarning if it is unreadable)."""
+        """The value record at ``path``; None (with a RecordWarning if it is unreadable) when
+        there is none, or when it is foreign (see ``foreign``)."""
+        record = self._parse(path)
+        return record if record is not None and self._origin(record) is None else None
+
+    def foreign(self, path: Path) -> str | None:
+        """The records root the value record at ``path`` was written for, when it is not this
+        one (copied with another project's cache); else None."""
+        record = self._parse(path)
+        return self._origin(record) if record is not None else None
+
+    def _origin(self, record: ValueRecord) -> str | None:
+        if not record.root:
+            return None  # older than the field: nothing tells where it was written
+        return foreign_origin(record.root, record.root_inode, "", self._home())
+
+    def _home(self) -> Home:
+        if self._home_now is None or not self._home_now.inode:
+            self._home_now = home_of(self.layout.root)
+        return self._home_now
+
+    def _parse(self, path: Path) -> ValueRecord | None:
         text = read_or_warn(path, "a shared value's record")
         if text is None:
             return None
@@ -139,6 +169,8 @@ class ValueStore:
             return None
 
     def write(self, path: Path, record: ValueRecord) -> None:
+        home = self._home()
+        record.root, record.root_inode = home.path, home.inode
         atomic_write(path, record.to_json())
 
     def all(self, run_id: str | None = None) -> Iterator[tuple[Path, ValueRecord | None]]:
@@ -402,7 +434,15 @@ def _run_cleanup(record: ValueRecord) -> str:
 def describe_values(root: Path) -> list[str]:
     """One line per recorded value, for --xshow."""
     lines = []
-    for path, record in ValueStore(root).all():
+    store = ValueStore(root)
+    for path, record in store.all():
+        origin = store.foreign(path) if record is None else None
+        if origin is not None:
+            lines.append(
+                f"- {path.parent.name} VALUE FOREIGN copied from {origin}: neither used nor "
+                "cleaned up here, computed anew"
+            )
+            continue
         if record is None:
             lines.append(f"- {path.parent.name} VALUE unreadable record {path}")
             continue
