@@ -27,7 +27,7 @@ from xprocess.starting import Caller, ensure_process, settle
 from xprocess.termination import stop_record
 from xprocess.values import DEFAULT_TIMEOUT as DEFAULT_VALUE_TIMEOUT
 from xprocess.values import shared_value
-from xprocess.watchdog import start_watchdog
+from xprocess.watchdog import reap_launchers, start_watchdog
 
 __all__ = ["XProcess", "XProcessInfo"]
 
@@ -370,6 +370,7 @@ class XProcess:
         """Reap processes this object started that have exited; running ones keep running."""
         for resource in self.resources:
             resource.release()
+        reap_launchers()
 
     # Names pytest-xprocess used for the same job; some suites call them.
     _force_clean_up = release

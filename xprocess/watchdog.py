@@ -33,12 +33,13 @@ from xprocess.cache_clear import hold_records
 from xprocess.capabilities import HAVE_PIDFD, LIBC
 from xprocess.layout import Layout
 
-__all__ = ["start_watchdog", "watchdog_flag"]
+__all__ = ["reap_launchers", "start_watchdog", "watchdog_flag"]
 
 _IN_DELETE = 0x00000200
 _IN_MOVED_FROM = 0x00000040
 _POLL_INTERVAL = 0.2
 _started: set[tuple[str, str]] = set()
+_launchers: list[subprocess.Popen[bytes]] = []
 
 
 def watchdog_flag(root: Path, run_id: str) -> Path:
@@ -95,7 +96,15 @@ def start_watchdog(root: Path, run: Any) -> None:
             start_new_session=True,
             close_fds=True,
         )
-    launcher.wait()  # it forks the watchdog and exits at once, so nothing is left to reap
+    # Not waited for: it forks the watchdog and exits, reaped later (``reap_launchers``). The
+    # start need not wait for the fork either: in a session of its own, the launcher survives a
+    # kill of the run's process group, and its watchdog then finds the run's main process gone.
+    _launchers.append(launcher)
+
+
+def reap_launchers() -> None:
+    """Reap the watchdog launchers this process started that have exited."""
+    _launchers[:] = [launcher for launcher in _launchers if launcher.poll() is None]
 
 
 def _main_is_gone(entry: dict[str, Any]) -> bool:
