@@ -96,15 +96,19 @@ def start_watchdog(root: Path, run: Any) -> None:
             start_new_session=True,
             close_fds=True,
         )
-    # Not waited for: it forks the watchdog and exits, reaped later (``reap_launchers``). The
-    # start need not wait for the fork either: in a session of its own, the launcher survives a
-    # kill of the run's process group, and its watchdog then finds the run's main process gone.
+    # Waited for at the end of this process's session (``reap_launchers``), not here: the start
+    # need not wait for the fork. In a session of its own, the launcher survives a kill of the
+    # run's process group, and its watchdog then finds the run's main process gone.
     _launchers.append(launcher)
 
 
-def reap_launchers() -> None:
-    """Reap the watchdog launchers this process started that have exited."""
-    _launchers[:] = [launcher for launcher in _launchers if launcher.poll() is None]
+def reap_launchers(timeout: float = 10.0) -> None:
+    """Wait for the watchdog launchers this process started (long gone by the end of a session:
+    each forks its watchdog and exits), so that none is left a zombie or a child."""
+    while _launchers:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            _launchers[-1].wait(timeout)
+        _launchers.pop()
 
 
 def _main_is_gone(entry: dict[str, Any]) -> bool:
