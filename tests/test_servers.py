@@ -294,6 +294,52 @@ def test_redis_gives_each_worker_its_own_database_flushed_between_tests(
     assert {(worker, f"{int(worker[2:])}") for worker, _ in pairs} == pairs
 
 
+REUSED_CONNECTION = """
+import pytest
+from xprocess.servers import redis
+
+redis_proc = redis.redis_proc()
+redisdb = redis.redisdb("redis_proc", decode=True)
+seen = []
+
+@pytest.mark.parametrize("i", range(3))
+def test_moves_away(redisdb, i):
+    seen.append(redisdb.client_id())
+    assert redisdb.keys() == []
+    redisdb.set("left", "behind")
+    redisdb.select(5)  # on the pooled connection: the next test must be back on its own
+    redisdb.set("elsewhere", "kept")
+
+def test_one_connection_all_along(redisdb, redis_proc):
+    assert redisdb.keys() == []
+    assert len(set(seen)) == 1 and redisdb.client_id() == seen[0]
+    assert redis_proc.client(db=5).get("elsewhere") == b"kept"
+"""
+
+
+def test_redisdb_reuses_its_connection_and_puts_it_back_on_the_workers_database(
+    pytester: pytest.Pytester,
+) -> None:
+    need(shutil.which("redis-server") is not None, "redis-server", "apt-get install redis-server")
+    pytester.makepyfile(REUSED_CONNECTION)
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=4)
+
+
+def test_importing_the_redis_fixtures_imports_no_engine() -> None:
+    """A conftest imports it in the xdist controller and every worker: the engine (records,
+    psutil, the starter) comes only with the server's start."""
+    code = (
+        "import sys; import xprocess.servers.redis as rd; "
+        "heavy = {'psutil', 'xprocess.records', 'xprocess.starter', 'xprocess.leases'}; "
+        "print(sorted(heavy & set(sys.modules))); "
+        "print(rd.RedisStarter.__mro__[1].__name__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines() == ["[]", "ProcessStarter"]
+
+
 def test_a_database_is_leased_to_one_holder_at_a_time_and_free_once_released(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -395,3 +395,13 @@ def test_a_value_tied_to_a_process_that_does_not_run_is_refused(tmp_path: Path) 
     message = str(raised.value)
     assert "tied to the process 'server', which is not running" in message
     assert "xprocess.ensure('server', ...)" in message
+
+
+def test_shared_waits_as_long_as_a_value_by_default() -> None:
+    """``XProcess.shared`` spells the default out (so the manager imports no values module)."""
+    import inspect
+
+    from xprocess import values
+
+    default = inspect.signature(XProcess.shared).parameters["timeout"].default
+    assert default == values.DEFAULT_TIMEOUT

@@ -25,9 +25,7 @@ from xprocess.runs import Run, holds
 from xprocess.starter import ProcessStarter, describe_starter
 from xprocess.starting import Caller, ensure_process, settle
 from xprocess.termination import stop_record
-from xprocess.values import DEFAULT_TIMEOUT as DEFAULT_VALUE_TIMEOUT
-from xprocess.values import shared_value
-from xprocess.watchdog import start_watchdog
+from xprocess.watchdog import reap_launchers, start_watchdog
 
 __all__ = ["XProcess", "XProcessInfo"]
 
@@ -327,7 +325,7 @@ class XProcess:
         *,
         cleanup: Callable[[Any], object] | None = None,
         key: str | None = None,
-        timeout: float = DEFAULT_VALUE_TIMEOUT,
+        timeout: float = 300.0,  # values.DEFAULT_TIMEOUT, not imported until a value is shared
         dumps: Callable[[Any], str] | None = None,
         loads: Callable[[str], Any] | None = None,
         process: str | None = None,
@@ -352,6 +350,8 @@ class XProcess:
         __tracebackhide__ = True
         if cleanup is not None:
             start_watchdog(self.rootdir, self.run)  # cleans up if the whole run is killed
+        from xprocess.values import shared_value
+
         return shared_value(
             self.rootdir,
             self.run_id,
@@ -370,6 +370,7 @@ class XProcess:
         """Reap processes this object started that have exited; running ones keep running."""
         for resource in self.resources:
             resource.release()
+        reap_launchers()
 
     # Names pytest-xprocess used for the same job; some suites call them.
     _force_clean_up = release

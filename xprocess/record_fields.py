@@ -6,9 +6,41 @@ another tool or half by a crash is refused as a whole, naming the first field th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-__all__ = ["CHECKS", "short"]
+__all__ = ["CHECKS", "MAX_NAME_BYTES", "short", "validate_name"]
+
+_FORBIDDEN_IN_NAME = ("/", "\\", "\0")
+# A name becomes "<name>.lock" in the locks dir; most file systems take 255 bytes per name.
+MAX_NAME_BYTES = 255 - len(".lock")
+
+
+def validate_name(name: object) -> str:
+    """Return ``name`` if it can name a process directory, else raise ``ValueError``."""
+    from xprocess.errors import InvalidStarterError
+
+    if not isinstance(name, str) or not name:
+        raise InvalidStarterError(
+            f"process name must be a non-empty string, got {name!r}; "
+            "pass a short name such as 'myserver'",
+        )
+    bad = [c for c in _FORBIDDEN_IN_NAME if c in name]
+    if bad or name in (".", "..") or name.startswith(".") or ".." in name:
+        raise InvalidStarterError(
+            f"process name {name!r} cannot be used: it must not start with '.', contain '..', "
+            "'/', '\\' or NUL, since it names a directory inside the records root; "
+            "use letters, digits, '-' or '_'",
+            name=name,
+        )
+    size = len(os.fsencode(name))
+    if size > MAX_NAME_BYTES:
+        raise InvalidStarterError(
+            f"process name {name[:40]!r}... is {size} bytes long; it names a directory and a "
+            f"lock file, so it may have at most {MAX_NAME_BYTES} bytes: use a shorter name",
+            name=name,
+        )
+    return name
 
 
 def short(value: object) -> str:

@@ -26,7 +26,7 @@ from xprocess.errors import type_name
 from xprocess.layout import Layout, RecordWarning, atomic_write, read_or_warn, warn
 from xprocess.liveness import BOOT_ID, exited_zero, find_process, identify, is_alive
 from xprocess.origin import Home, foreign_origin, home_of
-from xprocess.record_fields import CHECKS, short
+from xprocess.record_fields import CHECKS, MAX_NAME_BYTES, short, validate_name
 from xprocess.tokens import allowed_uids, carriers
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAILED",
+    "MAX_NAME_BYTES",
     "READY",
     "STARTING",
     "ProcessRecord",
@@ -48,10 +49,6 @@ __all__ = [
 STARTING = "starting"
 READY = "ready"
 FAILED = "failed"
-
-_FORBIDDEN_IN_NAME = ("/", "\\", "\0")
-# A name becomes "<name>.lock" in the locks dir; most file systems take 255 bytes per name.
-MAX_NAME_BYTES = 255 - len(".lock")
 
 
 def _own_start_time() -> float:
@@ -70,33 +67,6 @@ def refuse_symlink(path: Path, what: str, name: str) -> None:
             "start makes a real one).",
             name=name,
         )
-
-
-def validate_name(name: object) -> str:
-    """Return ``name`` if it can name a process directory, else raise ``ValueError``."""
-    from xprocess.errors import InvalidStarterError
-
-    if not isinstance(name, str) or not name:
-        raise InvalidStarterError(
-            f"process name must be a non-empty string, got {name!r}; "
-            "pass a short name such as 'myserver'",
-        )
-    bad = [c for c in _FORBIDDEN_IN_NAME if c in name]
-    if bad or name in (".", "..") or name.startswith(".") or ".." in name:
-        raise InvalidStarterError(
-            f"process name {name!r} cannot be used: it must not start with '.', contain '..', "
-            "'/', '\\' or NUL, since it names a directory inside the records root; "
-            "use letters, digits, '-' or '_'",
-            name=name,
-        )
-    size = len(os.fsencode(name))
-    if size > MAX_NAME_BYTES:
-        raise InvalidStarterError(
-            f"process name {name[:40]!r}... is {size} bytes long; it names a directory and a "
-            f"lock file, so it may have at most {MAX_NAME_BYTES} bytes: use a shorter name",
-            name=name,
-        )
-    return name
 
 
 @dataclasses.dataclass

@@ -19,20 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xprocess.capabilities import HAVE_PIDFD
-from xprocess.daemons import find_daemon
 from xprocess.decisions import Action, Decision, decide
+
+# The modules of a start (spawn, readiness, daemons, endpoints) are imported by the start itself:
+# the workers that find the process running, most of them under xdist, never pay for them.
 from xprocess.errors import (
     AddressInUseError,
     InvalidStarterError,
     StartupTimeoutError,
     rebuild_error,
 )
-from xprocess.launch import spawn
 from xprocess.layout import keep_blocks
 from xprocess.liveness import Identity, identify
 from xprocess.locking import NameLock
-from xprocess.occupied import refuse_answered_endpoints
-from xprocess.readiness import wait_until_ready
 from xprocess.records import READY, ProcessRecord, RecordStore
 from xprocess.runs import Run, add_holder, add_user, holder_entry, holds, running_users, uses
 from xprocess.starter import LaunchPlan, StarterDescription
@@ -257,6 +256,8 @@ def settle(store: RecordStore, name: str, popen: subprocess.Popen[bytes]) -> Non
     record = store.read(name)
     if record is None or record.pid != popen.pid or not record.token or record.state != READY:
         return
+    from xprocess.daemons import find_daemon
+
     daemon = find_daemon(record.token, allowed_uids([record.uid]))
     identity = identify(daemon.pid) if daemon is not None else None
     if daemon is None or identity is None:
@@ -356,6 +357,9 @@ def _spawn_recorded(
     """Spawn ``plan``'s process with a fresh token, recorded (name, command, token, starter)
     before the spawn; return the record, the Popen and the log offset."""
     __tracebackhide__ = True
+    from xprocess.launch import spawn
+    from xprocess.occupied import refuse_answered_endpoints
+
     store = caller.store
     name = plan.name
     controldir = store.controldir(name)
@@ -401,6 +405,8 @@ def _start(
     previous: ProcessRecord | None,
 ) -> Outcome:
     __tracebackhide__ = True
+    from xprocess.readiness import wait_until_ready
+
     store = caller.store
     name = plan.name
     logpath = store.log_path(name)

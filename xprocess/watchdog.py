@@ -33,12 +33,13 @@ from xprocess.cache_clear import hold_records
 from xprocess.capabilities import HAVE_PIDFD, LIBC
 from xprocess.layout import Layout
 
-__all__ = ["start_watchdog", "watchdog_flag"]
+__all__ = ["reap_launchers", "start_watchdog", "watchdog_flag"]
 
 _IN_DELETE = 0x00000200
 _IN_MOVED_FROM = 0x00000040
 _POLL_INTERVAL = 0.2
 _started: set[tuple[str, str]] = set()
+_launchers: list[subprocess.Popen[bytes]] = []
 
 
 def watchdog_flag(root: Path, run_id: str) -> Path:
@@ -95,7 +96,19 @@ def start_watchdog(root: Path, run: Any) -> None:
             start_new_session=True,
             close_fds=True,
         )
-    launcher.wait()  # it forks the watchdog and exits at once, so nothing is left to reap
+    # Waited for at the end of this process's session (``reap_launchers``), not here: the start
+    # need not wait for the fork. In a session of its own, the launcher survives a kill of the
+    # run's process group, and its watchdog then finds the run's main process gone.
+    _launchers.append(launcher)
+
+
+def reap_launchers(timeout: float = 10.0) -> None:
+    """Wait for the watchdog launchers this process started (long gone by the end of a session:
+    each forks its watchdog and exits), so that none is left a zombie or a child."""
+    while _launchers:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            _launchers[-1].wait(timeout)
+        _launchers.pop()
 
 
 def _main_is_gone(entry: dict[str, Any]) -> bool:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -29,9 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from xprocess.errors import InvalidStarterError
-from xprocess.leases import Lease, NoFreeSlotError, lease_slot
-from xprocess.ports import free_port
-from xprocess.records import validate_name
+from xprocess.record_fields import validate_name
 from xprocess.servers._common import (
     find_program,
     flag_setting,
@@ -43,12 +41,13 @@ from xprocess.servers.existing import redis_databases
 from xprocess.servers.failures import server_fixture_value, worded_setup
 from xprocess.servers.settings import REDIS as SETTINGS
 from xprocess.servers.settings import choose
-from xprocess.starter import ProcessStarter
 
 if TYPE_CHECKING:
     import redis
 
+    from xprocess.leases import Lease
     from xprocess.manager import XProcess
+    from xprocess.servers._redis_starter import RedisStarter
 
 __all__ = [
     "RedisServer",
@@ -69,6 +68,16 @@ DEFAULT_DATABASES = 256
 _WORKER_NUMBER = re.compile(r"gw(\d+)")
 
 
+def __getattr__(name: str) -> Any:
+    """``RedisStarter`` on first use: a conftest importing this module (as every xdist worker
+    and the controller do) then does not import the engine it needs only to start a server."""
+    if name == "RedisStarter":
+        from xprocess.servers._redis_starter import RedisStarter
+
+        return RedisStarter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def require_redis() -> ModuleType:
     """The redis client module, or an error saying to install ``xprocess[redis]``."""
     return require_extra("redis", "redis", "xprocess.servers.redis")
@@ -85,42 +94,6 @@ def find_redis_server(configured: str | os.PathLike[str] | None = None) -> Path:
     )
 
 
-class RedisStarter(ProcessStarter):
-    """``redis-server`` on a free port of 127.0.0.1, keeping nothing on disk.
-
-    The fixture factory makes a subclass with ``program``, ``databases`` and ``options`` set.
-    """
-
-    # Redis 7 says "Ready to accept connections", older ones "... is now ready to accept ...".
-    pattern = "(?i)ready to accept connections"
-    timeout = 30
-    terminate_at_end = True
-    program: str = ""
-    databases: int = DEFAULT_DATABASES
-    options: tuple[str, ...] = ()
-    port: int | None = None  # None: a free port
-
-    def args(self) -> list[object]:
-        program = self.program or str(find_redis_server())
-        port = self.port or free_port()
-        self.data.update(host=HOST, port=port, databases=self.databases)
-        return [
-            program,
-            "--port",
-            port,
-            "--bind",
-            HOST,
-            # No persistence: nothing is written next to the server.
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--databases",
-            self.databases,
-            *self.options,
-        ]
-
-
 @dataclass(frozen=True)
 class RedisServer:
     """The running server, as the ``redis_proc`` fixture gives it.
@@ -135,6 +108,9 @@ class RedisServer:
     databases: int
     db: int = 0
     password: str | None = None
+    # The connections ``redisdb`` reuses from test to test, one pool per ``decode``: a test then
+    # costs no connect and no handshake. Closed when the server fixture ends.
+    _pools: dict[bool, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def worker_db(self) -> int:
         """The logical database leased to this worker (see ``db``)."""
@@ -149,6 +125,28 @@ class RedisServer:
         )
         return client
 
+    def pooled_client(self, decode: bool) -> redis.Redis:
+        """A client on this worker's database whose connections stay open for the next test."""
+        module = require_redis()
+        pool = self._pools.get(decode)
+        if pool is None:
+            pool = self._pools[decode] = module.ConnectionPool(
+                host=self.host,
+                port=self.port,
+                db=self.worker_db(),
+                password=self.password,
+                decode_responses=decode,
+            )
+        client: redis.Redis = module.Redis(connection_pool=pool)
+        return client
+
+    def close_pools(self) -> None:
+        """Close the connections ``pooled_client`` kept open."""
+        pools = list(self._pools.values())
+        self._pools.clear()
+        for pool in pools:
+            pool.disconnect()
+
 
 def preferred_db() -> int:
     """The database a worker asks for first: N for xdist worker ``gwN``, 0 without xdist."""
@@ -159,6 +157,8 @@ def preferred_db() -> int:
 def lease_db(root: Path, name: str, databases: int) -> Lease:
     """Lease a database of the server ``name`` to this worker: its preferred one if free."""
     __tracebackhide__ = True
+    from xprocess.leases import NoFreeSlotError, lease_slot
+
     try:
         return lease_slot(root, name, databases, preferred_db())
     except NoFreeSlotError:
@@ -182,6 +182,8 @@ def _start_redis(
 ) -> RedisServer:
     """Start (or reuse) the server ``name``; the server as recorded, before any lease."""
     __tracebackhide__ = True
+    from xprocess.servers._redis_starter import RedisStarter
+
     program = find_redis_server(executable or text_setting(config, EXEC_SETTING))
     stays = keep if keep is not None else flag_setting(config, KEEP_SETTING)
     starter = type(
@@ -252,17 +254,16 @@ def redis_proc(
                 config, xprocess, name, executable, keep, databases, arguments, address
             )
         lease = lease_db(xprocess.rootdir, name, server.databases)
+        leased = RedisServer(
+            server.name, server.host, server.port, server.databases, lease.slot, address["password"]
+        )
         try:
-            yield RedisServer(
-                server.name,
-                server.host,
-                server.port,
-                server.databases,
-                lease.slot,
-                address["password"],
-            )
+            yield leased
         finally:
-            lease.release()
+            try:
+                leased.close_pools()
+            finally:
+                lease.release()
 
     return redis_proc_fixture
 
@@ -282,12 +283,18 @@ def redisdb(proc_fixture_name: str = "redis_proc", *, decode: bool = False) -> A
     def redisdb_fixture(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
         __tracebackhide__ = True
         server: RedisServer = server_fixture_value(request, proc_fixture_name)
-        client = server.client(decode_responses=decode)
+        client = server.pooled_client(decode)
         try:
-            # Before as well as after: a crashed worker of an earlier run may have left keys.
+            # Before as well as after: a crashed worker of an earlier run, or a test using the
+            # server without this fixture, may have left keys.
             client.flushdb()
             yield client
-            client.flushdb()
+            # On the worker's database even if the test SELECTed another on this connection,
+            # which goes back to the pool for the next test: one round trip for both.
+            reset = client.pipeline(transaction=False)
+            reset.select(server.db)
+            reset.flushdb()
+            reset.execute()
         finally:
             client.close()
 
