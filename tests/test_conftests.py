@@ -12,7 +12,7 @@ import signal
 import psutil
 import pytest
 
-from tests.support import HEADER, count_lines, live_records, running, wait_for
+from tests.support import HEADER, count_lines, live_records, nothing_left, running, wait_for
 from xprocess.manager import XProcessInfo
 
 # The server the fixtures below start, and what their tests call, from tests/helpers/projects.py.
@@ -49,10 +49,6 @@ def pytest_unconfigure(config):
     if worker:
         (ROOT / f"done-{worker}").write_text("")
 """
-
-
-def nothing_left(pytester: pytest.Pytester) -> None:
-    assert live_records(pytester.path) == []
 
 
 def test_terminate_in_a_session_fixture_teardown_waits_for_the_last_worker(
