@@ -20,6 +20,8 @@ __all__ = [
     "CHILD",
     "HEADER",
     "HELPERS",
+    "PORT_SERVER",
+    "TALK",
     "child_args",
     "cmdline_of",
     "count_lines",
@@ -27,6 +29,7 @@ __all__ = [
     "live_records",
     "module_using",
     "namespaces_or_skip",
+    "nothing_left",
     "records_roots",
     "running",
     "wait_for",
@@ -104,6 +107,40 @@ if HELPERS not in sys.path:
     sys.path.insert(0, HELPERS)
 from projects import child
 """
+
+
+# A server that says which port it took, as many public servers do; conftests find the port
+# again by searching the log ``ensure`` returned.
+PORT_SERVER = (
+    HEADER
+    + """
+import re
+from xprocess import free_port
+
+ROOT = Path(__file__).parent
+
+class Server(ProcessStarter):
+    pattern = r"serving on port \\d+"
+    def args(self):
+        port = free_port()
+        return child("--listen", port, "--ready", f"serving on port {port}",
+                     "--count-file", ROOT / "starts")
+"""
+)
+
+# A test module's or conftest's ``greeted(port)``: whether the helper child on ``port`` says hello.
+TALK = """
+import socket
+
+def greeted(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        return conn.recv(10) == b"hello\\n"
+"""
+
+
+def nothing_left(pytester: pytest.Pytester) -> None:
+    """Assert that no record under the pytester project names a live process."""
+    assert live_records(pytester.path) == []
 
 
 def count_lines(path: Path) -> int:

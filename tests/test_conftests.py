@@ -12,7 +12,7 @@ import signal
 import psutil
 import pytest
 
-from tests.support import HEADER, count_lines, live_records, running, wait_for
+from tests.support import HEADER, count_lines, live_records, nothing_left, running, wait_for
 from xprocess.manager import XProcessInfo
 
 # The server the fixtures below start, and what their tests call, from tests/helpers/projects.py.
@@ -42,6 +42,34 @@ def server(xprocess):
     xprocess.getinfo("server").terminate()
 """
 
+# Fixtures ``server`` for a conftest made by starter_conftest(): the default one starts
+# ``Server``; SERVER_PID's value is the pid ensure returned; SESSION_SERVER is session-scoped.
+ENSURE_SERVER = """
+@pytest.fixture
+def server(xprocess):
+    xprocess.ensure("server", Server)
+"""
+
+SERVER_PID = """
+@pytest.fixture
+def server(xprocess):
+    return xprocess.ensure("server", Server)[0]
+"""
+
+SESSION_SERVER = """
+@pytest.fixture(scope="session")
+def server(xprocess):
+    xprocess.ensure("server", Server)
+"""
+
+
+def starter_conftest(starter: str, fixture: str = ENSURE_SERVER) -> str:
+    """A conftest defining ``ROOT`` (the project's directory), then ``starter`` (the test's own
+    ``class Server(ProcessStarter)``, which may count its starts in ``ROOT / "starts"``), then
+    ``fixture``."""
+    return HEADER + "\nROOT = Path(__file__).parent\n\n" + starter + "\n" + fixture
+
+
 # Each worker says when its session is over (after its fixtures were torn down).
 WORKER_DONE_HOOK = """
 def pytest_unconfigure(config):
@@ -49,10 +77,6 @@ def pytest_unconfigure(config):
     if worker:
         (ROOT / f"done-{worker}").write_text("")
 """
-
-
-def nothing_left(pytester: pytest.Pytester) -> None:
-    assert live_records(pytester.path) == []
 
 
 def test_terminate_in_a_session_fixture_teardown_waits_for_the_last_worker(
@@ -363,19 +387,14 @@ def test_an_env_value_that_is_not_a_string_is_refused_before_starting(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makeconftest(
-        HEADER
-        + """
-ROOT = Path(__file__).parent
-
+        starter_conftest(
+            """
 class Server(ProcessStarter):
     pattern = "ready"
     env = {"PATH": os.environ["PATH"], "SERVER_MODE": None}
     args = child("--count-file", ROOT / "starts")
-
-@pytest.fixture
-def server(xprocess):
-    xprocess.ensure("server", Server)
 """
+        )
     )
     pytester.makepyfile("def test_x(server):\n    pass\n")
     result = pytester.runpytest_subprocess()
@@ -385,19 +404,13 @@ def server(xprocess):
 
 
 def test_a_kept_process_is_restarted_when_its_starter_changes(pytester: pytest.Pytester) -> None:
-    conftest = (
-        HEADER
-        + """
-ROOT = Path(__file__).parent
-
+    conftest = starter_conftest(
+        """
 class Server(ProcessStarter):
     pattern = "ready"
     args = child("--ready", "ready (first edition)", "--count-file", ROOT / "starts")
-
-@pytest.fixture
-def server(xprocess):
-    return xprocess.ensure("server", Server)[0]
-"""
+""",
+        SERVER_PID,
     )
     pytester.makeconftest(conftest)
     pytester.makepyfile("def test_x(server):\n    pass\n")
@@ -494,19 +507,14 @@ def test_a_misspelt_starter_attribute_fails_the_run_before_anything_starts(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makeconftest(
-        HEADER
-        + """
-ROOT = Path(__file__).parent
-
+        starter_conftest(
+            """
 class Server(ProcessStarter):
     pattern = "ready"
     timout = 5
     args = child("--count-file", ROOT / "starts")
-
-@pytest.fixture
-def server(xprocess):
-    xprocess.ensure("server", Server)
 """
+        )
     )
     pytester.makepyfile("def test_x(server):\n    pass\n")
     result = pytester.runpytest_subprocess()
@@ -519,19 +527,15 @@ def test_a_starter_env_built_from_os_environ_does_not_restart_a_kept_process(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makeconftest(
-        HEADER
-        + """
-ROOT = Path(__file__).parent
-
+        starter_conftest(
+            """
 class Server(ProcessStarter):
     pattern = "ready"
     env = dict(os.environ, SERVER_MODE="test")
     args = child("--count-file", ROOT / "starts")
-
-@pytest.fixture(scope="session")
-def server(xprocess):
-    xprocess.ensure("server", Server)
-"""
+""",
+            SESSION_SERVER,
+        )
     )
     pytester.makepyfile(
         "import pytest\n@pytest.mark.parametrize('i', range(4))\ndef test_x(server, i):\n    pass\n"
@@ -549,18 +553,14 @@ def test_a_server_that_crashed_leaving_a_child_is_started_again(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makeconftest(
-        HEADER
-        + """
-ROOT = Path(__file__).parent
-
+        starter_conftest(
+            """
 class Server(ProcessStarter):
     pattern = "ready"
     args = child("--children", 1, "--count-file", ROOT / "starts")
-
-@pytest.fixture
-def server(xprocess):
-    return xprocess.ensure("server", Server)[0]
-"""
+""",
+            SERVER_PID,
+        )
     )
     pytester.makepyfile("def test_x(server):\n    pass\n")
     pytester.runpytest_subprocess().assert_outcomes(passed=1)

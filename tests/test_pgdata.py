@@ -66,6 +66,24 @@ def scratch_of(base: Path, root: Path, *, pid: int, create_time: float, uid: int
     return scratch
 
 
+def old_clusters(
+    tmp_path: Path, scratch_base: Path, dead: tuple[int, float]
+) -> tuple[Path, Path, Path]:
+    """A project's records root and two old clusters a start that has ended left: one in a
+    scratch directory (returned: the directory holding ``data``), one under the records root."""
+    root = records_root(tmp_path / "a")
+    scratch = scratch_of(scratch_base, root, pid=dead[0], create_time=dead[1])
+    under_root = root / "postgresql" / "data"
+    under_root.mkdir()
+    return root, scratch, under_root
+
+
+def remove_old_datadirs(root: Path, scratch: Path, under_root: Path) -> None:
+    """What a start of ``root``'s server does with each of the two old clusters."""
+    for datadir in (scratch / "data", under_root):
+        _pgdata.remove_old_datadir(str(datadir), root / "postgresql")
+
+
 @pytest.fixture
 def dead() -> tuple[int, float]:
     """The pid and start time of a process that has exited."""
@@ -97,12 +115,8 @@ def test_an_old_cluster_another_project_made_is_left_alone(
 def test_an_old_cluster_this_project_made_is_removed(
     tmp_path: Path, scratch_base: Path, dead: tuple[int, float]
 ) -> None:
-    root = records_root(tmp_path / "a")
-    scratch = scratch_of(scratch_base, root, pid=dead[0], create_time=dead[1])
-    under_root = root / "postgresql" / "data"
-    under_root.mkdir()
-    _pgdata.remove_old_datadir(str(scratch / "data"), root / "postgresql")
-    _pgdata.remove_old_datadir(str(under_root), root / "postgresql")
+    root, scratch, under_root = old_clusters(tmp_path, scratch_base, dead)
+    remove_old_datadirs(root, scratch, under_root)
     assert not scratch.exists()
     assert not under_root.exists()
 
@@ -113,14 +127,10 @@ def test_an_old_cluster_whose_postmaster_may_run_is_left_alone(
     dead: tuple[int, float],
     sleeper: subprocess.Popen[bytes],
 ) -> None:
-    root = records_root(tmp_path / "a")
-    scratch = scratch_of(scratch_base, root, pid=dead[0], create_time=dead[1])
+    root, scratch, under_root = old_clusters(tmp_path, scratch_base, dead)
     (scratch / "data" / "postmaster.pid").write_text(f"{sleeper.pid}\n/data\n", encoding="utf-8")
-    under_root = root / "postgresql" / "data"
-    under_root.mkdir()
     (under_root / "postmaster.pid").write_text(f"{sleeper.pid}\n", encoding="utf-8")
-    _pgdata.remove_old_datadir(str(scratch / "data"), root / "postgresql")
-    _pgdata.remove_old_datadir(str(under_root), root / "postgresql")
+    remove_old_datadirs(root, scratch, under_root)
     assert (scratch / "data").is_dir()
     assert under_root.is_dir()
 

@@ -139,6 +139,13 @@ def _alive_in_session(proc: psutil.Process, sid: int) -> bool:
         return False
 
 
+def _exited(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def test_a_daemon_left_by_a_launcher_that_exited_is_stopped(xp: XProcess, tmp_path: Path) -> None:
     """Like ``pg_ctl start``: the launcher prints its ready line and exits, the daemon stays."""
     pidfile = tmp_path / "daemon.pid"
@@ -149,7 +156,9 @@ def test_a_daemon_left_by_a_launcher_that_exited_is_stopped(xp: XProcess, tmp_pa
     daemon_pid = int(pidfile.read_text().split()[0])
     launcher_popen = xp.resources[-1].popen
     assert launcher_popen is not None
-    wait_for(lambda: launcher_popen.poll() is not None, what="the launcher to exit")
+    # Waited for without reaping it (poll() would): what reaps it is xprocess's own release,
+    # which hands the record to the daemon; until then the exited launcher stands for it.
+    wait_for(lambda: _exited(launcher_popen.pid), what="the launcher to exit")
     assert xp.getinfo("srv").isrunning(), "the daemon carrying the start's token runs"
     assert xp.getinfo("srv").terminate() == 1
     assert not running(daemon_pid)

@@ -107,6 +107,11 @@ class Runs:
         self.started[run].wait(timeout=DEADLINE)
         return self.output(run)
 
+    def let_finish(self, run: str) -> str:
+        """Give ``run`` the go-ahead and wait for it to end; its output."""
+        self.go(run)
+        return self.finish(run)
+
     def output(self, run: str) -> str:
         return (self.path / f"{run}.out").read_text(errors="replace")
 
@@ -130,6 +135,19 @@ class Runs:
         """Runs a, then b (with ``env_of_b``), both holding the server."""
         self.holding("a", *workers, **({"TERMINATE": "1"} if "TERMINATE" in env_of_b else {}))
         self.holding("b", *workers, **env_of_b)
+
+    def both_started(self, workers: list[str]) -> None:
+        """Runs a and b started at once, both holding the server."""
+        self.start("a", *workers)
+        self.start("b", *workers)
+        self.reached("a", "holding-*")
+        self.reached("b", "holding-*")
+
+    def let_both_finish(self) -> tuple[str, str]:
+        """Give runs a and b the go-ahead together, then wait for both to end; their outputs."""
+        self.go("a")
+        self.go("b")
+        return self.finish("a"), self.finish("b")
 
     def go(self, run: str) -> None:
         (self.path / f"{run}-go").write_text("")
@@ -192,11 +210,9 @@ def test_a_run_releasing_a_server_does_not_stop_it_under_another_run(
 ) -> None:
     pytester.makepyfile(test_holding=HOLDING_TEST)
     runs.both_holding(workers, TERMINATE="1")
-    runs.go("b")
-    assert "2 passed" in runs.finish("b")
+    assert "2 passed" in runs.let_finish("b")
     assert server_runs(pytester.path), "the server stopped when run b released it"
-    runs.go("a")
-    assert "2 passed" in runs.finish("a")
+    assert "2 passed" in runs.let_finish("a")
     assert count_lines(pytester.path / "starts") == 1
     assert not running(server_pid(pytester.path)), "the last run's release did not stop it"
 
@@ -206,15 +222,11 @@ def test_two_runs_starting_the_same_name_at_once_start_it_once(
     pytester: pytest.Pytester, runs: Runs, workers: list[str]
 ) -> None:
     pytester.makepyfile(test_holding=HOLDING_TEST)
-    runs.start("a", *workers)
-    runs.start("b", *workers)
-    runs.reached("a", "holding-*")
-    runs.reached("b", "holding-*")
+    runs.both_started(workers)
     assert count_lines(pytester.path / "starts") == 1
-    runs.go("a")
-    runs.go("b")
-    assert "2 passed" in runs.finish("a")
-    assert "2 passed" in runs.finish("b")
+    a, b = runs.let_both_finish()
+    assert "2 passed" in a
+    assert "2 passed" in b
     assert not running(server_pid(pytester.path))
 
 
@@ -226,11 +238,9 @@ def test_a_run_ending_first_leaves_its_terminate_at_end_server_to_the_other(
     # the stop a asked for passes to b's end.
     pytester.makepyfile(test_holding=HOLDING_TEST)
     runs.both_holding(workers, KEEP="1")
-    runs.go("a")
-    assert "2 passed" in runs.finish("a")
+    assert "2 passed" in runs.let_finish("a")
     assert server_runs(pytester.path), "run a's end stopped the server run b holds"
-    runs.go("b")
-    assert "2 passed" in runs.finish("b")
+    assert "2 passed" in runs.let_finish("b")
     assert not running(server_pid(pytester.path))
 
 
@@ -248,8 +258,7 @@ def test_a_killed_run_does_not_take_the_server_from_the_other(
         what="run b's watchdog to do b's end",
     )
     assert server_runs(pytester.path), "run b's watchdog stopped the server run a holds"
-    runs.go("a")
-    assert "2 passed" in runs.finish("a")
+    assert "2 passed" in runs.let_finish("a")
     assert not running(server_pid(pytester.path))
 
 
@@ -305,8 +314,7 @@ def test_cache_clear_while_another_run_works_is_refused_and_moves_nothing(
     assert runs.started["b"].returncode == pytest.ExitCode.USAGE_ERROR, output
     assert "--cache-clear would move the records of running processes" in output
     assert XProcessInfo(records(pytester.path), "server").pid == pid
-    runs.go("a")
-    assert "2 passed" in runs.finish("a")
+    assert "2 passed" in runs.let_finish("a")
     assert count_lines(pytester.path / "starts") == 1
     assert not running(pid), "run a's end did not find its server to stop it"
 
@@ -316,19 +324,15 @@ def test_xkill_leaves_what_a_run_in_progress_holds_unless_forced(
     pytester: pytest.Pytester, runs: Runs, workers: list[str]
 ) -> None:
     pytester.makepyfile(test_holding=HOLDING_TEST)
-    runs.start("a", *workers)
-    runs.start("b", *workers)
-    runs.reached("a", "holding-*")
-    runs.reached("b", "holding-*")
+    runs.both_started(workers)
     pid = server_pid(pytester.path)
     result = pytester.runpytest_subprocess("--xkill")
     assert result.ret == 1
     result.stdout.fnmatch_lines([f"{pid} server LEFT RUNNING: held by *--xforce*"])
     assert running(pid)
-    runs.go("a")
-    runs.go("b")
-    assert "2 passed" in runs.finish("a")
-    assert "2 passed" in runs.finish("b")
+    a, b = runs.let_both_finish()
+    assert "2 passed" in a
+    assert "2 passed" in b
 
 
 def test_xkill_with_xforce_stops_what_a_run_in_progress_holds(
@@ -340,8 +344,7 @@ def test_xkill_with_xforce_stops_what_a_run_in_progress_holds(
     result = pytester.runpytest_subprocess("--xkill", "--xforce")
     result.stdout.fnmatch_lines([f"{pid} server TERMINATED"])
     assert not running(pid)
-    runs.go("a")
-    assert "2 failed" in runs.finish("a")
+    assert "2 failed" in runs.let_finish("a")
 
 
 def test_a_kept_server_is_reused_by_a_run_that_stops_it_at_its_end(
@@ -375,6 +378,5 @@ def test_a_run_of_another_definition_waits_for_the_holding_run_then_fails_naming
     assert "'server' runs (pid" in output and "from another definition of its starter" in output
     assert output.count("fingerprint") >= 2, "both definitions are named"
     assert server_runs(pytester.path), "run b restarted the server under run a"
-    runs.go("a")
-    assert "2 passed" in runs.finish("a")
+    assert "2 passed" in runs.let_finish("a")
     assert count_lines(pytester.path / "starts") == 1

@@ -287,30 +287,45 @@ def test_a_stale_value_whose_cleanup_raises_is_reported_and_replaced(
     pytester.runpytest_subprocess("--xkill")
 
 
-def test_xkill_cleans_up_values_while_their_server_still_runs(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(
-        HEADER
-        + """
-from xprocess.manager import XProcessInfo
+def table_on_server(drop_table: str, *, at_end: bool = False) -> str:
+    """A conftest whose session fixture ``table`` is a value tied to the process "server".
 
+    ``drop_table`` is the code of its cleanup, ``drop_table(value)``; ``at_end`` is the server's
+    ``terminate_at_end``.
+    """
+    return (
+        HEADER
+        + drop_table
+        + f"""
 ROOT = Path(__file__).parent
 
 class Server(ProcessStarter):
     pattern = "ready"
     args = child()
+    terminate_at_end = {at_end}
 
 def create_table():
     return "table"
-
-def drop_table(value):
-    info = XProcessInfo(ROOT / ".pytest_cache" / "d" / ".xprocess", "server")
-    (ROOT / "events").write_text("dropped while server " + str(info.isrunning()))
 
 @pytest.fixture(scope="session")
 def table(xprocess):
     xprocess.ensure("server", Server)
     return xprocess.shared("table", create_table, cleanup=drop_table, key="k", process="server")
 """
+    )
+
+
+def test_xkill_cleans_up_values_while_their_server_still_runs(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        table_on_server(
+            """
+from xprocess.manager import XProcessInfo
+
+def drop_table(value):
+    info = XProcessInfo(ROOT / ".pytest_cache" / "d" / ".xprocess", "server")
+    (ROOT / "events").write_text("dropped while server " + str(info.isrunning()))
+"""
+        )
     )
     pytester.makepyfile("def test_it(table):\n    assert table == 'table'\n")
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
@@ -325,27 +340,14 @@ def test_xkill_forgets_a_value_whose_server_ended_with_the_run_without_calling_i
     # A template database in a server stopped at the end of the run: its cleanup could only
     # fail to connect, and must not turn a CI step running --xkill red.
     pytester.makeconftest(
-        HEADER
-        + """
-ROOT = Path(__file__).parent
-
-class Server(ProcessStarter):
-    pattern = "ready"
-    args = child()
-    terminate_at_end = True
-
-def create_table():
-    return "table"
-
+        table_on_server(
+            """
 def drop_table(value):
     (ROOT / "events").write_text("cleanup called")
     raise ConnectionRefusedError("the server is gone")
-
-@pytest.fixture(scope="session")
-def table(xprocess):
-    xprocess.ensure("server", Server)
-    return xprocess.shared("table", create_table, cleanup=drop_table, key="k", process="server")
-"""
+""",
+            at_end=True,
+        )
     )
     pytester.makepyfile("def test_it(table):\n    assert table == 'table'\n")
     pytester.runpytest_subprocess().assert_outcomes(passed=1)

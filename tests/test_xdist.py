@@ -167,19 +167,10 @@ def test_a_worker_killed_while_starting_does_not_block_the_others(
     pytester.makeconftest(
         HEADER
         + """
-import signal
+from projects import killed_once
 
 ROOT = Path(__file__).parent
-
-class Starter(ProcessStarter):
-    pattern = "ready"
-    args = child("--count-file", ROOT / "starts")
-    def startup_check(self):
-        marker = ROOT / "killed-once"
-        if not marker.exists():
-            marker.write_text(os.environ.get("PYTEST_XDIST_WORKER", "?"))
-            os.kill(os.getpid(), signal.SIGKILL)   # dies holding the lock, mid-start
-        return True
+Starter = killed_once(ROOT)  # a worker dies holding the lock, mid-start
 
 @pytest.fixture(scope="session")
 def server(xprocess):
@@ -414,18 +405,10 @@ def test_the_run_after_a_crashed_start_starts_cleanly(pytester: pytest.Pytester)
     pytester.makeconftest(
         HEADER
         + """
-import signal
+from projects import killed_once
 
 ROOT = Path(__file__).parent
-
-class Starter(ProcessStarter):
-    pattern = "ready"
-    args = child("--count-file", ROOT / "starts")
-    def startup_check(self):
-        if not (ROOT / "crashed-once").exists():
-            (ROOT / "crashed-once").write_text("")
-            os.kill(os.getpid(), signal.SIGKILL)  # the whole run dies mid-start
-        return True
+Starter = killed_once(ROOT)  # the whole run dies mid-start
 """
     )
     run_killed_mid_start(pytester)

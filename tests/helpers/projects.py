@@ -11,6 +11,7 @@ The outer test suite uses :func:`child` and :func:`wait_for` too, through ``test
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import time
@@ -61,6 +62,26 @@ def listening_server(
             )
 
     return Server
+
+
+def killed_once(root: Path) -> type[ProcessStarter]:
+    """A starter of the helper child (each start appends its pid to ``root / "starts"``) whose
+    first startup check SIGKILLs the process making it: the worker, or the whole run, dies
+    mid-start, holding the start's lock. ``root / "killed-once"`` (the worker's id) says it did;
+    every later check passes."""
+
+    class Starter(ProcessStarter):
+        pattern = "ready"
+        args = child("--count-file", root / "starts")
+
+        def startup_check(self) -> bool:
+            marker = root / "killed-once"
+            if not marker.exists():
+                marker.write_text(os.environ.get("PYTEST_XDIST_WORKER", "?"))
+                os.kill(os.getpid(), signal.SIGKILL)
+            return True
+
+    return Starter
 
 
 def talk(xprocess: Any, name: str = "server") -> None:

@@ -1,0 +1,326 @@
+"""Public conftests written for pytest-xprocess 1.0.2: how they start, restart and stop their
+processes (from pytest_configure, with a positional restart, a SIGKILL in a finalizer, an
+XProcess of their own as a context manager) and what they do at the session's end."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support import HEADER, PORT_SERVER, count_lines, nothing_left, working_in
+from xprocess import free_port
+
+
+def test_a_process_started_from_pytest_configure_through_the_plugin_object(
+    pytester: pytest.Pytester,
+) -> None:
+    # Older conftests start their server before the session, from the plugin pytest hands out.
+    pytester.makeconftest(
+        HEADER
+        + """
+pytest_plugins = "xprocess"
+
+def pytest_configure(config):
+    def preparefunc(cwd):
+        return ("Started", child("--ready", "Started"))
+
+    xprocess_plugin = config.pluginmanager.getplugin("xprocess")
+    xprocess = xprocess_plugin.XProcess(config)
+    xprocess.ensure("jagare", preparefunc)
+
+def pytest_unconfigure(config):
+    xprocess_plugin = config.pluginmanager.getplugin("xprocess")
+    info = xprocess_plugin.XProcess(config).getinfo("jagare")
+    if info.pid:
+        info.terminate()
+"""
+    )
+    pytester.makepyfile(
+        "def test_up(xprocess):\n    assert xprocess.getinfo('jagare').isrunning()\n"
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    nothing_left(pytester)
+
+
+def test_a_positional_restart_starts_a_new_process_and_returns_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest-xprocess's own fixtures: ensure(proc_name, Starter, restart), then a terminator
+    # that checks isrunning() first.
+    pytester.makeconftest(
+        PORT_SERVER
+        + """
+@pytest.fixture
+def xprocess_starter(xprocess):
+    def _runner(proc_name, restart=False):
+        return xprocess.ensure(proc_name, Server, restart)
+    return _runner
+
+@pytest.fixture
+def xprocess_terminate(xprocess):
+    def _terminator(name, **kwargs):
+        proc = xprocess.getinfo(name)
+        if proc.isrunning():
+            return proc.terminate(**kwargs)
+    return _terminator
+"""
+    )
+    pytester.makepyfile(
+        """
+def test_restart(xprocess_starter, xprocess_terminate):
+    first, log = xprocess_starter("s1")
+    again, _ = xprocess_starter("s1")
+    restarted, log = xprocess_starter("s1", True)
+    assert first == again != restarted
+    assert log.read().count("serving on port") == 1
+    assert xprocess_terminate("s1") == 1
+    assert xprocess_terminate("s1") is None
+"""
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    nothing_left(pytester)
+
+
+def test_a_preparefunc_that_sets_the_environment_and_a_pid_killed_by_the_finalizer(
+    pytester: pytest.Pytester,
+) -> None:
+    # whatsmyrank, vdirsyncer: preparefunc(cwd) sets os.environ and returns a callable (not a
+    # pattern) that polls the port; the finalizer SIGKILLs the pid ensure returned.
+    port = free_port()
+    pytester.makeconftest(
+        HEADER
+        + f"""
+import signal, socket, time
+
+ROOT = Path(__file__).parent
+PORT = {port}
+
+def wait():
+    for i in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", PORT), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+@pytest.fixture(scope="session")
+def test_server(xprocess, request):
+    def preparefunc(cwd):
+        os.environ["QUEST_DATABASE_URL"] = str(ROOT / "test.shelve")
+        return wait, child("--delay", 0.3, "--listen", PORT, "--show-env", "QUEST_DATABASE_URL",
+                           "--count-file", ROOT / "starts")
+
+    pid, log = xprocess.ensure("server", preparefunc)
+
+    def fin():
+        os.kill(pid, signal.SIGKILL)
+
+    request.addfinalizer(fin)
+    return pid, log
+"""
+    )
+    pytester.makepyfile(
+        """
+import socket
+from conftest import PORT, ROOT
+
+def test_served(test_server, xprocess):
+    pid, log = test_server
+    assert pid == xprocess.getinfo("server").pid
+    assert f"env QUEST_DATABASE_URL={ROOT / 'test.shelve'}" in log.read()
+    socket.create_connection(("127.0.0.1", PORT), timeout=5).close()
+"""
+    )
+    for _ in range(2):  # the second run starts it again: the killed one is not taken as running
+        pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    assert count_lines(pytester.path / "starts") == 2
+    result = pytester.runpytest_subprocess("--xshow")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    nothing_left(pytester)
+
+
+def test_a_control_dir_removed_by_hand_at_the_end_of_the_session(
+    pytester: pytest.Pytester,
+) -> None:
+    # mupifDB: mongod keeps its data in its cwd ("--dbpath=./", the control dir), function-scoped
+    # fixtures depending on each other, and a session fixture that removes
+    # .pytest_cache/d/.xprocess/<name> when the session ends.
+    pytester.makeconftest(
+        HEADER
+        + """
+import shutil
+
+class Database(ProcessStarter):
+    env = {"PYTHONUNBUFFERED": "1"}
+    args = child("--ready", "Waiting for connections", "--count-file", "./db.data")
+    timeout = 5
+    max_read_lines = 100
+    pattern = "Waiting for connections"
+    terminate_on_interrupt = True
+
+class Api(ProcessStarter):
+    args = child("--ready", "Application startup complete.")
+    pattern = "Application startup complete."
+    terminate_on_interrupt = True
+
+@pytest.fixture
+def mongodb(xprocess):
+    xprocess.ensure("mongodb", Database)
+    yield xprocess.getinfo("mongodb")
+    xprocess.getinfo("mongodb").terminate()
+
+@pytest.fixture
+def rest_api(xprocess, mongodb):
+    xprocess.ensure("restApi", Api)
+    yield mongodb
+    xprocess.getinfo("restApi").terminate()
+
+@pytest.fixture(autouse=True, scope="session")
+def test_suite_cleanup():
+    yield
+    shutil.rmtree(".pytest_cache/d/.xprocess/mongodb", ignore_errors=True)
+"""
+    )
+    pytester.makepyfile(
+        """
+import pytest
+
+@pytest.mark.parametrize("i", range(2))
+def test_workflow(rest_api, i):
+    # mongod's data, in the control dir it ran in (each start of this run appends its pid)
+    assert (rest_api.controldir / "db.data").read_text().split()[-1] == str(rest_api.pid)
+"""
+    )
+    for _ in range(2):
+        pytester.runpytest_subprocess().assert_outcomes(passed=2)
+        assert not (pytester.path / ".pytest_cache/d/.xprocess/mongodb").exists()
+    result = pytester.runpytest_subprocess("--xshow")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    nothing_left(pytester)
+
+
+def test_the_log_path_kept_at_teardown_is_printed_in_the_terminal_summary(
+    pytester: pytest.Pytester,
+) -> None:
+    # HERA-Team/librarian: an env without PATH (the program given by its full path), a port
+    # drawn anew each run under the same name, the log's path kept at teardown and printed by
+    # pytest_terminal_summary after the process was stopped.
+    pytester.makeconftest(
+        HEADER
+        + """
+import sys
+from xprocess import free_port
+
+SERVER_LOG_PATH = None
+
+@pytest.fixture(scope="package")
+def server(xprocess):
+    port = str(free_port())
+
+    class Starter(ProcessStarter):
+        pattern = "Uvicorn running on"
+        args = child("--listen", port, "--ready", f"Uvicorn running on port {port}",
+                     "--show-env", "PORT", "--show-env", "PATH")
+        timeout = 10
+        env = {"PORT": port, "VIRTUAL_ENV": sys.prefix}
+
+    xprocess.ensure("server", Starter)
+    yield port
+    global SERVER_LOG_PATH
+    SERVER_LOG_PATH = str(xprocess.getinfo("server").logpath)
+    xprocess.getinfo("server").terminate()
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    terminalreporter.section("integration test temporary files")
+    terminalreporter.write_line("Server log: " + str(SERVER_LOG_PATH))
+"""
+    )
+    pytester.makepyfile(
+        "def test_up(server, xprocess):\n"
+        "    assert 'env PATH=<unset>' in xprocess.getinfo('server').logpath.read()\n"
+        "    assert f'env PORT={server}' in xprocess.getinfo('server').logpath.read()\n"
+    )
+    ports = []
+    for _ in range(2):
+        result = pytester.runpytest_subprocess()
+        result.assert_outcomes(passed=1)
+        line = next(x for x in result.stdout.lines if x.startswith("Server log: "))
+        log = Path(line.removeprefix("Server log: "))
+        ports.append(re.findall(r"Uvicorn running on port (\d+)", log.read_text())[-1])
+    assert ports[0] != ports[1]  # the second run's server, not the first one's
+    nothing_left(pytester)
+
+
+def test_an_xprocess_of_its_own_as_a_context_manager_stopping_the_process_group(
+    pytester: pytest.Pytester,
+) -> None:
+    # anchorpy: its own XProcess subclass made in a session fixture from getrootdir(config) and
+    # used as a context manager, stored on config._xprocess; an XProcessInfo subclass whose
+    # terminate() kills the process group of a start_new_session process.
+    pytester.makeconftest(
+        HEADER
+        + """
+import signal
+import psutil
+from xprocess import XProcessInfo, XProcess
+from xprocess.pytest_xprocess import getrootdir
+
+ROOT = Path(__file__).parent
+
+class FixedXProcessInfo(XProcessInfo):
+    def terminate(self, timeout=60):
+        if not self.pid:
+            return 0
+        try:
+            pgid = os.getpgid(self.pid)
+        except ProcessLookupError:
+            return 0
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except OSError as err:
+            print(f"Error while terminating process {err}")
+            return -1
+        return 1
+
+class FixedXProcess(XProcess):
+    def getinfo(self, name):
+        return FixedXProcessInfo(self.rootdir, name)
+
+@pytest.fixture(scope="session")
+def fixed_xprocess(request):
+    rootdir = getrootdir(request.config)
+    with FixedXProcess(request.config, rootdir) as xproc:
+        request.config._xprocess = xproc
+        yield xproc
+
+@pytest.fixture(scope="module")
+def localnet(fixed_xprocess):
+    class Starter(ProcessStarter):
+        pattern = "JSON RPC URL"
+        terminate_on_interrupt = True
+        args = child("--ready", "JSON RPC URL", "--children", 2)
+        timeout = 60
+        popen_kwargs = {"cwd": ROOT, "start_new_session": True}
+        max_read_lines = 1_000
+
+    logfile = fixed_xprocess.ensure("localnet", Starter)
+    yield logfile
+    info = fixed_xprocess.getinfo("localnet")
+    tree = [psutil.Process(info.pid), *psutil.Process(info.pid).children()]
+    assert info.terminate() == 1
+    psutil.wait_procs(tree, timeout=30)
+    assert not info.isrunning()
+"""
+    )
+    pytester.makepyfile(
+        "def test_up(localnet, fixed_xprocess):\n"
+        "    pid, log = localnet\n"
+        "    assert 'JSON RPC URL' in log.read()\n"
+        "    assert fixed_xprocess.getinfo('localnet').pid == pid\n"
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    assert working_in(pytester.path) == []
+    nothing_left(pytester)
