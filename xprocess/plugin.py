@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["is_xdist_worker", "run_id_of"]
 
 XSHOW_HELP = (
-    "show a table of the recorded external processes (name, pid, LIVE/STARTING/FAILED/DEAD, "
-    "uptime, held by, data, log) and exit; with -v, each record in full"
+    "show a table of the recorded external processes (name, pid, LIVE/STARTING/FAILED/DEAD/"
+    "FOREIGN, uptime, held by, data, log) and exit; with -v, each record in full"
 )
 XKILL_HELP = (
     "terminate every recorded external process tree, forget the records of those that are "
