@@ -7,13 +7,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.support import HELPERS, child_args, namespaces_or_skip, running, wait_for
-from xprocess import ProcessStarter, RecordWarning, XProcess, tokens
+from xprocess import ProcessStarter, RecordWarning, XProcess, termination, tokens
+from xprocess.capabilities import HAVE_PROC_STAT
 from xprocess.commands import kill
 from xprocess.liveness import BOOT_ID, identify
 
@@ -223,3 +225,53 @@ def test_a_record_proving_only_pid_and_start_time_is_reported_and_left_alone(
     assert stranger.poll() is None, f"the stranger was signalled: {lines}"
     assert lines[0] == f"{stranger.pid} imitated NOT SIGNALLED", lines
     assert "no token" in lines[1] and "not signalled" in lines[1], lines
+
+
+def test_a_token_says_when_it_was_made() -> None:
+    token = tokens.new_token()
+    if HAVE_PROC_STAT:
+        born = tokens.born_ticks(token)
+        assert born is not None and born >= own_start_ticks()
+    else:
+        assert tokens.born_ticks(token) is None
+    assert tokens.born_ticks("0123abcd" * 4) is None  # an earlier version's token
+    assert tokens.born_ticks("0123abcd-12x") is None
+
+
+def own_start_ticks() -> int:
+    """When this process started, in clock ticks since boot."""
+    identity = identify(os.getpid())
+    assert identity is not None and identity.since_boot is not None
+    return round(identity.since_boot * os.sysconf("SC_CLK_TCK"))
+
+
+@pytest.mark.skipif(not HAVE_PROC_STAT, reason="start times in ticks come from /proc")
+def test_a_process_older_than_the_token_it_holds_is_no_carrier() -> None:
+    """Only processes created after their token was made are looked at closely: one that holds
+    the value but started before it (planted, never given it by a start) is not signalled."""
+    secret = tokens.new_token().rpartition("-")[0]
+    # As if made 10 s from now: after the processes below were created.
+    later = (time.clock_gettime(time.CLOCK_BOOTTIME) + 10) * os.sysconf("SC_CLK_TCK")
+    stamped = f"{secret}-{int(later)}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(600)"],
+            env={**os.environ, tokens.TOKEN_VAR: value},
+        )
+        for value in (stamped, secret)
+    ]
+    try:
+        old, plain = (proc.pid for proc in procs)
+        wait_for(
+            lambda: tokens.verify(plain, secret) is tokens.Verdict.CARRIES,
+            what="the process with the unstamped token to carry it",
+        )
+        assert tokens.verify(old, stamped) is tokens.Verdict.ABSENT
+        assert tokens.carriers(stamped) == []
+        assert termination.stop_carriers(stamped, timeout=5) == 0
+        assert running(old)
+        assert tokens.carriers(secret) == [plain]  # the same value, unstamped: searched everywhere
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

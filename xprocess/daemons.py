@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from xprocess.capabilities import HAVE_PROC
+from xprocess.procfs import all_pids
 from xprocess.tokens import allowed_uids, carriers, process_uid
 
 if TYPE_CHECKING:
@@ -123,8 +123,7 @@ def find_daemon(
 
 def _session_members(sid: int) -> set[int]:
     members = set()
-    pids = [int(e) for e in os.listdir("/proc") if e.isdigit()] if HAVE_PROC else psutil.pids()
-    for pid in pids:
+    for pid in all_pids():
         try:
             if os.getsid(pid) == sid:
                 members.add(pid)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import psutil
 
 from xprocess.capabilities import HAVE_PROC_STAT
+from xprocess.procfs import read_stat
 
 __all__ = [
     "BOOT_ID",
@@ -97,23 +98,13 @@ def identify(pid: int) -> Identity | None:
     if pid <= 0:
         return None
     if HAVE_PROC_STAT:
-        try:
-            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        stat = read_stat(pid)
+        if stat is None:
             return None
-        try:
-            data = os.read(fd, 4096)  # os.read: a buffered file object costs as much again
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        if not data:
-            return None
-        # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-        fields = data[data.rindex(b")") + 2 :].split()
-        since_boot = int(fields[19]) / _TICKS
-        zombie = fields[0] == b"Z"
+        since_boot = stat.start_ticks / _TICKS
+        zombie = stat.zombie
         # Field 52, the wait status of an exited thread (Linux 3.5+), readable by its user.
+        fields = stat.fields
         status = int(fields[49]) if zombie and len(fields) > 49 else None
         return Identity(since_boot, _BOOT_EPOCH + since_boot, zombie, _leads_session(pid), status)
     try:

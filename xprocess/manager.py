@@ -178,7 +178,15 @@ class XProcessInfo:
                 timeout=timeout,
             )
         result = stop_record(record, kill_proc_tree=kill_proc_tree, timeout=timeout)
-        if owner is not None and owner.holds and holds(record.holders, os.getpid()):
+        if (
+            owner is not None
+            and owner.holds
+            and holds(record.holders, os.getpid())
+            and record.is_alive()
+        ):
+            # Still running (it could not be stopped): let a caller of another definition, who
+            # waits while it has holders, go on. A stopped process is waited for by nobody, so
+            # its record is not written again here (a replace costs milliseconds on a busy disk).
             drop_hold(self.store, record, os.getpid())
         return result
 

@@ -7,6 +7,9 @@ a pid is not handed out again while the pids after it are free: Linux allocates 
 increasing order and wraps at ``pid_max`` (4 million by default), far beyond the few forks of
 the milliseconds between two refreshes.
 
+Only the processes created since the token was made are asked whether they carry it (see
+``tokens.born_ticks``): on a machine of long-lived processes, a handful.
+
 Handles for signalling are made by :meth:`ProcessTable.handle`, which checks again, after the
 handle exists, that the pid is still the process the table describes (see ``termination``).
 """
@@ -14,44 +17,31 @@ handle exists, that the pid is still the process the table describes (see ``term
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Collection, Iterable
 
 import psutil
 
 from xprocess.capabilities import HAVE_PROC
-from xprocess.tokens import Verdict, carries_quickly, verify
+from xprocess.procfs import all_pids, read_stat
+from xprocess.tokens import Verdict, born_ticks, carries_quickly, verify
 
 __all__ = ["ProcessTable"]
 
 
-def _all_pids() -> list[int]:
+def _parent_of(pid: int) -> tuple[int | None, int | None]:
+    """The parent pid of ``pid`` (None if it is gone, or an exited, unreaped one) and its start
+    time in clock ticks since boot (None where /proc is not read)."""
     if HAVE_PROC:
-        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-    return psutil.pids()
-
-
-def _parent_of(pid: int) -> int | None:
-    """The parent pid of ``pid``; None if it is gone (or an exited, unreaped one)."""
-    if HAVE_PROC:
-        try:
-            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        fields = data[data.rindex(b")") + 2 :].split()
-        return None if fields[0] == b"Z" else int(fields[1])
+        stat = read_stat(pid)
+        if stat is None or stat.zombie:
+            return None, None
+        return stat.parent, stat.start_ticks
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
-            return None if proc.status() == psutil.STATUS_ZOMBIE else proc.ppid()
+            return (None if proc.status() == psutil.STATUS_ZOMBIE else proc.ppid()), None
     except psutil.Error:
-        return None
+        return None, None
 
 
 class ProcessTable:
@@ -64,10 +54,11 @@ class ProcessTable:
         self.parents: dict[int, int] = {}
         self.carriers: set[int] = set()
         self._seen: set[int] = set()
+        self._born = born_ticks(token) if token else None
 
     def refresh(self) -> None:
         """Read the processes that appeared since the last refresh; forget those that left."""
-        pids = _all_pids()
+        pids = all_pids()
         listed = set(pids)
         for gone in self._seen - listed:
             self.parents.pop(gone, None)
@@ -77,13 +68,14 @@ class ProcessTable:
             if pid in self._seen:
                 continue
             self._seen.add(pid)
-            parent = _parent_of(pid)
+            parent, started = _parent_of(pid)
             if parent is None:
                 continue
             self.parents[pid] = parent
             if (
                 self.token
                 and pid not in self.protected
+                and (self._born is None or started is None or started >= self._born)
                 and carries_quickly(pid, self.token, self.uids)
             ):
                 self.carriers.add(pid)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from xprocess.capabilities import HAVE_PIDFD
-from xprocess.liveness import find_process
+from xprocess.liveness import HAVE_PROC_STAT, find_process, is_alive
 from xprocess.process_table import ProcessTable
 from xprocess.tokens import allowed_uids, process_uid, protected_pids
 
@@ -60,6 +60,8 @@ def _is_gone(proc: psutil.Process) -> bool:
     since its parent (or an init that does not reap) may keep it in the table indefinitely."""
     reap_if_child(proc.pid)
     try:
+        if HAVE_PROC_STAT:  # one read of /proc/<pid>/stat; psutil makes two
+            return not is_alive(proc.pid, proc.create_time())
         return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
         return True

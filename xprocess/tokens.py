@@ -14,6 +14,13 @@ their environment. So a start also hands its process an open descriptor of a sma
 the token (``MARK_FILE`` in its control dir), inherited like the environment and kept across
 ``setsid()`` and the usual daemonizing; on Linux a process holding it carries the token too.
 
+A token also says when it was made: ``<random hex>-<clock ticks since boot>``. Every process
+carrying it was created after that (it got the token from its parent, or the mark from an
+ancestor), so a search of the process table looks closely (environment, descriptors) only at the
+processes created since (``born_ticks``); a process older than its token is never a carrier, even
+if it somehow holds the value. Tokens without the suffix (older records) are searched for in
+every process.
+
 Some pids are never signalled whatever a record says (``protected_pids``): pid 1, this process
 and its ancestors.
 """
@@ -24,11 +31,13 @@ import contextlib
 import enum
 import os
 import secrets
+import time
 from collections.abc import Collection
 
 import psutil
 
-from xprocess.capabilities import HAVE_PROC
+from xprocess.capabilities import HAVE_PROC, HAVE_PROC_STAT
+from xprocess.procfs import all_pids, ancestors, read_stat
 
 __all__ = [
     "HAVE_PROC_ENVIRON",
@@ -37,6 +46,7 @@ __all__ = [
     "TOKEN_VAR",
     "Verdict",
     "allowed_uids",
+    "born_ticks",
     "carriers",
     "carries_quickly",
     "new_token",
@@ -60,17 +70,40 @@ class Verdict(enum.Enum):
     UNKNOWN = "cannot be verified"
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if HAVE_PROC_STAT else 100
+
+
 def new_token() -> str:
-    """A fresh token for one start."""
-    return secrets.token_hex(16)
+    """A fresh token for one start, stamped with when it was made (see ``born_ticks``)."""
+    token = secrets.token_hex(16)
+    if not HAVE_PROC_STAT:
+        return token
+    # /proc/<pid>/stat's start time is this clock in whole ticks, rounded down.
+    return f"{token}-{int(time.clock_gettime(time.CLOCK_BOOTTIME) * _TICKS)}"
+
+
+def born_ticks(token: str) -> int | None:
+    """The clock tick since boot before which no process carrying ``token`` was created; None
+    when the token does not say (made without /proc, or by an earlier version)."""
+    if not HAVE_PROC_STAT:
+        return None
+    _, dash, ticks = token.rpartition("-")
+    if not dash or not ticks.isdigit() or len(ticks) > 18:
+        return None
+    return int(ticks) - 1  # a tick of slack: the stamp and the start time round alike
+
+
+def created_before(pid: int, ticks: int | None) -> bool:
+    """Whether ``pid`` was created before clock tick ``ticks`` (False when it cannot be told)."""
+    if ticks is None:
+        return False
+    stat = read_stat(pid)
+    return stat is not None and stat.start_ticks < ticks
 
 
 def protected_pids() -> frozenset[int]:
     """Pids never signalled: pid 1 (and 0), this process and every one of its ancestors."""
-    pids = {0, 1, os.getpid()}
-    with contextlib.suppress(psutil.Error):
-        pids.update(p.pid for p in psutil.Process().parents())
-    return frozenset(pids)
+    return frozenset({0, 1, os.getpid(), *ancestors(os.getpid())})
 
 
 def _environ_entry(pid: int) -> tuple[bytes | None, int]:
@@ -198,6 +231,8 @@ def verify(
     """
     if not token or pid in (protected if protected is not None else protected_pids()):
         return Verdict.ABSENT
+    if created_before(pid, born_ticks(token)):
+        return Verdict.ABSENT  # older than the token: it cannot have been given it
     try:
         value, uid = _environ_entry(pid)
     except ProcessLookupError:
@@ -245,18 +280,17 @@ def _holds_mark_by_psutil(pid: int, token: str) -> bool:
     return False
 
 
-def _all_pids() -> list[int]:
-    if HAVE_PROC:
-        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-    return psutil.pids()
-
-
 def carriers(token: str, uids: Collection[int] | None = None) -> list[int]:
     """Every live pid carrying ``token`` that may be signalled (see ``verify``), sorted."""
     if not token:
         return []
     allowed = uids if uids is not None else allowed_uids()
     protected = protected_pids()
+    born = born_ticks(token)
     return sorted(
-        pid for pid in _all_pids() if pid not in protected and carries_quickly(pid, token, allowed)
+        pid
+        for pid in all_pids()
+        if pid not in protected
+        and not created_before(pid, born)
+        and carries_quickly(pid, token, allowed)
     )
