@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import select
 import signal
 import subprocess
@@ -22,9 +21,8 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from xprocess.capabilities import HAVE_PIDFD
-from xprocess.liveness import HAVE_PROC_STAT, find_process, is_alive
-from xprocess.process_table import ProcessTable
+from xprocess.liveness import find_process
+from xprocess.process_table import ProcessTable, Target, reap_if_child
 from xprocess.tokens import allowed_uids, process_uid, protected_pids
 
 if TYPE_CHECKING:
@@ -49,88 +47,60 @@ KILL_GRACE = 5.0
 _SWEEPS = 3
 
 
-def reap_if_child(pid: int) -> None:
-    """Collect the exit status of ``pid`` if it is an exited child of ours, so it is no zombie."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _is_gone(proc: psutil.Process) -> bool:
-    """True once ``proc`` has exited. Reaps it if it is our child; a zombie counts as gone,
-    since its parent (or an init that does not reap) may keep it in the table indefinitely."""
-    reap_if_child(proc.pid)
-    try:
-        if HAVE_PROC_STAT:  # one read of /proc/<pid>/stat; psutil makes two
-            return not is_alive(proc.pid, proc.create_time())
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return True
-
-
-def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until every process in ``procs`` has exited; return those alive at the deadline.
+def wait_gone(targets: list[Target], timeout: float) -> list[Target]:
+    """Wait until every process of ``targets`` has exited; return those alive at the deadline.
 
     With pidfds (Linux) each exit wakes the waiter at once; elsewhere it polls, from half a
     millisecond backing off to 20 ms.
     """
     deadline = time.monotonic() + timeout
-    alive = [p for p in procs if not _is_gone(p)]
-    if alive and HAVE_PIDFD:
-        alive = _wait_on_pidfds(alive, deadline)
+    alive = [t for t in targets if not t.gone()]
+    if alive and all(t.fd >= 0 for t in alive):
+        return _wait_on_pidfds(alive, deadline)
     delay = 0.0005
     while alive and time.monotonic() < deadline:
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 0.02)
-        alive = [p for p in alive if not _is_gone(p)]
+        alive = [t for t in alive if not t.gone()]
     return alive
 
 
-def _wait_on_pidfds(procs: list[psutil.Process], deadline: float) -> list[psutil.Process]:
+def _wait_on_pidfds(targets: list[Target], deadline: float) -> list[Target]:
     """``wait_gone`` on pidfds: a pidfd turns readable when its process exits."""
     poller = select.poll()
-    fds: dict[int, psutil.Process] = {}
-    try:
-        for proc in procs:
-            try:
-                fd = os.pidfd_open(proc.pid)
-            except OSError:
-                continue  # gone already: _is_gone says so below
-            fds[fd] = proc
-            poller.register(fd, select.POLLIN)
-        # Opened after the check that it is the process of the handle: still it, or gone.
-        alive = [p for p in procs if not _is_gone(p)]
-        waiting = {fd for fd, proc in fds.items() if proc in alive}
-        while waiting and alive:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for fd, _ in poller.poll(remaining * 1000):
-                waiting.discard(fd)
-                poller.unregister(fd)
-            alive = [p for p in alive if not _is_gone(p)]
-        return alive
-    finally:
-        for fd in fds:
-            os.close(fd)
+    waiting = {t.fd: t for t in targets}
+    for fd in waiting:
+        poller.register(fd, select.POLLIN)
+    while waiting:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        for fd, _ in poller.poll(remaining * 1000):
+            poller.unregister(fd)
+            reap_if_child(waiting.pop(fd).pid)
+    return list(waiting.values())
 
 
-def _signal_all(procs: list[psutil.Process], sig: int, protected: Collection[int]) -> None:
-    for proc in procs:
-        if proc.pid in protected:
-            continue
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(sig)
+def _signal_all(targets: list[Target], sig: int, protected: Collection[int]) -> None:
+    for target in targets:
+        if target.pid not in protected:
+            target.send(sig)
 
 
-def _targets(table: ProcessTable, known: list[psutil.Process]) -> list[psutil.Process]:
+def _targets(table: ProcessTable, known: list[Target], made: list[Target]) -> list[Target]:
     """``known`` (handles already verified), the token's carriers, and the live descendants of
-    all of them, deepest first (children before the parents that watch them)."""
-    handles = {proc.pid: proc for proc in known}
+    all of them, deepest first (children before the parents that watch them). Handles made
+    here are added to ``made``, for the caller to close."""
+    handles = {target.pid: target for target in known}
     found = []
     for pid, parent in table.trees([*handles, *sorted(table.carriers)]):
-        proc = handles.get(pid) or table.handle(pid, parent)
-        if proc is not None and not _is_gone(proc):
-            found.append(proc)
+        target = handles.get(pid)
+        if target is None:
+            target = table.handle(pid, parent)
+            if target is not None:
+                made.append(target)
+        if target is not None and not target.gone():
+            found.append(target)
     return found
 
 
@@ -159,26 +129,31 @@ def abandon_on_error(token: str, popen: subprocess.Popen[bytes]) -> Iterator[Non
 def _stop_tree(table: ProcessTable, roots: list[psutil.Process], *, timeout: float) -> int:
     """SIGTERM to ``roots``, the carriers of the table's token and all their descendants,
     ``timeout`` seconds of grace, then SIGKILL sweeps; 0 if there was nothing to stop."""
-    table.refresh()
-    procs = _targets(table, roots)
-    if not procs:
-        return 0
-    _signal_all(procs, signal.SIGTERM, table.protected)
+    made = [t for t in map(Target.of, roots) if t is not None]
     try:
-        alive = wait_gone(procs, timeout)
-    except KeyboardInterrupt:
-        # Ctrl-C during the grace period: no more waiting, SIGKILL for what is left.
-        _sweep(table, procs)
-        raise
-    return _sweep(table, alive)
+        table.refresh()
+        targets = _targets(table, made[:], made)
+        if not targets:
+            return 0
+        _signal_all(targets, signal.SIGTERM, table.protected)
+        try:
+            alive = wait_gone(targets, timeout)
+        except KeyboardInterrupt:
+            # Ctrl-C during the grace period: no more waiting, SIGKILL for what is left.
+            _sweep(table, targets, made)
+            raise
+        return _sweep(table, alive, made)
+    finally:
+        for target in made:
+            target.close()
 
 
-def _sweep(table: ProcessTable, alive: list[psutil.Process]) -> int:
+def _sweep(table: ProcessTable, alive: list[Target], made: list[Target]) -> int:
     """SIGKILL what is left; a process killed now may have forked a moment before, so look
     again (only at processes not seen before) until nothing is new."""
     for _ in range(_SWEEPS):
         table.refresh()
-        alive = _targets(table, alive)
+        alive = _targets(table, alive, made)
         if not alive:
             return 1
         _signal_all(alive, signal.SIGKILL, table.protected)
@@ -188,17 +163,23 @@ def _sweep(table: ProcessTable, alive: list[psutil.Process]) -> int:
 
 def _stop_one(proc: psutil.Process, protected: Collection[int], *, timeout: float) -> int:
     """SIGTERM to ``proc`` alone, ``timeout`` seconds of grace, then SIGKILL."""
-    _signal_all([proc], signal.SIGTERM, protected)
+    target = Target.of(proc)
+    if target is None:
+        return 0
     try:
-        alive = wait_gone([proc], timeout)
-    except KeyboardInterrupt:
-        alive = [proc]
-        raise
+        _signal_all([target], signal.SIGTERM, protected)
+        try:
+            alive = wait_gone([target], timeout)
+        except KeyboardInterrupt:
+            alive = [target]
+            raise
+        finally:
+            if alive:
+                _signal_all(alive, signal.SIGKILL, protected)
+                alive = wait_gone(alive, KILL_GRACE)
+        return -1 if alive else 1
     finally:
-        if alive:
-            _signal_all(alive, signal.SIGKILL, protected)
-            alive = wait_gone(alive, KILL_GRACE)
-    return -1 if alive else 1
+        target.close()
 
 
 def _warn(message: str) -> None:
