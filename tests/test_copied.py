@@ -7,6 +7,7 @@ the run or ``--xkill``); ``--xshow`` says FOREIGN; projB starts its own server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,9 +18,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support import HEADER, running
-from xprocess.commands import FOREIGN, kill
-from xprocess.origin import Home, foreign_origin, home_of
+from tests.support import HEADER, child_args, running, wait_for
+from xprocess import ProcessStarter, XProcess
+from xprocess.commands import FOREIGN, MOVED, kill, show
+from xprocess.origin import Home, foreign_origin, home_of, moved_here
 from xprocess.records import ProcessRecord, RecordStore
 from xprocess.termination import stop_record
 from xprocess.tokens import TOKEN_VAR, new_token
@@ -227,3 +229,59 @@ def test_a_foreign_kept_value_is_neither_used_nor_cleaned_up(tmp_path: Path) -> 
     assert copied_store.read(copied_store.kept_path("url")) is None
     assert copied_store.foreign(copied_store.kept_path("url")) == os.path.realpath(original)
     assert store.read(path) is not None
+
+
+def _server() -> type[ProcessStarter]:
+    return type("Server", (ProcessStarter,), {"pattern": "ready", "args": child_args()})
+
+
+@pytest.fixture
+def moved(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A project that started a server, then was moved (``mv projA projB``): the server's pid
+    and the records root at the new place."""
+    xp = XProcess(None, tmp_path / "projA" / "records")
+    pid, _ = xp.ensure("server", _server())
+    os.rename(tmp_path / "projA", tmp_path / "projB")
+    yield pid, tmp_path / "projB" / "records"
+    with contextlib.suppress(psutil.Error):
+        psutil.Process(pid).kill()
+
+
+def test_a_moved_project_stops_what_it_left_running_at_its_old_place(
+    moved: tuple[int, Path],
+) -> None:
+    old_pid, root = moved
+    lines: list[str] = []
+    show([root], lines.append)
+    assert any(f"{MOVED}" in line and "server" in line for line in lines), lines
+    assert running(old_pid)
+    xp = XProcess(None, root)
+    pid, _ = xp.ensure("server", _server())
+    try:
+        assert pid != old_pid
+        wait_for(lambda: not running(old_pid), what="the server started before the move to stop")
+    finally:
+        xp.getinfo("server").terminate()
+
+
+def test_xkill_in_a_moved_project_stops_the_old_server_and_forgets_it(
+    moved: tuple[int, Path],
+) -> None:
+    old_pid, root = moved
+    lines: list[str] = []
+    assert kill([root], lines.append) == 0, lines
+    assert f"{old_pid} server TERMINATED" in lines[-1], lines
+    assert not running(old_pid)
+    assert not (root / "server" / "record.json").exists()
+
+
+def test_a_record_is_moved_only_when_its_old_path_left_the_directory(tmp_path: Path) -> None:
+    here = tmp_path / "here"
+    here.mkdir()
+    home = home_of(here)
+    assert moved_here(str(tmp_path / "gone"), home.inode, home.device, home)
+    assert not moved_here(str(here), home.inode, home.device, home)  # at home, not moved
+    (tmp_path / "new").mkdir()  # a new directory took the old path after the move
+    assert moved_here(str(tmp_path / "new"), home.inode, home.device, home)
+    assert not moved_here(str(tmp_path / "gone"), home.inode + 1, home.device, home)  # a copy
+    assert not moved_here(str(tmp_path / "gone"), home.inode, 0, home)  # an older record

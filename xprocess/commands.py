@@ -10,7 +10,9 @@ one whose starter crashed; or not running yet while a start holds its lock, prep
 starter's ``args()``, as ``initdb`` does), FAILED (its last start failed), DEAD (not running, or
 its pid now belongs to another process) or FOREIGN (a record copied from another project's
 records root, by ``cp -a`` of a project with its cache: it names that project's process, which is
-neither used nor stopped from here; DATA says where it came from). DATA takes the room the
+neither used nor stopped from here; DATA says where it came from) or MOVED (written before the
+project was moved here with ``mv``: its process, started at the old place, is not reused but
+stopped by the next start of its name or by ``--xkill``). DATA takes the room the
 terminal leaves (all of it when the output is not a terminal); ``full=True`` shows each record
 whole instead, one field a line.
 
@@ -48,6 +50,7 @@ DEAD = "DEAD"
 STARTING = "STARTING"
 FAILED_STATUS = "FAILED"
 FOREIGN = "FOREIGN"
+MOVED = "MOVED"
 COLUMNS = ("NAME", "PID", "STATUS", "UPTIME", "HELD BY", "DATA", "LOG")
 _DATA = COLUMNS.index("DATA")
 # DATA is never cut shorter than this, however narrow the terminal: a line that is too long
@@ -118,6 +121,10 @@ def _shown_path(path: Path, rootdir: Path | None) -> str:
     return str(path)
 
 
+def _foreign_status(info: XProcessInfo) -> str:
+    return MOVED if info.store.moved(info.name) is not None else FOREIGN
+
+
 def foreign_note(info: XProcessInfo) -> str | None:
     """What is said of ``info``'s record when it was written for another records root (see
     ``xprocess.origin``); None when it was not."""
@@ -128,7 +135,12 @@ def foreign_note(info: XProcessInfo) -> str | None:
         return None
     record, origin = found
     pid = f"pid {record.pid}" if record.pid > 0 else "a start"
-    gone = "" if os.path.isdir(origin) else ", which no longer exists (moved?)"
+    if info.store.moved(info.name) is not None:
+        return (
+            f"started at {origin}, before the project moved here: {pid} is stopped by the "
+            "next start of this name or by --xkill"
+        )
+    gone = "" if os.path.isdir(origin) else ", which no longer exists"
     return (
         f"copied from {origin}{gone}: names {pid} of that project; neither used nor stopped "
         "from here, the next start here replaces it"
@@ -141,7 +153,7 @@ def row(info: XProcessInfo, now: float, rootdir: Path | None = None) -> tuple[st
     log = _shown_path(info.logpath, rootdir)
     foreign = foreign_note(info)
     if foreign is not None:
-        return (info.name, "-", FOREIGN, "-", "-", foreign, log)
+        return (info.name, "-", _foreign_status(info), "-", "-", foreign, log)
     locked = held_elsewhere(info.store.lock_path(info.name))
     if record is None:
         if locked:
@@ -195,7 +207,8 @@ def in_full(info: XProcessInfo, now: float) -> list[str]:
     record = info.record
     foreign = foreign_note(info)
     if foreign is not None:
-        return [info.name, f"  status   {FOREIGN}: {foreign}", f"  log      {info.logpath}"]
+        status = _foreign_status(info)
+        return [info.name, f"  status   {status}: {foreign}", f"  log      {info.logpath}"]
     locked = held_elsewhere(info.store.lock_path(info.name))
     if record is None:
         if locked:
@@ -307,16 +320,17 @@ def show(
     return 0
 
 
-def _forget_if_gone(info: XProcessInfo, stopped: ProcessRecord) -> None:
+def _forget_if_gone(info: XProcessInfo, stopped: ProcessRecord, *, moved: bool = False) -> None:
     """Remove the record of a process that ``--xkill`` left gone; its log and control dir stay.
 
     Not while a start of that name is under way (its lock is held, as by a concurrent run), nor
-    when the record changed since it was read: then the record is another start's.
+    when the record changed since it was read: then the record is another start's. ``moved``:
+    the record is one written before the project was moved here.
     """
     store = info.store
     try:
         with NameLock(store.lock_path(info.name), info.name, 0):
-            current = store.read(info.name)
+            current = store.moved(info.name) if moved else store.read(info.name)
             same = current is not None and (current.pid, current.create_time, current.token) == (
                 stopped.pid,
                 stopped.create_time,
@@ -365,6 +379,10 @@ def kill(
             for root in roots:
                 status = clear_values(root, write) or status
     for info in infos:
+        moved = info.store.moved(info.name) if info.record is None else None
+        if moved is not None:
+            status = _kill_moved(info, moved, write) or status
+            continue
         foreign = foreign_note(info)
         if foreign is not None:
             write(f"- {info.name} FOREIGN (nothing signalled: {foreign})")
@@ -391,6 +409,21 @@ def kill(
         elif label != "NOT SIGNALLED":
             _forget_if_gone(info, info.record)
     return status
+
+
+def _kill_moved(info: XProcessInfo, moved: ProcessRecord, write: Write) -> int:
+    """``--xkill`` of what ``info``'s name left running at the project's old place: 1 when it
+    could not be stopped."""
+    notes: list[str] = []
+    result = stop_record(moved, report=notes.append)
+    label = "NOT SIGNALLED" if notes and result <= 0 else _STATUS[result]
+    pid = moved.pid if moved.pid > 0 else "-"
+    write(f"{pid} {info.name} {label} (started at {moved.root}, before the project moved here)")
+    for note in notes:
+        write(f"    {note}")
+    if result >= 0 and label != "NOT SIGNALLED":
+        _forget_if_gone(info, moved, moved=True)
+    return 1 if result < 0 else 0
 
 
 def _in_use(info: XProcessInfo) -> str:

@@ -102,4 +102,5 @@ CHECKS: dict[str, Callable[[object], bool]] = {
     "leads_session": lambda v: isinstance(v, bool),
     "root": _is_str,
     "root_inode": lambda v: _is_int(v) and v >= 0,  # type: ignore[operator]
+    "root_device": lambda v: _is_int(v) and v >= 0,  # type: ignore[operator]
 }

@@ -25,7 +25,7 @@ import psutil
 from xprocess.errors import type_name
 from xprocess.layout import Layout, RecordWarning, atomic_write, read_or_warn, warn
 from xprocess.liveness import BOOT_ID, exited_zero, find_process, identify, is_alive
-from xprocess.origin import Home, foreign_origin, home_of
+from xprocess.origin import Home, foreign_origin, home_of, moved_here
 from xprocess.record_fields import CHECKS, MAX_NAME_BYTES, short, validate_name
 from xprocess.tokens import allowed_uids, carriers
 
@@ -127,6 +127,7 @@ class ProcessRecord:
     # ``RecordStore.write``; a record read under another root is foreign.
     root: str = ""
     root_inode: int = 0
+    root_device: int = 0
 
     @classmethod
     def before_spawn(
@@ -370,6 +371,15 @@ class RecordStore:
         origin = self.origin_of(record) if record is not None else None
         return (record, origin) if record is not None and origin is not None else None
 
+    def moved(self, name: str) -> ProcessRecord | None:
+        """The record of ``name`` when it was written before this project was moved here (see
+        ``xprocess.origin``): its process is this project's, to stop and not to reuse."""
+        record = self._parse(name)
+        if record is None or self.origin_of(record) is None:
+            return None
+        moved = moved_here(record.root, record.root_inode, record.root_device, self.home())
+        return record if moved else None
+
     def origin_of(self, record: ProcessRecord) -> str | None:
         """None when ``record`` was written for this root, else the root it was written for."""
         return foreign_origin(record.root, record.root_inode, record.logpath, self.home())
@@ -420,7 +430,7 @@ class RecordStore:
     def write(self, record: ProcessRecord) -> None:
         """Replace the record of ``record.name`` atomically, bound to this root."""
         home = self.home()
-        record.root, record.root_inode = home.path, home.inode
+        record.root, record.root_inode, record.root_device = home.path, home.inode, home.device
         atomic_write(self.record_path(record.name), record.to_json())
 
     def names(self) -> list[str]:

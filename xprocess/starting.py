@@ -190,10 +190,26 @@ def _act(
         # process left behind: nothing of the old one may outlive the new one, and the
         # starter's args() (which may prepare files) runs only once it is gone.
         stop_record(record)
+    elif record is None:
+        _stop_moved(store, description.name)
     plan = _plan(caller, description)
     started = _start(caller, description, plan, persist_logs, record)
     started.reason = decision.reason
     return started
+
+
+def _stop_moved(store: RecordStore, name: str) -> None:
+    """Stop what ``name`` left running when the project was moved from its old place (see
+    ``xprocess.origin``): this project's process, whose paths are gone."""
+    moved = store.moved(name)
+    if moved is not None:
+        _logger.warning(
+            "%r: stopping pid %s, started at %s before the project was moved here",
+            name,
+            moved.pid,
+            moved.root,
+        )
+        stop_record(moved)
 
 
 def _held_by_others(record: ProcessRecord, pid: int) -> bool:
