@@ -41,6 +41,21 @@ def test_ensure_starts_the_process_and_returns_once_ready(xp: XProcess) -> None:
     assert Path(info.logpath) == Path(logpath)
 
 
+def test_each_ensure_gets_an_info_of_its_own_in_resources(xp: XProcess) -> None:
+    """Reuse shares the paths of one record between calls, not the infos callers may change."""
+    server = starter()
+    first, log1 = xp.ensure("srv", server)
+    again, log2 = xp.ensure("srv", server)
+    assert first == again and log1 == log2
+    one, two = (resource.info for resource in xp.resources[-2:])
+    assert one is not two
+    one.pid = None  # as a conftest may, to forget the process in that object
+    assert one.pid is None and two.pid == first and two.isrunning()
+    xp.getinfo("srv").terminate()
+    third, _ = xp.ensure("srv", server)
+    assert third != first and xp.resources[-1].info.pid == third
+
+
 def test_a_second_run_reuses_the_running_process(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         HEADER

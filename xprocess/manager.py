@@ -72,6 +72,12 @@ class XProcessInfo:
         self._owner = owner
         self._assigned = False  # a pid was assigned: this info no longer follows the record
 
+    def sibling(self) -> XProcessInfo:
+        """A new info of the same process, sharing this one's paths (which never change)."""
+        twin = object.__new__(XProcessInfo)
+        twin.__dict__.update(self.__dict__)
+        return twin
+
     def _current(self, *, unless_alive: bool) -> ProcessRecord | None:
         """The record to answer from: this info's own, unless it has none (or, with
         ``unless_alive``, its process has ended) and no pid was assigned; then the one on disk
@@ -261,6 +267,8 @@ class XProcess:
         )
         # name -> (starter class, fingerprint, stops) of the last ensure that got it running.
         self._described: dict[str, tuple[object, str, bool]] = {}
+        # name -> (record, log path, info) last returned by ensure (see ``_returned``).
+        self._returns: dict[str, tuple[ProcessRecord, LogPath, XProcessInfo]] = {}
 
     @property
     def holds(self) -> bool:
@@ -302,8 +310,7 @@ class XProcess:
             # its description is the same, so reuse is checked without reading it again.
             reused = self._caller.reusable(name, fingerprint=known[1], stops=known[2])
             if reused is not None:
-                logpath = log_path(reused.logpath, reused.log_offset)
-                info = XProcessInfo(self.rootdir, name, reused, owner=self)
+                logpath, info = self._returned(name, reused)
                 self.resources.append(StartedProcess(name, None, info))
                 self.watched.watch(name, logpath)
                 return reused.pid, logpath
@@ -317,14 +324,26 @@ class XProcess:
         if _describes_alike(preparefunc):
             self._described[name] = (preparefunc, description.fingerprint, description.stops)
         record = outcome.record
-        logpath = log_path(record.logpath, record.log_offset)
-        info = XProcessInfo(self.rootdir, name, record, owner=self)
+        logpath, info = self._returned(name, record)
         self.resources.append(StartedProcess(name, outcome.popen, info))
         self.watched.watch(name, logpath, outcome.offset)
         if outcome.reason:
             say = self.notify or self.log.warning
             say(f"xprocess: restarted {name!r} (pid {record.pid}): {outcome.reason}")
         return record.pid, logpath
+
+    def _returned(self, name: str, record: ProcessRecord) -> tuple[LogPath, XProcessInfo]:
+        """The log path ``ensure`` returns for ``record`` and the info kept in ``resources``.
+
+        Reuse asks many times for the same record (read once while its file is unchanged):
+        its paths are made once, and each call gets an info of its own that shares them."""
+        made = self._returns.get(name)
+        if made is not None and made[0] is record:
+            return made[1], made[2].sibling()
+        logpath = log_path(record.logpath, record.log_offset)
+        info = XProcessInfo(self.rootdir, name, record, owner=self)
+        self._returns[name] = (record, logpath, info)
+        return logpath, info.sibling()
 
     def shared(
         self,
