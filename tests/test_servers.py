@@ -325,6 +325,31 @@ def test_redisdb_reuses_its_connection_and_puts_it_back_on_the_workers_database(
     pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=4)
 
 
+TIMER_RATE = """
+import pytest
+from xprocess.servers import redis
+
+redis_proc = redis.redis_proc(options=OPTIONS)
+
+def test_timer_rate(redis_proc):
+    assert redis_proc.client().config_get("hz")["hz"] == EXPECTED
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"), [([], "100"), (["--hz", "20"], "20")], ids=["default", "option"]
+)
+def test_a_redis_stopped_at_the_end_acts_on_its_sigterm_within_milliseconds(
+    pytester: pytest.Pytester, options: list[str], expected: str
+) -> None:
+    """Its timer runs at 100 Hz (10 by default, so up to 100 ms before an idle server exits);
+    an ``options=`` of the user's still wins."""
+    need(shutil.which("redis-server") is not None, "redis-server", "apt-get install redis-server")
+    code = TIMER_RATE.replace("OPTIONS", repr(options)).replace("EXPECTED", repr(expected))
+    pytester.makepyfile(code)
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
 def test_importing_the_redis_fixtures_imports_no_engine() -> None:
     """A conftest imports it in the xdist controller and every worker: the engine (records,
     psutil, the starter) comes only with the server's start."""
