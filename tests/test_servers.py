@@ -26,6 +26,7 @@ from xprocess.errors import InvalidStarterError, ServerNotFoundError
 from xprocess.manager import XProcessInfo
 from xprocess.servers import postgresql as pg
 from xprocess.servers import redis as rd
+from xprocess.servers import warm_up
 
 PG_CONFTEST = """
 from pathlib import Path
@@ -348,6 +349,59 @@ def test_a_redis_stopped_at_the_end_acts_on_its_sigterm_within_milliseconds(
     code = TIMER_RATE.replace("OPTIONS", repr(options)).replace("EXPECTED", repr(expected))
     pytester.makepyfile(code)
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+WARM_UP_CONFTEST = """
+from xprocess.servers import redis
+
+redis_proc = redis.redis_proc()
+redisdb = redis.redisdb("redis_proc")
+"""
+
+WARMED_UP = """
+import sys
+
+def test_first():
+    # No fixture of the server: only the worker's warm-up can have imported these.
+    assert {"redis", "xprocess.manager", "xprocess.servers._redis_starter"} <= set(sys.modules)
+
+def test_second(redisdb):
+    assert redisdb.dbsize() == 0
+"""
+
+NOT_WARMED_UP = """
+import sys
+
+def test_alone():
+    assert not {"redis", "xprocess.manager"} & set(sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    ("tests", "passed"), [(WARMED_UP, 2), (NOT_WARMED_UP, 1)], ids=["used", "unused"]
+)
+def test_an_xdist_worker_imports_what_its_server_fixtures_need_before_its_first_test(
+    pytester: pytest.Pytester, tests: str, passed: int
+) -> None:
+    """While the worker waits for the controller to hand out tests; a worker whose tests use
+    none of them imports nothing."""
+    need(shutil.which("redis-server") is not None, "redis-server", "apt-get install redis-server")
+    pytester.makeconftest(WARM_UP_CONFTEST)
+    pytester.makepyfile(tests)
+    pytester.runpytest_subprocess("-n", "1", "-p", "no:randomly").assert_outcomes(passed=passed)
+
+
+def test_the_warm_up_imports_each_module_of_the_marked_fixtures_once_in_order() -> None:
+    @warm_up.needs("redis")
+    def one() -> None: ...
+
+    @warm_up.needs("psycopg", "redis")
+    def two() -> None: ...
+
+    def unmarked() -> None: ...
+
+    modules = warm_up.imports_of([one, unmarked, two])
+    assert modules == ["redis", *warm_up.ENGINE, "psycopg"]
 
 
 def test_importing_the_redis_fixtures_imports_no_engine() -> None:
