@@ -26,6 +26,7 @@ from xprocess.errors import InvalidStarterError, ServerNotFoundError
 from xprocess.manager import XProcessInfo
 from xprocess.servers import postgresql as pg
 from xprocess.servers import redis as rd
+from xprocess.servers import warm_up
 
 PG_CONFTEST = """
 from pathlib import Path
@@ -323,6 +324,84 @@ def test_redisdb_reuses_its_connection_and_puts_it_back_on_the_workers_database(
     need(shutil.which("redis-server") is not None, "redis-server", "apt-get install redis-server")
     pytester.makepyfile(REUSED_CONNECTION)
     pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=4)
+
+
+TIMER_RATE = """
+import pytest
+from xprocess.servers import redis
+
+redis_proc = redis.redis_proc(options=OPTIONS)
+
+def test_timer_rate(redis_proc):
+    assert redis_proc.client().config_get("hz")["hz"] == EXPECTED
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"), [([], "100"), (["--hz", "20"], "20")], ids=["default", "option"]
+)
+def test_a_redis_stopped_at_the_end_acts_on_its_sigterm_within_milliseconds(
+    pytester: pytest.Pytester, options: list[str], expected: str
+) -> None:
+    """Its timer runs at 100 Hz (10 by default, so up to 100 ms before an idle server exits);
+    an ``options=`` of the user's still wins."""
+    need(shutil.which("redis-server") is not None, "redis-server", "apt-get install redis-server")
+    code = TIMER_RATE.replace("OPTIONS", repr(options)).replace("EXPECTED", repr(expected))
+    pytester.makepyfile(code)
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+WARM_UP_CONFTEST = """
+from xprocess.servers import redis
+
+redis_proc = redis.redis_proc()
+redisdb = redis.redisdb("redis_proc")
+"""
+
+WARMED_UP = """
+import sys
+
+def test_first():
+    # No fixture of the server: only the worker's warm-up can have imported these.
+    assert {"redis", "xprocess.manager", "xprocess.servers._redis_starter"} <= set(sys.modules)
+
+def test_second(redisdb):
+    assert redisdb.dbsize() == 0
+"""
+
+NOT_WARMED_UP = """
+import sys
+
+def test_alone():
+    assert not {"redis", "xprocess.manager"} & set(sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    ("tests", "passed"), [(WARMED_UP, 2), (NOT_WARMED_UP, 1)], ids=["used", "unused"]
+)
+def test_an_xdist_worker_imports_what_its_server_fixtures_need_before_its_first_test(
+    pytester: pytest.Pytester, tests: str, passed: int
+) -> None:
+    """While the worker waits for the controller to hand out tests; a worker whose tests use
+    none of them imports nothing."""
+    need(shutil.which("redis-server") is not None, "redis-server", "apt-get install redis-server")
+    pytester.makeconftest(WARM_UP_CONFTEST)
+    pytester.makepyfile(tests)
+    pytester.runpytest_subprocess("-n", "1", "-p", "no:randomly").assert_outcomes(passed=passed)
+
+
+def test_the_warm_up_imports_each_module_of_the_marked_fixtures_once_in_order() -> None:
+    @warm_up.needs("redis")
+    def one() -> None: ...
+
+    @warm_up.needs("psycopg", "redis")
+    def two() -> None: ...
+
+    def unmarked() -> None: ...
+
+    modules = warm_up.imports_of([one, unmarked, two])
+    assert modules == ["redis", *warm_up.ENGINE, "psycopg"]
 
 
 def test_importing_the_redis_fixtures_imports_no_engine() -> None:

@@ -6,7 +6,9 @@ from xprocess.ports import free_port
 from xprocess.servers.redis import DEFAULT_DATABASES, HOST, find_redis_server
 from xprocess.starter import ProcessStarter
 
-__all__ = ["RedisStarter"]
+__all__ = ["STOPPING_HZ", "RedisStarter"]
+
+STOPPING_HZ = 100  # the timer's rate of a server stopped at the end of the run (see args)
 
 
 class RedisStarter(ProcessStarter):
@@ -28,6 +30,10 @@ class RedisStarter(ProcessStarter):
         program = self.program or str(find_redis_server())
         port = self.port or free_port()
         self.data.update(host=HOST, port=port, databases=self.databases)
+        # A SIGTERM is acted on by the server's timer, which runs ``hz`` times a second: at the
+        # default of 10, the end of the run waits up to 100 ms for an idle server to exit, at
+        # 100 about 5 ms. A kept server stays at the default, which costs least while idle.
+        ticks = ["--hz", STOPPING_HZ] if self.terminate_at_end else []
         return [
             program,
             "--port",
@@ -41,5 +47,6 @@ class RedisStarter(ProcessStarter):
             "no",
             "--databases",
             self.databases,
+            *ticks,
             *self.options,
         ]

@@ -6,10 +6,12 @@ modules are imported only by a conftest that uses them.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
+from xprocess.servers import warm_up
 from xprocess.servers.isolation import FAILED, MARKER, kept_lines
 from xprocess.servers.settings import POSTGRESQL, REDIS, register
 from xprocess.servers.startup_checks import check_settings
@@ -34,6 +36,32 @@ def pytest_configure(config: pytest.Config) -> None:
         config.getoption("xshow", False) or config.getoption("xkill", False)
     ):
         check_settings(config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In an xdist worker, once its collection is sent: import what its tests' server
+    fixtures need while it waits for its first test (see ``warm_up``)."""
+    if hasattr(session.config, "workerinput"):
+        warm_up.start(warm_up.imports_of(_fixture_functions(session.items)))
+
+
+def _fixture_functions(items: list[pytest.Item]) -> Iterator[Any]:
+    """The function of every fixture the ``items`` use, each once."""
+    seen: set[int] = set()
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        for definitions in getattr(info, "name2fixturedefs", {}).values():
+            for definition in definitions:
+                if id(definition) not in seen:
+                    seen.add(id(definition))
+                    yield definition.func
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The warm-up's imports are done before a test's own begin."""
+    warm_up.finish()
 
 
 @pytest.hookimpl(wrapper=True)

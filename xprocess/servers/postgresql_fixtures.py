@@ -47,6 +47,7 @@ from xprocess.servers.postgresql import (
 )
 from xprocess.servers.settings import POSTGRESQL as SETTINGS
 from xprocess.servers.settings import choose, resolve
+from xprocess.servers.warm_up import needs
 
 if TYPE_CHECKING:
     import psycopg
@@ -158,6 +159,7 @@ def postgresql_proc(
         _check_options(name, options)
 
     @pytest.fixture(scope="session")
+    @needs("psycopg")
     @worded_setup
     def postgresql_proc_fixture(
         request: pytest.FixtureRequest, xprocess: XProcess
@@ -275,6 +277,7 @@ def postgresql(proc_fixture_name: str = "postgresql_proc", *, isolation: str | N
         check_isolation(isolation, "postgresql()")
 
     @pytest.fixture
+    @needs("psycopg")
     def postgresql_fixture(request: pytest.FixtureRequest) -> Iterator[psycopg.Connection[Any]]:
         __tracebackhide__ = True
         server: PostgreSQLServer = server_fixture_value(request, proc_fixture_name)
@@ -355,6 +358,7 @@ def postgresql_async(
         check_isolation(isolation, "postgresql_async()")
 
     @async_fixture
+    @needs("psycopg")
     async def postgresql_async_fixture(
         request: pytest.FixtureRequest,
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

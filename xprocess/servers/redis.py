@@ -41,6 +41,7 @@ from xprocess.servers.existing import redis_databases
 from xprocess.servers.failures import server_fixture_value, worded_setup
 from xprocess.servers.settings import REDIS as SETTINGS
 from xprocess.servers.settings import choose
+from xprocess.servers.warm_up import needs
 
 if TYPE_CHECKING:
     import redis
@@ -233,6 +234,7 @@ def redis_proc(
     arguments = None if options is None else tuple(str(option) for option in options)
 
     @pytest.fixture(scope="session")
+    @needs("redis", "xprocess.servers._redis_starter")
     @worded_setup
     def redis_proc_fixture(
         request: pytest.FixtureRequest, xprocess: XProcess
@@ -280,6 +282,7 @@ def redisdb(proc_fixture_name: str = "redis_proc", *, decode: bool = False) -> A
         )
 
     @pytest.fixture
+    @needs("redis", "xprocess.servers._redis_starter")
     def redisdb_fixture(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
         __tracebackhide__ = True
         server: RedisServer = server_fixture_value(request, proc_fixture_name)
@@ -316,6 +319,7 @@ def redisdb_async(proc_fixture_name: str = "redis_proc", *, decode: bool = False
     async_fixture: Callable[[Callable[..., Any]], Any] = pytest_asyncio.fixture
 
     @async_fixture
+    @needs("redis", "redis.asyncio", "xprocess.servers._redis_starter")
     async def redisdb_async_fixture(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
         __tracebackhide__ = True
         require_redis()
