@@ -4,15 +4,19 @@ from ``tests/helpers/projects.py``, which those projects import too."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.helpers.projects import CHILD, child, wait_for
+from xprocess import ProcessStarter, XProcess
 from xprocess.manager import XProcessInfo
 from xprocess.records import RecordStore
 
@@ -22,6 +26,7 @@ __all__ = [
     "HELPERS",
     "PORT_SERVER",
     "TALK",
+    "ReadOnlyRoot",
     "child_args",
     "cmdline_of",
     "count_lines",
@@ -30,8 +35,10 @@ __all__ = [
     "module_using",
     "namespaces_or_skip",
     "nothing_left",
+    "pytest_with_read_only",
     "records_roots",
     "running",
+    "srv_under_read_only_root",
     "wait_for",
     "working_in",
 ]
@@ -195,3 +202,31 @@ def pytest_with_read_only(
         timeout=180,
         check=False,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOnlyRoot:
+    """A project whose records root holds a running ``srv``: the helper child, started with
+    ``args``, which adds its pid to the project's ``started`` file."""
+
+    project: Path
+    pid: int
+    args: list[str]
+
+    def pytest(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``python -m pytest -q *args`` in the project, its ``.pytest_cache`` read-only."""
+        return pytest_with_read_only(self.project / ".pytest_cache", self.project, *args)
+
+
+@contextlib.contextmanager
+def srv_under_read_only_root(project: Path) -> Iterator[ReadOnlyRoot]:
+    """Start ``srv`` in ``project``'s records root for runs that see that root read-only, and
+    stop it after; skips unless a mount namespace can be made here."""
+    namespaces_or_skip("--mount")
+    args = child_args("--count-file", project / "started")
+    xp = XProcess(None, project / ".pytest_cache" / "d" / ".xprocess")
+    pid, _ = xp.ensure("srv", type("S", (ProcessStarter,), {"pattern": "ready", "args": args}))
+    try:
+        yield ReadOnlyRoot(project, pid, args)
+    finally:
+        xp.getinfo("srv").terminate()
