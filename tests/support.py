@@ -206,12 +206,12 @@ def pytest_with_read_only(
 
 @dataclasses.dataclass(frozen=True)
 class ReadOnlyRoot:
-    """A project whose records root holds a running ``srv``: the helper child, started with
-    ``args``, which adds its pid to the project's ``started`` file."""
+    """A project whose records root holds ``srv``, running as ``pid``: the helper child, which
+    adds its pid to the project's ``started`` file. The project's conftest.py defines
+    ``Server``, the starter of that ``srv``."""
 
     project: Path
     pid: int
-    args: list[str]
 
     def pytest(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``python -m pytest -q *args`` in the project, its ``.pytest_cache`` read-only."""
@@ -226,7 +226,12 @@ def srv_under_read_only_root(project: Path) -> Iterator[ReadOnlyRoot]:
     args = child_args("--count-file", project / "started")
     xp = XProcess(None, project / ".pytest_cache" / "d" / ".xprocess")
     pid, _ = xp.ensure("srv", type("S", (ProcessStarter,), {"pattern": "ready", "args": args}))
+    (project / "conftest.py").write_text(
+        "from xprocess import ProcessStarter\n\n\n"
+        f'class Server(ProcessStarter):\n    pattern = "ready"\n    args = {args!r}\n',
+        encoding="utf-8",
+    )
     try:
-        yield ReadOnlyRoot(project, pid, args)
+        yield ReadOnlyRoot(project, pid)
     finally:
         xp.getinfo("srv").terminate()

@@ -183,11 +183,7 @@ def test_a_running_process_is_reused_from_a_read_only_records_root(
     with srv_under_read_only_root(pytester.path) as srv:
         pytester.makepyfile(
             f"""
-            from xprocess import ProcessStarter
-
-            class Server(ProcessStarter):
-                pattern = "ready"
-                args = {srv.args!r}
+            from conftest import Server
 
             def test_reuses(xprocess):
                 pid, _ = xprocess.ensure("srv", Server)

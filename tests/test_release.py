@@ -60,11 +60,7 @@ def test_a_teardown_release_in_a_read_only_records_root_does_not_raise(
         pytester.makepyfile(
             f"""
             import pytest
-            from xprocess import ProcessStarter
-
-            class Server(ProcessStarter):
-                pattern = "ready"
-                args = {srv.args!r}
+            from conftest import Server
 
             @pytest.fixture(scope="session")
             def server(xprocess):
