@@ -4,15 +4,19 @@ from ``tests/helpers/projects.py``, which those projects import too."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.helpers.projects import CHILD, child, wait_for
+from xprocess import ProcessStarter, XProcess
 from xprocess.manager import XProcessInfo
 from xprocess.records import RecordStore
 
@@ -22,6 +26,7 @@ __all__ = [
     "HELPERS",
     "PORT_SERVER",
     "TALK",
+    "ReadOnlyRoot",
     "child_args",
     "cmdline_of",
     "count_lines",
@@ -30,8 +35,10 @@ __all__ = [
     "module_using",
     "namespaces_or_skip",
     "nothing_left",
+    "pytest_with_read_only",
     "records_roots",
     "running",
+    "srv_under_read_only_root",
     "wait_for",
     "working_in",
 ]
@@ -195,3 +202,36 @@ def pytest_with_read_only(
         timeout=180,
         check=False,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOnlyRoot:
+    """A project whose records root holds ``srv``, running as ``pid``: the helper child, which
+    adds its pid to the project's ``started`` file. The project's conftest.py defines
+    ``Server``, the starter of that ``srv``."""
+
+    project: Path
+    pid: int
+
+    def pytest(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``python -m pytest -q *args`` in the project, its ``.pytest_cache`` read-only."""
+        return pytest_with_read_only(self.project / ".pytest_cache", self.project, *args)
+
+
+@contextlib.contextmanager
+def srv_under_read_only_root(project: Path) -> Iterator[ReadOnlyRoot]:
+    """Start ``srv`` in ``project``'s records root for runs that see that root read-only, and
+    stop it after; skips unless a mount namespace can be made here."""
+    namespaces_or_skip("--mount")
+    args = child_args("--count-file", project / "started")
+    xp = XProcess(None, project / ".pytest_cache" / "d" / ".xprocess")
+    pid, _ = xp.ensure("srv", type("S", (ProcessStarter,), {"pattern": "ready", "args": args}))
+    (project / "conftest.py").write_text(
+        "from xprocess import ProcessStarter\n\n\n"
+        f'class Server(ProcessStarter):\n    pattern = "ready"\n    args = {args!r}\n',
+        encoding="utf-8",
+    )
+    try:
+        yield ReadOnlyRoot(project, pid)
+    finally:
+        xp.getinfo("srv").terminate()

@@ -20,8 +20,8 @@ from tests.support import (
     child_args,
     count_lines,
     namespaces_or_skip,
-    pytest_with_read_only,
     running,
+    srv_under_read_only_root,
     wait_for,
     working_in,
 )
@@ -180,31 +180,20 @@ def test_a_failure_writing_the_record_after_spawn_stops_the_spawned_process(
 def test_a_running_process_is_reused_from_a_read_only_records_root(
     pytester: pytest.Pytester,
 ) -> None:
-    namespaces_or_skip("--mount")
-    cache = pytester.path / ".pytest_cache"
-    args = child_args("--count-file", pytester.path / "started")
-    xp = XProcess(None, cache / "d" / ".xprocess")
-    pid, _ = xp.ensure("srv", type("S", (ProcessStarter,), {"pattern": "ready", "args": args}))
-    pytester.makepyfile(
-        f"""
-        from xprocess import ProcessStarter
+    with srv_under_read_only_root(pytester.path) as srv:
+        pytester.makepyfile(
+            f"""
+            from conftest import Server
 
-        class Server(ProcessStarter):
-            pattern = "ready"
-            args = {args!r}
-
-        def test_reuses(xprocess):
-            pid, _ = xprocess.ensure("srv", Server)
-            assert pid == {pid}
-        """
-    )
-    done = pytest_with_read_only(cache, pytester.path)
-    try:
+            def test_reuses(xprocess):
+                pid, _ = xprocess.ensure("srv", Server)
+                assert pid == {srv.pid}
+            """
+        )
+        done = srv.pytest()
         assert done.returncode == 0, done.stdout + done.stderr
         assert "1 passed" in done.stdout
-        assert (pytester.path / "started").read_text().split() == [str(pid)]
-    finally:
-        xp.getinfo("srv").terminate()
+        assert (pytester.path / "started").read_text().split() == [str(srv.pid)]
 
 
 def test_a_name_too_long_for_the_file_system_is_refused_before_anything_is_made(

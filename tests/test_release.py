@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import child_args, namespaces_or_skip, pytest_with_read_only
-from xprocess import ProcessStarter, XProcess
+from tests.support import srv_under_read_only_root
+from xprocess import ProcessStarter
 from xprocess.fingerprint import fingerprint_of
 from xprocess.runs import Run, holder_entry, release_holder
 
@@ -56,35 +56,24 @@ def test_a_teardown_release_in_a_read_only_records_root_does_not_raise(
     pytester: pytest.Pytester,
 ) -> None:
     pytest.importorskip("xdist", reason="-n needs pytest-xdist: pip install pytest-xdist")
-    namespaces_or_skip("--mount")
-    cache = pytester.path / ".pytest_cache"
-    args = child_args("--count-file", pytester.path / "started")
-    xp = XProcess(None, cache / "d" / ".xprocess")
-    pid, _ = xp.ensure("srv", type("S", (ProcessStarter,), {"pattern": "ready", "args": args}))
-    pytester.makepyfile(
-        f"""
-        import pytest
-        from xprocess import ProcessStarter
+    with srv_under_read_only_root(pytester.path) as srv:
+        pytester.makepyfile(
+            f"""
+            import pytest
+            from conftest import Server
 
-        class Server(ProcessStarter):
-            pattern = "ready"
-            args = {args!r}
+            @pytest.fixture(scope="session")
+            def server(xprocess):
+                pid, _ = xprocess.ensure("srv", Server)
+                yield pid
+                xprocess.getinfo("srv").terminate()
 
-        @pytest.fixture(scope="session")
-        def server(xprocess):
-            pid, _ = xprocess.ensure("srv", Server)
-            yield pid
-            xprocess.getinfo("srv").terminate()
-
-        @pytest.mark.parametrize("i", range(2))
-        def test_reuses(server, i):
-            assert server == {pid}
-        """
-    )
-    done = pytest_with_read_only(cache, pytester.path, "-n", "2", "-p", "no:randomly")
-    try:
+            @pytest.mark.parametrize("i", range(2))
+            def test_reuses(server, i):
+                assert server == {srv.pid}
+            """
+        )
+        done = srv.pytest("-n", "2", "-p", "no:randomly")
         assert done.returncode == 0, done.stdout + done.stderr
         assert "2 passed" in done.stdout and "error" not in done.stdout
         assert ".locks" not in done.stdout + done.stderr  # pytest warns of its own cache
-    finally:
-        xp.getinfo("srv").terminate()

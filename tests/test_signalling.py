@@ -58,18 +58,23 @@ def run_helper(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     return subprocess.run(args, capture_output=True, text=True, timeout=60, env=env, check=False)
 
 
+PID_NAMESPACE = ("--pid", "--fork", "--mount-proc")
+
+
+def run_helper_as_pid_1(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``run_helper`` in a PID namespace of its own, where the command is pid 1 (skips unless
+    ``unshare`` may make one here)."""
+    namespaces_or_skip(*PID_NAMESPACE)
+    return run_helper("unshare", *PID_NAMESPACE, *args, env=env)
+
+
 def test_a_stranger_that_reused_the_pid_and_left_a_daemon_is_never_signalled(
     tmp_path: Path,
 ) -> None:
-    namespaces_or_skip("--pid", "--fork", "--mount-proc")
-    done = run_helper(
-        "unshare",
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        sys.executable,
-        str(HELPERS / "reused_pid.py"),
-        str(tmp_path / "records"),
+    done = run_helper_as_pid_1(
+        sys.executable, str(HELPERS / "reused_pid.py"), str(tmp_path / "records")
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
@@ -91,18 +96,9 @@ def test_a_record_naming_this_process_or_an_ancestor_is_never_signalled(
 
 def test_a_record_naming_pid_1_is_never_signalled(tmp_path: Path) -> None:
     """Inside a PID namespace the helper is pid 1: the record names init, whatever it is."""
-    namespaces_or_skip("--pid", "--fork", "--mount-proc")
     env = {**os.environ, tokens.TOKEN_VAR: tokens.new_token()}
-    done = run_helper(
-        "unshare",
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        sys.executable,
-        str(HELPERS / "planted.py"),
-        str(tmp_path),
-        "self",
-        env=env,
+    done = run_helper_as_pid_1(
+        sys.executable, str(HELPERS / "planted.py"), str(tmp_path), "self", env=env
     )
     assert done.returncode == 0, done.stderr
     assert "names pid 1," in done.stdout

@@ -13,14 +13,14 @@ A launcher that daemonizes (forks, and exits 0) is not a failed start while proc
 token remain: the waiter follows the daemon it left, and reports its pid as the started process.
 A log truncated while waiting (``copytruncate``) is read again from its start.
 
-(:mod:`xprocess.logwatch` does the sleeping, :mod:`xprocess.checks` calls a ``startup_check``.)
+(:mod:`xprocess.logwatch` does the sleeping, :mod:`xprocess.checks` calls a ``startup_check``,
+:mod:`xprocess.start_errors` words the error of a start that cannot become ready.)
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -29,11 +29,15 @@ from typing import IO
 
 from xprocess.checks import Call, abandon_worker, as_cause, is_programming_error, submit
 from xprocess.daemons import StartedProcess
-from xprocess.errors import PatternNotFoundError, ProcessExitedError, StartupTimeoutError
-from xprocess.launch import child_environment
-from xprocess.logs import log_size, read_tail
+from xprocess.errors import ProcessExitedError
 from xprocess.logwatch import FIRST_DELAY, HAVE_INOTIFY, HAVE_PIDFD, LogWatcher
 from xprocess.probes import BoundProbe, ProbeFailed
+from xprocess.start_errors import (
+    counted,
+    exited_error,
+    pattern_not_found_error,
+    timed_out_error,
+)
 from xprocess.starter import LaunchPlan
 
 __all__ = [
@@ -47,7 +51,6 @@ __all__ = [
 _CHUNK = 1 << 20
 # How long to let a streaming log gather before reading it again (see _wait_for_pattern).
 _GATHER = 0.0005
-TAIL_LINES = 20
 # After this many seconds without readiness, say what is being waited for (a silent 20 s start
 # looks like a hang).
 SLOW_START_NOTICE = 2.0
@@ -98,124 +101,6 @@ class _LineReader:
     @property
     def partial(self) -> str:
         return self._partial.decode("utf-8", "replace")
-
-
-def _describe(plan: LaunchPlan) -> str:
-    return " ".join(plan.argv)
-
-
-_REDIRECTS = ("stdout", "stderr")
-
-
-def _counted(count: int, noun: str) -> str:
-    """``1 line``, ``2 lines``: a count that reads right for every number."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _tail_text(logpath: Path, offset: int, plan: LaunchPlan | None = None) -> str:
-    """The last lines of the log since ``offset``, or what the log holds when it has no lines."""
-    lines = read_tail(logpath, offset, TAIL_LINES)
-    redirected = [k for k in _REDIRECTS if plan is not None and k in plan.popen_kwargs]
-    note = (
-        f"\n  note: popen_kwargs redirect {' and '.join(redirected)} away from the log, so the "
-        "log holds only what is not redirected"
-        if redirected
-        else ""
-    )
-    if lines:
-        return "\n".join(f"    {line}" for line in lines) + note
-    size = log_size(logpath)
-    written = size - offset if size >= offset else size
-    if written <= 0:
-        return "    (the process wrote nothing to its log)" + note
-    return (
-        f"    (the log holds {_counted(written, 'byte')} from this start, but no complete "
-        "non-blank line in its last 64 KiB)" + note
-    )
-
-
-_PYTHON_NAME = re.compile(r"^(python|pypy)[\d.]*$")
-
-
-def _is_python(popen: subprocess.Popen[bytes] | None, plan: LaunchPlan) -> bool:
-    names = [os.path.basename(plan.argv[0])]
-    if popen is not None:
-        try:
-            import psutil
-
-            names.append(psutil.Process(popen.pid).name())
-        except Exception:  # gone, or no permission: the command line is all there is
-            pass
-    return any(_PYTHON_NAME.match(name) for name in names)
-
-
-def _buffering_hint(
-    plan: LaunchPlan, popen: subprocess.Popen[bytes] | None, logpath: Path, offset: int
-) -> str:
-    """Why a Python process that wrote nothing may look silent: its output is in its buffer."""
-    if log_size(logpath) > offset or not _is_python(popen, plan):
-        return ""
-    env = plan.popen_kwargs.get("env") or child_environment(plan.env)
-    if env.get("PYTHONUNBUFFERED"):
-        how = (
-            "PYTHONUNBUFFERED is set, so the likely cause is a buffer of the program's own (a "
-            "file it opened, a logging handler): flush it after writing the ready line"
-        )
-    else:
-        how = (
-            "its output is most likely waiting in its buffer (Python buffers output to a file, "
-            "and its environment sets PYTHONUNBUFFERED to an empty value): run it with -u, "
-            "set PYTHONUNBUFFERED=1, or flush after printing"
-        )
-    return f"\n  It is a Python interpreter that wrote nothing; {how}."
-
-
-def _exited(
-    started: StartedProcess,
-    plan: LaunchPlan,
-    logpath: Path,
-    offset: int,
-    watcher: LogWatcher | None = None,
-) -> ProcessExitedError | None:
-    code = started.exit_code(watcher)
-    if code is None:
-        return None
-    what = (
-        "exited with code 0 (it daemonized), and every process it left exited too,"
-        if started.daemonized
-        else f"exited with code {code}"
-    )
-    hint = (
-        "\n  No process it left carries its token (in its environment or its inherited mark"
-        " file) or stays in its session. A daemon that leaves the session, rewrites its"
-        " environment and closes the descriptors it inherited cannot be followed: run the"
-        " server in the foreground instead."
-        if code == 0 and not started.daemonized
-        else ""
-    )
-    return ProcessExitedError(
-        f"{plan.name!r} {what} before it was ready.\n"
-        f"  command: {_describe(plan)}\n  log: {logpath}\n"
-        f"  last lines of its log:\n{_tail_text(logpath, offset, plan)}{hint}",
-        name=plan.name,
-    )
-
-
-def _timed_out(
-    plan: LaunchPlan,
-    popen: subprocess.Popen[bytes] | None,
-    logpath: Path,
-    offset: int,
-    waiting_for: str,
-    advice: str,
-) -> StartupTimeoutError:
-    return StartupTimeoutError(
-        f"{plan.name!r} was not ready within {plan.timeout:g} s: {waiting_for}.\n"
-        f"  command: {_describe(plan)}\n  log: {logpath}\n"
-        f"  last lines of its log:\n{_tail_text(logpath, offset, plan)}"
-        f"{_buffering_hint(plan, popen, logpath, offset)}\n  {advice}",
-        name=plan.name,
-    )
 
 
 class _Progress:
@@ -334,20 +219,7 @@ def _wait_for_pattern(
             if search(line):
                 return
             if seen >= plan.max_read_lines:
-                first = (
-                    "the first non-blank line"
-                    if plan.max_read_lines == 1
-                    else f"the first {plan.max_read_lines} non-blank lines"
-                )
-                raise PatternNotFoundError(
-                    f"{plan.name!r}: pattern {plan.pattern.pattern!r} was not found in {first} "
-                    "of its log (max_read_lines).\n"
-                    f"  command: {_describe(plan)}\n  log: {logpath}\n"
-                    f"  last lines of its log:\n{_tail_text(logpath, reader.offset, plan)}\n"
-                    "  Fix the pattern, or raise max_read_lines if the process prints more "
-                    "before it is ready.",
-                    name=plan.name,
-                )
+                raise pattern_not_found_error(plan, logpath, reader.offset)
         if lines:
             if reader.more_coming:
                 # A process printing a lot writes line by line: reading each line as it comes
@@ -363,15 +235,15 @@ def _wait_for_pattern(
             return
         if exit_error is not None:
             raise exit_error
-        exit_error = _exited(started, plan, logpath, reader.offset, watcher)
+        exit_error = exited_error(started, plan, logpath, reader.offset, watcher)
         if exit_error is not None:
             continue  # read once more what it wrote before it exited
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            seen_note = f"pattern {plan.pattern.pattern!r} not seen in {_counted(seen, 'line')}"
+            seen_note = f"pattern {plan.pattern.pattern!r} not seen in {counted(seen, 'line')}"
             if reader.truncated:
                 seen_note += " (the log was truncated meanwhile and read again from its start)"
-            raise _timed_out(
+            raise timed_out_error(
                 plan,
                 started.popen,
                 logpath,
@@ -410,7 +282,7 @@ def _wait_for_check(
         if job.error is None and job.result:
             # A check counts only while what was started lives: one that passes against
             # another program (ours died on "address already in use") is no readiness.
-            exited = _exited(started, plan, logpath, offset, watcher)
+            exited = exited_error(started, plan, logpath, offset, watcher)
             if exited is None:
                 return
             raise exited
@@ -425,7 +297,7 @@ def _wait_for_check(
                     )
                 raise error
             last_error = job.error
-        exited = _exited(started, plan, logpath, offset, watcher)
+        exited = exited_error(started, plan, logpath, offset, watcher)
         if exited is not None:
             raise exited from as_cause(last_error)
         remaining = deadline - time.monotonic()
@@ -440,7 +312,7 @@ def _wait_for_check(
             what = f"{name} did not return True; the last call raised {last_error!r}"
         else:
             what = f"{name} did not return True"
-        raise _timed_out(
+        raise timed_out_error(
             plan,
             started.popen,
             logpath,
@@ -464,7 +336,7 @@ def _await_check(
     """Wait for ``job`` to return; raise if the process exits, or the check blocks."""
     __tracebackhide__ = True
     while not job.done.wait(max(0.0, min(_CHECK_WAKE, deadline - time.monotonic()))):
-        exited = _exited(started, plan, logpath, offset)
+        exited = exited_error(started, plan, logpath, offset)
         if exited is not None:
             abandon_worker()
             raise exited from as_cause(last_error)
@@ -476,7 +348,7 @@ def _await_check(
         if job.done.wait(_CHECK_WAKE):
             return
         abandon_worker()
-        raise _timed_out(
+        raise timed_out_error(
             plan,
             started.popen,
             logpath,
