@@ -5,6 +5,8 @@ XProcess of their own as a context manager) and what they do at the session's en
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -323,4 +325,67 @@ def localnet(fixed_xprocess):
     )
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
     assert working_in(pytester.path) == []
+    nothing_left(pytester)
+
+
+def test_a_silent_daemon_with_an_empty_pattern_and_an_overridden_wait_and_its_dir_removed(
+    pytester: pytest.Pytester,
+) -> None:
+    # powerline: ``pattern = ""`` beside an overridden ``wait(log_file)`` that alone tells
+    # readiness (the daemon writes nothing to its log); a module-scoped autouse fixture; the stop
+    # takes ``getinfo(...).controldir``, terminates, and removes that directory.
+    short = Path(tempfile.mkdtemp(prefix="pl-"))  # a unix socket's path must be short
+    socket_path = short / "ipc"
+    pytester.makeconftest(
+        HEADER
+        + f"""
+import shutil, time
+
+ADDRESS = {str(socket_path)!r}
+
+def start_daemon(xprocess, daemon_env):
+    class Starter(ProcessStarter):
+        env = daemon_env
+        pattern = ""
+        args = child("--unix", ADDRESS, "--ready", " ", "--count-file",
+                     Path(__file__).parent / "starts")
+
+        def wait(self, log_file):
+            deadline = time.monotonic() + 60
+            while not os.path.exists(ADDRESS) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return True
+
+    xprocess.ensure("daemon", Starter)
+
+def stop_daemon(xprocess):
+    cleanup_folder = xprocess.getinfo("daemon").controldir
+    xprocess.getinfo("daemon").terminate()
+    shutil.rmtree(cleanup_folder)
+    os.unlink(ADDRESS)
+
+@pytest.fixture(autouse=True, scope="module")
+def daemon(xprocess):
+    daemon_env = os.environ.copy()
+    daemon_env["XDG_CONFIG_DIR"] = str(Path(__file__).parent / "powerline")
+    start_daemon(xprocess, daemon_env)
+    yield
+    stop_daemon(xprocess)
+"""
+    )
+    test = (
+        "import socket\n"
+        f"def test_talks(xprocess):\n"
+        f"    with socket.socket(socket.AF_UNIX) as s:\n"
+        f"        s.connect({str(socket_path)!r})\n"
+        f"        assert s.recv(10) == b'hello\\n'\n"
+        f"    assert xprocess.getinfo('daemon').isrunning()\n"
+    )
+    pytester.makepyfile(test_one=test, test_two=test)
+    try:
+        pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=2)
+    finally:
+        shutil.rmtree(short)
+    assert count_lines(pytester.path / "starts") == 2  # one start per module
+    assert not (pytester.path / ".pytest_cache" / "d" / ".xprocess" / "daemon").exists()
     nothing_left(pytester)
