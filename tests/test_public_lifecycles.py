@@ -389,3 +389,112 @@ def daemon(xprocess):
     assert count_lines(pytester.path / "starts") == 2  # one start per module
     assert not (pytester.path / ".pytest_cache" / "d" / ".xprocess" / "daemon").exists()
     nothing_left(pytester)
+
+
+def test_a_context_manager_server_per_test_class_with_an_env_from_the_class(
+    pytester: pytest.Pytester,
+) -> None:
+    # Akkudoktor-EOS/EOS: a ``@contextmanager`` taking the xprocess fixture, entered by a
+    # class-scoped fixture with ``getattr(request.cls, "eos_env", None)`` and by a function-scoped
+    # one; the Starter builds its env in the class body (a staticmethod called there), overrides
+    # ``wait_callback`` (reading pytest-xprocess's ``self._max_time`` and ``self.process``)
+    # beside a polling ``startup_check``; ``Starter.env`` is read after ``pid, logfile =
+    # ensure(...)``; each exit terminates the process and removes its temporary directory.
+    port = free_port()
+    pytester.makeconftest(
+        HEADER
+        + f"""
+import socket, tempfile, time
+from contextlib import contextmanager
+from datetime import datetime
+
+PORT = {port}
+ROOT = Path(__file__).parent
+
+@contextmanager
+def server_base(xprocess, extra_env=None):
+    eos_tmp_dir = tempfile.TemporaryDirectory(dir=ROOT)
+    eos_dir = str(eos_tmp_dir.name)
+
+    class Starter(ProcessStarter):
+        env = os.environ.copy()
+        env["EOS_DIR"] = eos_dir
+        if extra_env:
+            env.update(extra_env)
+
+        @staticmethod
+        def _ensure_package(env):
+            assert env["EOS_DIR"]
+
+        _ensure_package(env)
+
+        args = child("--listen", PORT, "--show-env", "EOS_DIR", "--show-env", "EOS_MODE",
+                     "--count-file", ROOT / "starts")
+        timeout = 60
+        terminate_on_interrupt = True
+
+        def startup_check(self):
+            try:
+                with socket.create_connection(("127.0.0.1", PORT), timeout=2) as conn:
+                    return conn.recv(10) == b"hello\\n"
+            except OSError:
+                return False
+
+        def wait_callback(self):
+            while True:
+                time.sleep(1.0)
+                if self.startup_check():
+                    return True
+                if datetime.now() > self._max_time:
+                    info = self.process.getinfo("eos")
+                    raise TimeoutError(f"not up; log in {{info.logpath}}")
+
+    pid, logfile = xprocess.ensure("eos", Starter)
+    print(f"Started EOS ({{pid}}), EOS_DIR: {{Starter.env['EOS_DIR']}}, log: {{logfile}}")
+    yield {{"port": PORT, "eos_dir": eos_dir, "pid": pid}}
+    xprocess.getinfo("eos").terminate()
+    eos_tmp_dir.cleanup()
+
+@pytest.fixture(scope="class")
+def server_setup_for_class(request, xprocess):
+    extra_env = getattr(request.cls, "eos_env", None)
+    with server_base(xprocess, extra_env=extra_env) as result:
+        yield result
+
+@pytest.fixture
+def server_setup_for_function(xprocess):
+    with server_base(xprocess) as result:
+        yield result
+"""
+    )
+    pytester.makepyfile(
+        """
+import os
+
+def logged(xprocess):
+    return xprocess.getinfo("eos").logpath.read()  # what the running start wrote
+
+class TestDefault:
+    def test_up(self, server_setup_for_class, xprocess):
+        assert f"env EOS_DIR={server_setup_for_class['eos_dir']}" in logged(xprocess)
+        assert "env EOS_MODE=<unset>" in logged(xprocess)
+
+class TestOtherMode:
+    eos_env = {"EOS_MODE": "other"}
+
+    def test_up(self, server_setup_for_class, xprocess):
+        assert "env EOS_MODE=other" in logged(xprocess)
+        assert xprocess.getinfo("eos").pid == server_setup_for_class["pid"]
+
+    def test_same_server(self, server_setup_for_class, xprocess):
+        assert xprocess.getinfo("eos").isrunning()
+
+def test_function(server_setup_for_function, xprocess):
+    assert os.path.isdir(server_setup_for_function["eos_dir"])
+    assert "env EOS_MODE=<unset>" in logged(xprocess) and "=other" not in logged(xprocess)
+"""
+    )
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=4)
+    assert count_lines(pytester.path / "starts") == 3  # one per class, one for the function
+    assert [p.name for p in pytester.path.glob("tmp*")] == []  # each exit removed its directory
+    nothing_left(pytester)
