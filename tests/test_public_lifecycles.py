@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import HEADER, PORT_SERVER, count_lines, nothing_left, working_in
+from tests.support import (
+    CHILD,
+    HEADER,
+    PORT_SERVER,
+    TALK,
+    count_lines,
+    nothing_left,
+    working_in,
+)
 from xprocess import free_port
 
 
@@ -497,4 +505,63 @@ def test_function(server_setup_for_function, xprocess):
     pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=4)
     assert count_lines(pytester.path / "starts") == 3  # one per class, one for the function
     assert [p.name for p in pytester.path.glob("tmp*")] == []  # each exit removed its directory
+    nothing_left(pytester)
+
+
+@pytest.mark.parametrize("scope", ["function", "session"])
+def test_a_port_drawn_per_fixture_in_env_under_xdist_gives_each_worker_its_own_server(
+    pytester: pytest.Pytester, scope: str
+) -> None:
+    # makersacademy's Flask + playwright template (sep-2024-qe-tip-bass and its many forks):
+    # ``test_web_address`` draws ``port = str(random.randint(4000, 4999))``, puts it in the
+    # Starter's env beside ``**os.environ``, a ``py.path`` in ``args``, and yields
+    # ``f"localhost:{port}"`` (function-scoped there, session-scoped in a derived suite).
+    # Under xdist each worker draws its own port, so a worker must not be handed another
+    # worker's server on the other port: it waits for that one to be released and starts its
+    # own (pytest-xprocess handed over the running one).
+    pytester.makeconftest(
+        HEADER
+        + TALK
+        + f"""
+import py
+from xprocess import free_port
+
+ROOT = Path(__file__).parent
+
+@pytest.fixture(scope={scope!r})
+def test_web_address(xprocess):
+    python_executable = sys.executable
+    app_file = py.path.local(__file__).dirpath("app.py")
+    port = str(free_port())  # the template draws it with random.randint(4000, 4999)
+
+    class Starter(ProcessStarter):
+        env = {{"PORT": port, "APP_ENV": "test", **os.environ}}
+        pattern = "Debugger PIN"
+        args = [python_executable, "-u", app_file, "--listen", port, "--ready", "Debugger PIN",
+                "--count-file", ROOT / "starts"]
+
+    xprocess.ensure("flask_test_server", Starter)
+    yield f"localhost:{{port}}"
+    xprocess.getinfo("flask_test_server").terminate()
+
+@pytest.fixture
+def base_url(test_web_address):
+    return f"http://{{test_web_address}}"
+"""
+    )
+    (pytester.path / "app.py").write_text(CHILD.read_text())
+    pytester.makepyfile(
+        """
+import pytest
+from conftest import greeted
+
+@pytest.mark.parametrize("i", range(6))
+def test_page(base_url, i):
+    assert greeted(int(base_url.rsplit(":", 1)[1]))
+"""
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=6)
+    starts = count_lines(pytester.path / "starts")
+    assert starts == 6 if scope == "function" else 1 <= starts <= 2
     nothing_left(pytester)

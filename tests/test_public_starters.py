@@ -424,3 +424,47 @@ def test_its_log(app_server):
     )
     pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=2)
     nothing_left(pytester)
+
+
+def test_a_cwd_class_attribute_is_ignored_as_pytest_xprocess_ignored_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # Two app suites (a FastAPI backend with a Vite frontend, a React admin): ``cwd = ...`` as
+    # a Starter class attribute, next to absolute paths in ``args``; a module-scoped fixture
+    # that skips without ``--slow``. pytest-xprocess ran the process in its control dir all the
+    # same (``cwd`` is no attribute it reads), and so does xprocess: nothing changes for them.
+    elsewhere = pytester.mkdir("frontend")
+    pytester.makeconftest(
+        HEADER
+        + f"""
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true")
+
+@pytest.fixture(scope="module")
+def app_server(xprocess, request):
+    if not request.config.getoption("--slow"):
+        pytest.skip("need --slow option to run")
+
+    class Starter(ProcessStarter):
+        pattern = "Local:"
+        env = os.environ.copy()
+        env["PORT"] = "3005"
+        frontend_dir = {str(elsewhere)!r}
+        args = child("--ready", "Local: http://localhost:3005", "--count-file", "starts")
+        cwd = frontend_dir
+        timeout = 15
+        print("starting web server in port 3005")
+
+    xprocess.ensure("app_server_pure", Starter)
+    yield xprocess.getinfo("app_server_pure")
+    xprocess.getinfo("app_server_pure").terminate()
+"""
+    )
+    pytester.makepyfile(
+        "def test_runs_in_its_control_dir(app_server):\n"
+        "    assert (app_server.controldir / 'starts').exists()\n"
+    )
+    pytester.runpytest_subprocess().assert_outcomes(skipped=1)
+    pytester.runpytest_subprocess("--slow").assert_outcomes(passed=1)
+    assert not (elsewhere / "starts").exists()
+    nothing_left(pytester)
