@@ -12,7 +12,8 @@ import os
 
 import pytest
 
-from tests.support import HEADER, PORT_SERVER, TALK, count_lines, nothing_left
+from tests.support import HEADER, PORT_SERVER, TALK, count_lines, nothing_left, records_roots
+from xprocess import free_port
 
 
 def test_the_pytest_xprocess_module_paths_import_the_real_names(pytester: pytest.Pytester) -> None:
@@ -273,3 +274,79 @@ def test_pytest_xprocess_installed_beside_stops_the_run_with_the_fix(
     )
     assert len(result.stderr.lines) < 25
     result.stdout.no_fnmatch_line("*test_never_runs*")
+
+
+def test_files_copied_into_the_control_dir_from_rootdir_before_the_start(
+    pytester: pytest.Pytester,
+) -> None:
+    # trifonova-n/comic-translate: ``xprocess.rootdir / server_name`` is removed and filled
+    # with ``shutil.copytree`` before ``ensure`` (the server runs there and reads those files); a
+    # name per ``request.param``; ``pattern`` also matching "Traceback"; a ``log_line`` override;
+    # a Path for the executable and an env without PATH. The test terminates the server, then
+    # reads its log with ``os.read(open(info.logpath).fileno(), 20000)``.
+    port = free_port()
+    source = pytester.mkdir("gcfunction")
+    (source / "config.json").write_text("{}")
+    pytester.makeconftest(
+        HEADER
+        + f"""
+import pathlib, shutil
+
+PORT = {port}
+SOURCE = pathlib.Path({str(source)!r})
+
+def copy_gcfunction_files(deployment_dir):
+    deployment_dir = pathlib.Path(deployment_dir)
+    if deployment_dir.exists():
+        shutil.rmtree(deployment_dir)
+    shutil.copytree(SOURCE, deployment_dir / "comic")
+
+@pytest.fixture
+def localserver(xprocess, request):
+    function_name = getattr(request, "param", "detect_text")
+    server_name = "localserver_" + function_name
+    copy_gcfunction_files(xprocess.rootdir / server_name)
+
+    class Starter(ProcessStarter):
+        pattern = r"(Listening for {{}})|(Traceback)".format(function_name)
+        args = [pathlib.Path(sys.executable), "-u", child()[2], "--wait-file", "comic/config.json",
+                "--listen", PORT, "--ready", f"Listening for {{function_name}}"]
+        env = {{"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "TARGET": function_name}}
+
+        def log_line(self, line):
+            line = line.replace("%", "%%")
+            self.process.log.debug(line)
+            return line
+
+    xprocess.ensure(server_name, Starter)
+    return server_name
+"""
+    )
+    pytester.makepyfile(
+        f"""
+import os, re, socket
+import pytest
+
+def served(xprocess, localserver):
+    with socket.create_connection(("127.0.0.1", {port}), timeout=5) as conn:
+        greeting = conn.recv(10)
+    xprocess.getinfo(localserver).terminate()
+    logfile = open(xprocess.getinfo(localserver).logpath, "r")
+    error_data = os.read(logfile.fileno(), 20000).decode("utf-8")
+    logfile.close()
+    assert greeting == b"hello\\n"
+    assert not re.search("Traceback", error_data)
+    return error_data
+
+def test_default(xprocess, localserver):
+    assert "Listening for detect_text" in served(xprocess, localserver)
+
+@pytest.mark.parametrize("localserver", ["translate", "detect_text"], indirect=True)
+def test_named(xprocess, localserver):
+    assert localserver.startswith("localserver_")
+    assert "Listening for" in served(xprocess, localserver)
+"""
+    )
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=3)
+    assert (records_roots(pytester.path)[0] / "localserver_translate" / "comic").is_dir()
+    nothing_left(pytester)

@@ -5,11 +5,21 @@ XProcess of their own as a context manager) and what they do at the session's en
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.support import HEADER, PORT_SERVER, count_lines, nothing_left, working_in
+from tests.support import (
+    CHILD,
+    HEADER,
+    PORT_SERVER,
+    TALK,
+    count_lines,
+    nothing_left,
+    working_in,
+)
 from xprocess import free_port
 
 
@@ -323,4 +333,235 @@ def localnet(fixed_xprocess):
     )
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
     assert working_in(pytester.path) == []
+    nothing_left(pytester)
+
+
+def test_a_silent_daemon_with_an_empty_pattern_and_an_overridden_wait_and_its_dir_removed(
+    pytester: pytest.Pytester,
+) -> None:
+    # powerline: ``pattern = ""`` beside an overridden ``wait(log_file)`` that alone tells
+    # readiness (the daemon writes nothing to its log); a module-scoped autouse fixture; the stop
+    # takes ``getinfo(...).controldir``, terminates, and removes that directory.
+    short = Path(tempfile.mkdtemp(prefix="pl-"))  # a unix socket's path must be short
+    socket_path = short / "ipc"
+    pytester.makeconftest(
+        HEADER
+        + f"""
+import shutil, time
+
+ADDRESS = {str(socket_path)!r}
+
+def start_daemon(xprocess, daemon_env):
+    class Starter(ProcessStarter):
+        env = daemon_env
+        pattern = ""
+        args = child("--unix", ADDRESS, "--ready", " ", "--count-file",
+                     Path(__file__).parent / "starts")
+
+        def wait(self, log_file):
+            deadline = time.monotonic() + 60
+            while not os.path.exists(ADDRESS) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return True
+
+    xprocess.ensure("daemon", Starter)
+
+def stop_daemon(xprocess):
+    cleanup_folder = xprocess.getinfo("daemon").controldir
+    xprocess.getinfo("daemon").terminate()
+    shutil.rmtree(cleanup_folder)
+    os.unlink(ADDRESS)
+
+@pytest.fixture(autouse=True, scope="module")
+def daemon(xprocess):
+    daemon_env = os.environ.copy()
+    daemon_env["XDG_CONFIG_DIR"] = str(Path(__file__).parent / "powerline")
+    start_daemon(xprocess, daemon_env)
+    yield
+    stop_daemon(xprocess)
+"""
+    )
+    test = (
+        "import socket\n"
+        f"def test_talks(xprocess):\n"
+        f"    with socket.socket(socket.AF_UNIX) as s:\n"
+        f"        s.connect({str(socket_path)!r})\n"
+        f"        assert s.recv(10) == b'hello\\n'\n"
+        f"    assert xprocess.getinfo('daemon').isrunning()\n"
+    )
+    pytester.makepyfile(test_one=test, test_two=test)
+    try:
+        pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=2)
+    finally:
+        shutil.rmtree(short)
+    assert count_lines(pytester.path / "starts") == 2  # one start per module
+    assert not (pytester.path / ".pytest_cache" / "d" / ".xprocess" / "daemon").exists()
+    nothing_left(pytester)
+
+
+def test_a_context_manager_server_per_test_class_with_an_env_from_the_class(
+    pytester: pytest.Pytester,
+) -> None:
+    # Akkudoktor-EOS/EOS: a ``@contextmanager`` taking the xprocess fixture, entered by a
+    # class-scoped fixture with ``getattr(request.cls, "eos_env", None)`` and by a function-scoped
+    # one; the Starter builds its env in the class body (a staticmethod called there), overrides
+    # ``wait_callback`` (reading pytest-xprocess's ``self._max_time`` and ``self.process``)
+    # beside a polling ``startup_check``; ``Starter.env`` is read after ``pid, logfile =
+    # ensure(...)``; each exit terminates the process and removes its temporary directory.
+    port = free_port()
+    pytester.makeconftest(
+        HEADER
+        + f"""
+import socket, tempfile, time
+from contextlib import contextmanager
+from datetime import datetime
+
+PORT = {port}
+ROOT = Path(__file__).parent
+
+@contextmanager
+def server_base(xprocess, extra_env=None):
+    eos_tmp_dir = tempfile.TemporaryDirectory(dir=ROOT)
+    eos_dir = str(eos_tmp_dir.name)
+
+    class Starter(ProcessStarter):
+        env = os.environ.copy()
+        env["EOS_DIR"] = eos_dir
+        if extra_env:
+            env.update(extra_env)
+
+        @staticmethod
+        def _ensure_package(env):
+            assert env["EOS_DIR"]
+
+        _ensure_package(env)
+
+        args = child("--listen", PORT, "--show-env", "EOS_DIR", "--show-env", "EOS_MODE",
+                     "--count-file", ROOT / "starts")
+        timeout = 60
+        terminate_on_interrupt = True
+
+        def startup_check(self):
+            try:
+                with socket.create_connection(("127.0.0.1", PORT), timeout=2) as conn:
+                    return conn.recv(10) == b"hello\\n"
+            except OSError:
+                return False
+
+        def wait_callback(self):
+            while True:
+                time.sleep(1.0)
+                if self.startup_check():
+                    return True
+                if datetime.now() > self._max_time:
+                    info = self.process.getinfo("eos")
+                    raise TimeoutError(f"not up; log in {{info.logpath}}")
+
+    pid, logfile = xprocess.ensure("eos", Starter)
+    print(f"Started EOS ({{pid}}), EOS_DIR: {{Starter.env['EOS_DIR']}}, log: {{logfile}}")
+    yield {{"port": PORT, "eos_dir": eos_dir, "pid": pid}}
+    xprocess.getinfo("eos").terminate()
+    eos_tmp_dir.cleanup()
+
+@pytest.fixture(scope="class")
+def server_setup_for_class(request, xprocess):
+    extra_env = getattr(request.cls, "eos_env", None)
+    with server_base(xprocess, extra_env=extra_env) as result:
+        yield result
+
+@pytest.fixture
+def server_setup_for_function(xprocess):
+    with server_base(xprocess) as result:
+        yield result
+"""
+    )
+    pytester.makepyfile(
+        """
+import os
+
+def logged(xprocess):
+    return xprocess.getinfo("eos").logpath.read()  # what the running start wrote
+
+class TestDefault:
+    def test_up(self, server_setup_for_class, xprocess):
+        assert f"env EOS_DIR={server_setup_for_class['eos_dir']}" in logged(xprocess)
+        assert "env EOS_MODE=<unset>" in logged(xprocess)
+
+class TestOtherMode:
+    eos_env = {"EOS_MODE": "other"}
+
+    def test_up(self, server_setup_for_class, xprocess):
+        assert "env EOS_MODE=other" in logged(xprocess)
+        assert xprocess.getinfo("eos").pid == server_setup_for_class["pid"]
+
+    def test_same_server(self, server_setup_for_class, xprocess):
+        assert xprocess.getinfo("eos").isrunning()
+
+def test_function(server_setup_for_function, xprocess):
+    assert os.path.isdir(server_setup_for_function["eos_dir"])
+    assert "env EOS_MODE=<unset>" in logged(xprocess) and "=other" not in logged(xprocess)
+"""
+    )
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=4)
+    assert count_lines(pytester.path / "starts") == 3  # one per class, one for the function
+    assert [p.name for p in pytester.path.glob("tmp*")] == []  # each exit removed its directory
+    nothing_left(pytester)
+
+
+@pytest.mark.parametrize("scope", ["function", "session"])
+def test_a_port_drawn_per_fixture_in_env_under_xdist_gives_each_worker_its_own_server(
+    pytester: pytest.Pytester, scope: str
+) -> None:
+    # makersacademy's Flask + playwright template (sep-2024-qe-tip-bass and its many forks):
+    # ``test_web_address`` draws ``port = str(random.randint(4000, 4999))``, puts it in the
+    # Starter's env beside ``**os.environ``, a ``py.path`` in ``args``, and yields
+    # ``f"localhost:{port}"`` (function-scoped there, session-scoped in a derived suite).
+    # Under xdist each worker draws its own port, so a worker must not be handed another
+    # worker's server on the other port: it waits for that one to be released and starts its
+    # own (pytest-xprocess handed over the running one).
+    pytester.makeconftest(
+        HEADER
+        + TALK
+        + f"""
+import py
+from xprocess import free_port
+
+ROOT = Path(__file__).parent
+
+@pytest.fixture(scope={scope!r})
+def test_web_address(xprocess):
+    python_executable = sys.executable
+    app_file = py.path.local(__file__).dirpath("app.py")
+    port = str(free_port())  # the template draws it with random.randint(4000, 4999)
+
+    class Starter(ProcessStarter):
+        env = {{"PORT": port, "APP_ENV": "test", **os.environ}}
+        pattern = "Debugger PIN"
+        args = [python_executable, "-u", app_file, "--listen", port, "--ready", "Debugger PIN",
+                "--count-file", ROOT / "starts"]
+
+    xprocess.ensure("flask_test_server", Starter)
+    yield f"localhost:{{port}}"
+    xprocess.getinfo("flask_test_server").terminate()
+
+@pytest.fixture
+def base_url(test_web_address):
+    return f"http://{{test_web_address}}"
+"""
+    )
+    (pytester.path / "app.py").write_text(CHILD.read_text())
+    pytester.makepyfile(
+        """
+import pytest
+from conftest import greeted
+
+@pytest.mark.parametrize("i", range(6))
+def test_page(base_url, i):
+    assert greeted(int(base_url.rsplit(":", 1)[1]))
+"""
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=6)
+    starts = count_lines(pytester.path / "starts")
+    assert starts == 6 if scope == "function" else 1 <= starts <= 2
     nothing_left(pytester)

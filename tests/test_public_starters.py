@@ -362,3 +362,109 @@ class TestAgain:
     )
     pytester.runpytest_subprocess().assert_outcomes(passed=2)
     nothing_left(pytester)
+
+
+def test_popen_kwargs_sending_the_output_to_a_file_of_its_own_with_a_port_check(
+    pytester: pytest.Pytester,
+) -> None:
+    # A Reflex app's verifier: ``popen_kwargs`` with ``"stdout": log_fp`` (a file it opened) and
+    # ``"stderr": subprocess.STDOUT``, so the server writes there, not to xprocess's log;
+    # readiness from a ``startup_check`` on its port; the tests read that file; the fixture
+    # closes it after ``terminate()``.
+    port = free_port()
+    pytester.makeconftest(
+        HEADER
+        + TALK
+        + f"""
+import socket, subprocess
+
+APP_LOG_PATH = str(Path(__file__).parent / "app.log")
+PORT = {port}
+
+def _port_open(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+@pytest.fixture(scope="session")
+def app_server(xprocess):
+    if os.path.exists(APP_LOG_PATH):
+        os.remove(APP_LOG_PATH)
+    log_fp = open(APP_LOG_PATH, "w")
+
+    class Starter(ProcessStarter):
+        name = "app_server"
+        args = child("--delay", 0.3, "--listen", PORT, "--ready", "App running")
+        env = os.environ.copy()
+        popen_kwargs = {{"text": True, "stdout": log_fp, "stderr": subprocess.STDOUT}}
+        timeout = 60
+        terminate_on_interrupt = True
+
+        def startup_check(self):
+            return _port_open(PORT)
+
+    xprocess.ensure(Starter.name, Starter)
+    yield PORT
+    info = xprocess.getinfo(Starter.name)
+    info.terminate()
+    log_fp.close()
+"""
+    )
+    pytester.makepyfile(
+        """
+from pathlib import Path
+from conftest import APP_LOG_PATH, greeted
+
+def test_reachable(app_server):
+    assert greeted(app_server)
+
+def test_its_log(app_server):
+    assert "App running" in Path(APP_LOG_PATH).read_text()
+"""
+    )
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=2)
+    nothing_left(pytester)
+
+
+def test_a_cwd_class_attribute_is_ignored_as_pytest_xprocess_ignored_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # Two app suites (a FastAPI backend with a Vite frontend, a React admin): ``cwd = ...`` as
+    # a Starter class attribute, next to absolute paths in ``args``; a module-scoped fixture
+    # that skips without ``--slow``. pytest-xprocess ran the process in its control dir all the
+    # same (``cwd`` is no attribute it reads), and so does xprocess: nothing changes for them.
+    elsewhere = pytester.mkdir("frontend")
+    pytester.makeconftest(
+        HEADER
+        + f"""
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true")
+
+@pytest.fixture(scope="module")
+def app_server(xprocess, request):
+    if not request.config.getoption("--slow"):
+        pytest.skip("need --slow option to run")
+
+    class Starter(ProcessStarter):
+        pattern = "Local:"
+        env = os.environ.copy()
+        env["PORT"] = "3005"
+        frontend_dir = {str(elsewhere)!r}
+        args = child("--ready", "Local: http://localhost:3005", "--count-file", "starts")
+        cwd = frontend_dir
+        timeout = 15
+        print("starting web server in port 3005")
+
+    xprocess.ensure("app_server_pure", Starter)
+    yield xprocess.getinfo("app_server_pure")
+    xprocess.getinfo("app_server_pure").terminate()
+"""
+    )
+    pytester.makepyfile(
+        "def test_runs_in_its_control_dir(app_server):\n"
+        "    assert (app_server.controldir / 'starts').exists()\n"
+    )
+    pytester.runpytest_subprocess().assert_outcomes(skipped=1)
+    pytester.runpytest_subprocess("--slow").assert_outcomes(passed=1)
+    assert not (elsewhere / "starts").exists()
+    nothing_left(pytester)

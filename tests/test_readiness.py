@@ -447,6 +447,28 @@ def test_an_overridden_wait_is_called_with_this_starts_log_after_the_pattern(
     assert xp.getinfo("srv").terminate() == 1
 
 
+def test_an_overridden_wait_that_does_not_defer_alone_tells_readiness(xp: XProcess) -> None:
+    # pytest-xprocess's wait() was the whole readiness: its pattern (and startup_check) counted
+    # only through super().wait(). A silent daemon beside ``pattern = ""`` is ready by wait().
+    checked: list[int] = []
+
+    class Starter(ProcessStarter):
+        pattern = "a line this process never writes"
+        args = child_args("--ready", " ")
+        timeout = 60
+
+        def startup_check(self) -> bool:
+            checked.append(1)
+            return False
+
+        def wait(self, log_file: IO[str]) -> bool:
+            return True
+
+    pid, _ = xp.ensure("srv", Starter)
+    assert checked == [] and xp.getinfo("srv").pid == pid
+    assert xp.getinfo("srv").terminate() == 1
+
+
 def test_an_overridden_wait_that_returns_false_is_asked_again_until_true(xp: XProcess) -> None:
     calls: list[int] = []
 

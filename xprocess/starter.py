@@ -64,8 +64,9 @@ class ProcessStarter:
         ``startup_check = probes.tcp("{port}")`` (see :mod:`xprocess.probes`).
     ``wait``
         pytest-xprocess's readiness hook, honoured when a subclass defines it: ``wait(log_file)``
-        is called with the log of this start (after ``pattern`` and ``startup_check``, if set)
-        until it returns a true value.
+        is called with the log of this start until it returns a true value. An override that
+        calls ``super().wait(log_file)`` is called after ``pattern`` and ``startup_check`` (if
+        set) passed; one that does not alone tells readiness, as in pytest-xprocess.
     ``env``
         The environment of the process (None: inherit this one).
     ``timeout``
@@ -111,11 +112,12 @@ class ProcessStarter:
         return True
 
     def wait(self, log_file: IO[str]) -> bool:
-        """pytest-xprocess's readiness hook: override it to wait for something else as well.
+        """pytest-xprocess's readiness hook: override it to wait for something else.
 
-        An override is called with the log of this start (after ``pattern`` matched and
-        ``startup_check`` passed, when they are set) until it returns a true value. This one
-        returns True, so an override may end with ``return super().wait(log_file)``.
+        An override is called with the log of this start until it returns a true value. When it
+        calls this one (``return super().wait(log_file)``, which returns True), it is called
+        after ``pattern`` matched and ``startup_check`` passed, when they are set; when it does
+        not, it alone tells readiness, as in pytest-xprocess.
         """
         return True
 
@@ -333,6 +335,10 @@ def _plan_from_starter(
         if isinstance(check, BoundProbe):
             check.validate(name)  # its templates are filled from data, which args() has set
     reader = _overridden_wait(starter)
+    if reader is not None and not _defers_to_base_wait(reader):
+        # pytest-xprocess's wait() was the whole readiness: an override that does not call
+        # super().wait(log_file) alone tells it (a silent daemon beside ``pattern = ""``).
+        pattern, check = None, None
     if pattern is None and check is None and reader is None:
         raise InvalidStarterError(
             f"cannot start {name!r}: the starter has neither a 'pattern' nor a 'startup_check'; "
@@ -368,6 +374,17 @@ def _overridden_wait(starter: object) -> Callable[[IO[str]], object] | None:
         return None
     wait = getattr(starter, "wait", None)
     return wait if callable(wait) else None
+
+
+def _defers_to_base_wait(wait: Callable[..., object]) -> bool:
+    """Whether an overridden ``wait`` calls ProcessStarter's (``super().wait(log_file)``), the
+    one way its ``pattern`` and ``startup_check`` counted in pytest-xprocess. Code that cannot be
+    read counts as deferring: the pattern and the check are then waited for first."""
+    code = getattr(getattr(wait, "__func__", wait), "__code__", None)
+    if code is None:
+        return True
+    names = set(code.co_names)
+    return "wait" in names and bool(names & {"super", "ProcessStarter"})
 
 
 def _paths_as_text(env: object) -> object:
