@@ -181,17 +181,9 @@ def _main_is_gone(entry: dict[str, Any]) -> bool:
 
 def _inotify_on(directory: Path) -> int:
     """An inotify descriptor that wakes when an entry of ``directory`` goes, or -1."""
-    from xprocess.capabilities import LIBC
+    from xprocess.capabilities import inotify_watch
 
-    if LIBC is None:
-        return -1
-    fd = int(LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
-    if fd < 0:
-        return -1
-    if LIBC.inotify_add_watch(fd, os.fsencode(directory), _IN_DELETE | _IN_MOVED_FROM) < 0:
-        os.close(fd)
-        return -1
-    return fd
+    return inotify_watch(directory, _IN_DELETE | _IN_MOVED_FROM)
 
 
 def _wait(marker: str, pidfd: int, inotify: int, main_is_gone: Any = None) -> bool:
