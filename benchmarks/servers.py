@@ -62,6 +62,8 @@ OTHER = {
 SERVER_NAMES = ("postgres", "redis-server")
 TOKEN_VAR = "XPROCESS_SERVERS_BENCH"
 INITDB_MODES = {"--boot", "--single", "--check", "-C"}
+# The temporary roots of the runs (see run_pytest), removed at the end.
+TEMP_ROOTS: list[Path] = []
 
 PROBE = """
 import os, time
@@ -261,9 +263,18 @@ def run_pytest(
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     if user is not None:
         env["HOME"] = str(project)
+    # pytest's temporary directories (where pytest-redis's and pytest-postgresql's servers
+    # work) in a root of this run's own, not the /tmp/pytest-of-<user> that other pytest runs
+    # of the same user share: a server working there is this run's. Short, for the servers'
+    # Unix sockets in it.
+    temproot = Path(tempfile.mkdtemp(prefix="xsb-"))
+    TEMP_ROOTS.append(temproot)
+    if user is not None:
+        shutil.chown(temproot, user)
+    env["PYTEST_DEBUG_TEMPROOT"] = str(temproot)
     command = [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "bench_probe"]
     command += ["-n", str(workers), "-p", "no:randomly", *extra]
-    places = [str(project)] + ([f"/tmp/pytest-of-{user}"] if user else [])
+    places = [str(project), str(temproot)]
     sampler = Sampler(token, places)
     sampler.start()
     started = time.time()
@@ -373,6 +384,8 @@ def main() -> int:
         )
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        for temproot in TEMP_ROOTS:
+            shutil.rmtree(temproot, ignore_errors=True)
     report(samples, scenarios, workers, kept, errors, leftovers, args.json)
     return 1 if errors or leftovers else 0
 

@@ -7,9 +7,13 @@ The ``xprocess`` pytest fixture is an :class:`XProcess`; describe each process w
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+# Not ``typing.TYPE_CHECKING``: the watchdog imports this package with nothing else loaded
+# (``python -S -m xprocess.watchdog``), and typing alone would double what that costs.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from xprocess import probes
     from xprocess.errors import (
         AddressInUseError,

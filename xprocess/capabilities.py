@@ -33,6 +33,7 @@ __all__ = [
     "LIBC",
     "PORTABLE",
     "SUPPORTED",
+    "inotify_watch",
     "require_supported",
 ]
 
@@ -65,6 +66,20 @@ def _load_inotify() -> ctypes.CDLL | None:
 LIBC = _load_inotify()
 """The C library with its inotify functions typed, when ``HAVE_INOTIFY``."""
 HAVE_INOTIFY = LIBC is not None
+
+
+def inotify_watch(path: str | os.PathLike[str], mask: int) -> int:
+    """A non-blocking inotify descriptor watching ``path`` for the events of ``mask``, or -1
+    without inotify or when ``path`` cannot be watched. Closing it ends the watch."""
+    if LIBC is None:
+        return -1
+    fd = int(LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+    if fd < 0:
+        return -1
+    if LIBC.inotify_add_watch(fd, os.fsencode(path), mask) < 0:
+        os.close(fd)
+        return -1
+    return fd
 
 
 def require_supported(what: str, name: str | None = None) -> None:

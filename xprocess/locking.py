@@ -11,7 +11,9 @@ make xprocess write to (or empty) a file outside the records root.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import time
 from pathlib import Path
 from types import TracebackType
@@ -21,8 +23,11 @@ from xprocess.layout import LOCKS_DIR, open_regular_file
 
 __all__ = ["NameLock", "flock", "held_elsewhere", "try_lock"]
 
-# How often a waiter tries the lock again: from 1 ms, backing off to this.
+# How often a waiter tries the lock again: from 1 ms, backing off to this. With inotify a
+# holder's release (closing the lock file) wakes it at once, and these are a safety net.
+_FIRST_POLL = 0.001
 _MAX_POLL = 0.05
+_IN_CLOSE = 0x00000008 | 0x00000010  # IN_CLOSE_WRITE | IN_CLOSE_NOWRITE
 
 
 def flock(fd: int, *, exclusive: bool = True, wait: bool = True) -> None:
@@ -74,7 +79,8 @@ class NameLock:
             return
         fd = _open_lock_file(self.path, self.name)
         deadline = time.monotonic() + self.timeout
-        delay = 0.001
+        delay = _FIRST_POLL
+        closes: int | None = None  # an inotify watch of the lock file's closes, once waiting
         try:
             while True:
                 try:
@@ -91,11 +97,19 @@ class NameLock:
                         "it. Raise the timeout if that takes longer.",
                         name=self.name,
                     )
-                time.sleep(min(delay, remaining))
+                if closes is None:
+                    # Watched before the next try: a release in between is then seen by the
+                    # try, one after it wakes the wait.
+                    closes = _watch_closes(self.path)
+                    continue
+                _wait_for_close(closes, min(delay, remaining))
                 delay = min(delay * 2, _MAX_POLL)
         except BaseException:
             os.close(fd)
             raise
+        finally:
+            if closes is not None and closes >= 0:
+                os.close(closes)
         self._fd = fd
 
     def release(self) -> None:
@@ -116,6 +130,26 @@ class NameLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _watch_closes(path: Path) -> int:
+    """An inotify descriptor that wakes when a process closes ``path`` (a holder letting go of
+    its lock, also by dying), or -1: the waiter then polls."""
+    from xprocess.capabilities import inotify_watch
+
+    return inotify_watch(path, _IN_CLOSE)
+
+
+def _wait_for_close(closes: int, timeout: float) -> None:
+    """Sleep ``timeout`` seconds, or less when ``closes`` (if >= 0) reports a close."""
+    if closes < 0:
+        time.sleep(timeout)
+        return
+    poller = select.poll()
+    poller.register(closes, select.POLLIN)
+    if poller.poll(timeout * 1000):
+        with contextlib.suppress(BlockingIOError):
+            os.read(closes, 65536)  # the events themselves say nothing more
 
 
 def try_lock(path: Path, name: str) -> int | None:
