@@ -13,13 +13,11 @@ swept by the next start of any project of the same user: a scratch directory who
 whose postmaster are both gone.
 
 ``initdb`` runs once per PostgreSQL installation and settings: its pristine cluster is kept under
-the records root (``.cache/postgresql-<key>``) and copied for every later start.
+the records root and copied for every later start (``_pgcache``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -32,13 +30,16 @@ import psutil
 
 __all__ = [
     "SCRATCH_PREFIX",
-    "cached_cluster",
+    "copy_tree",
     "make_scratch",
+    "maker_alive",
+    "owner_of",
     "postmaster_alive",
     "remove_old_datadir",
     "scratch_base",
     "server_command",
     "sweep",
+    "write_owner",
 ]
 
 SCRATCH_PREFIX = "xprocess-postgresql-"
@@ -46,7 +47,6 @@ OWNER_FILE = "owner.json"
 TMPFS = Path("/dev/shm")
 # A cluster is about 40 MB, and each test database a few MB more: leave the rest of a small tmpfs.
 TMPFS_ROOM = 512 << 20
-CACHE_FORMAT = "1"
 
 # Runs postgres, removes the scratch directory when it exits, and exits as postgres did. A SIGTERM
 # (how xprocess stops a process) is passed on as SIGINT, PostgreSQL's fast shutdown, which does
@@ -81,16 +81,35 @@ def _records_root(control_dir: Path) -> str:
 def make_scratch(control_dir: Path, user: str | None) -> Path:
     """A new scratch directory for the server of ``control_dir``, marked as this start's."""
     scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_base()))
+    write_owner(scratch, _records_root(control_dir))
+    if user is not None:
+        shutil.chown(scratch, user)
+    return scratch
+
+
+def write_owner(directory: Path, records_root: str) -> None:
+    """Mark ``directory`` as made by this process for ``records_root``: its ``owner.json``."""
     owner = {
-        "records_root": _records_root(control_dir),
+        "records_root": records_root,
         "uid": os.geteuid(),
         "pid": os.getpid(),
         "create_time": psutil.Process().create_time(),
     }
-    (scratch / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
-    if user is not None:
-        shutil.chown(scratch, user)
-    return scratch
+    (directory / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+
+
+def copy_tree(source: Path, target: Path, *, dies_with_parent: bool = False) -> None:
+    """Copy the directory ``source`` to ``target`` (not existing yet), owners and modes kept.
+
+    ``dies_with_parent``: the copy is killed if the calling thread's process dies, rather than
+    writing on after it (where ``setpriv`` can ask for that, on Linux).
+    """
+    # cp -a keeps owners and modes (the cluster belongs to the server's user, mode 0700).
+    command = ["cp", "-a", str(source), str(target)]
+    setpriv = shutil.which("setpriv") if dies_with_parent else None
+    if setpriv:
+        command = [setpriv, "--pdeathsig", "KILL", "--", *command]
+    subprocess.run(command, check=True, capture_output=True)
 
 
 def server_command(scratch: Path, postgres_args: list[object]) -> list[object]:
@@ -98,7 +117,8 @@ def server_command(scratch: Path, postgres_args: list[object]) -> list[object]:
     return ["/bin/sh", "-c", _WRAPPER, "xprocess-postgresql", scratch, *postgres_args]
 
 
-def _owner(scratch: Path) -> dict[str, Any] | None:
+def owner_of(scratch: Path) -> dict[str, Any] | None:
+    """What ``scratch``'s ``owner.json`` says (see :func:`write_owner`), or None."""
     try:
         owner = json.loads((scratch / OWNER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -117,7 +137,8 @@ def postmaster_alive(datadir: Path) -> bool:
     return psutil.pid_exists(pid)
 
 
-def _maker_alive(owner: dict[str, Any]) -> bool:
+def maker_alive(owner: dict[str, Any]) -> bool:
+    """Whether the process an ``owner.json`` names still runs (the same one: its start time)."""
     try:
         return bool(psutil.Process(int(owner["pid"])).create_time() == owner["create_time"])
     except (psutil.Error, KeyError, TypeError, ValueError):
@@ -140,7 +161,7 @@ def remove_old_datadir(datadir: str | None, control_dir: Path) -> None:
     if path.resolve().is_relative_to(root):
         shutil.rmtree(path, ignore_errors=True)
         return
-    owner = _owner(path.parent) if path.parent.name.startswith(SCRATCH_PREFIX) else None
+    owner = owner_of(path.parent) if path.parent.name.startswith(SCRATCH_PREFIX) else None
     if owner and owner.get("records_root") == str(root) and owner.get("uid") == os.geteuid():
         shutil.rmtree(path.parent, ignore_errors=True)
 
@@ -154,60 +175,11 @@ def sweep() -> list[Path]:
         except OSError:
             continue
         for scratch in entries:
-            owner = _owner(scratch)
-            if owner is None or owner.get("uid") != os.geteuid() or _maker_alive(owner):
+            owner = owner_of(scratch)
+            if owner is None or owner.get("uid") != os.geteuid() or maker_alive(owner):
                 continue  # another user's, one being made, or one whose start still runs
             if postmaster_alive(scratch / "data"):
                 continue
             shutil.rmtree(scratch, ignore_errors=True)
             removed.append(scratch)
     return removed
-
-
-def _stat_key(path: Path) -> str:
-    stat = path.resolve().stat()
-    return f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns}"
-
-
-def cache_key(postgres: Path, initdb_args: list[str], owner: str | None) -> str:
-    """What the pristine cluster depends on: the programs (their files), initdb's arguments and
-    the user its files belong to (``None``: the one running the tests)."""
-    digest = hashlib.sha256(f"format {CACHE_FORMAT}\nowner {owner or os.geteuid()}\n".encode())
-    for program in (postgres, postgres.parent / "initdb"):
-        digest.update(f"{_stat_key(program)}\n".encode())
-    digest.update(json.dumps(initdb_args).encode())
-    return digest.hexdigest()[:16]
-
-
-def _copy(source: Path, target: Path) -> None:
-    # cp -a keeps owners and modes (the cluster belongs to the server's user, mode 0700).
-    subprocess.run(["cp", "-a", str(source), str(target)], check=True, capture_output=True)
-
-
-def cached_cluster(cache_dir: Path, key: str, datadir: Path, make: Any) -> bool:
-    """Fill ``datadir`` (not existing yet) with the pristine cluster of ``key``.
-
-    From the copy under ``cache_dir`` when there is one; else ``make(datadir)`` runs initdb, and
-    its result is copied into the cache for the next start (written aside, then renamed: a
-    reader sees a whole cluster or none). Other keys' clusters are removed. Returns whether the
-    cache was used.
-    """
-    cached = cache_dir / f"postgresql-{key}"
-    if cached.is_dir():
-        _copy(cached, datadir)
-        return True
-    make(datadir)
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        aside = Path(tempfile.mkdtemp(prefix=".new-", dir=cache_dir))
-        try:
-            _copy(datadir, aside / "data")
-            (aside / "data").rename(cached)
-        except OSError:
-            pass  # another start cached it first
-        finally:
-            shutil.rmtree(aside, ignore_errors=True)
-        for other in cache_dir.glob("postgresql-*"):
-            if other != cached:
-                shutil.rmtree(other, ignore_errors=True)
-    return False

@@ -9,11 +9,11 @@ In ``conftest.py``::
 
 ``postgresql_proc`` (session scope) starts the server once for the whole run, through
 ``xprocess.ensure``: a fresh cluster (a copy of the pristine one ``initdb`` made once, see
-``_pgdata``) on a tmpfs where there is room, then ``postgres`` on a free port of 127.0.0.1 with
-durability turned off. It builds a template database from ``load`` once per run (kept across runs
-while the server and the loaders' inputs stay the same). ``postgresql`` (function scope) gives
-each test a psycopg connection to a database of its own, created from that template ahead of need
-(``_pgpool``), and drops it in the background after the test.
+``_pgcache`` and ``_pgdata``) on a tmpfs where there is room, then ``postgres`` on a free port
+of 127.0.0.1 with durability turned off. It builds a template database from ``load`` once per
+run (kept across runs while the server and the loaders' inputs stay the same). ``postgresql``
+(function scope) gives each test a psycopg connection to a database of its own, created from
+that template ahead of need (``_pgpool``), and drops it in the background after the test.
 
 PostgreSQL refuses to run as root: when the tests run as root, ``initdb`` and the server run as
 the ``postgres`` user, with a data directory that user can reach.
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from xprocess.errors import StartupError
 from xprocess.layout import Layout
 from xprocess.ports import free_port
-from xprocess.servers import _pgdata
+from xprocess.servers import _pgcache, _pgdata
 from xprocess.servers._common import (
     find_program,
     require_extra,
@@ -154,7 +154,7 @@ class PostgreSQLStarter(ProcessStarter):
         scratch = _pgdata.make_scratch(self.control_dir, user)
         datadir = scratch / "data"
         # The superuser is one of initdb's arguments: a cluster cached for another is not this one.
-        key = _pgdata.cache_key(postgres, initdb_args(self.superuser), user)
+        key = _pgcache.cache_key(postgres, initdb_args(self.superuser), user)
         cache = Layout(self.control_dir.parent).cache
 
         def make(target: Path) -> None:
@@ -163,7 +163,9 @@ class PostgreSQLStarter(ProcessStarter):
                 shutil.chown(target, user)
             initdb(postgres.parent / "initdb", target, self.superuser)
 
-        _pgdata.cached_cluster(cache, key, datadir, make)
+        _pgcache.cached_cluster(
+            cache, key, datadir, make, lambda: _pgdata.make_scratch(self.control_dir, user)
+        )
         self.data.update(host=HOST, port=port, user=self.superuser, datadir=str(datadir))
         settings = [
             "listen_addresses=127.0.0.1",

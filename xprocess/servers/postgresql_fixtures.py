@@ -17,6 +17,7 @@ import pytest
 
 from xprocess.errors import InvalidStarterError
 from xprocess.records import validate_name
+from xprocess.servers import _pgcache
 from xprocess.servers._common import flag_setting, require_extra, text_setting
 from xprocess.servers.existing import check_postgresql
 from xprocess.servers.failures import server_fixture_value, worded_setup
@@ -209,6 +210,9 @@ def postgresql_proc(
             server.start_pool()
         yield server
         server.close()
+        # A first start copies its new cluster into the cache while the tests run: the run
+        # ends with that copy made.
+        _pgcache.finish_fills()
 
     return postgresql_proc_fixture
 

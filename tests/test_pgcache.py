@@ -1,0 +1,193 @@
+"""The pristine PostgreSQL cluster's cache (``xprocess.servers._pgcache``): filled off the path to
+the first test, never taken for complete when a kill cut it short, and what such a kill leaves
+swept by the next start.
+
+The sweep's rules are driven on real directories; the fill, through whole pytest runs with a
+real PostgreSQL, held in the middle with ``XPROCESS_TEST_HOLD_CACHE_FILL``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.helpers.projects import wait_for
+from tests.test_servers import need_postgresql
+from xprocess.manager import XProcessInfo
+from xprocess.servers import _pgcache, _pgdata
+
+CONFTEST = """
+from xprocess.servers import postgresql as pg
+
+postgresql_proc = pg.postgresql_proc()
+postgresql = pg.postgresql("postgresql_proc")
+"""
+
+TESTS = """
+import os
+from pathlib import Path
+
+import pytest
+
+@pytest.mark.parametrize("i", range(4))
+def test_db(postgresql, i):
+    if "FIRST_TEST_RAN" in os.environ:
+        Path(os.environ["FIRST_TEST_RAN"]).touch()
+    assert postgresql.execute("SELECT 1").fetchone() == (1,)
+"""
+
+# Generous: initdb, a server start and a copy of 40 MB on a loaded machine.
+DEADLINE = 120
+
+
+def owned(directory: Path, root: Path, pid: int, *, uid: int | None = None) -> Path:
+    """``directory`` made, with an owner.json naming ``pid`` (and its start time, if it runs)."""
+    directory.mkdir(parents=True)
+    try:
+        create_time = psutil.Process(pid).create_time()
+    except psutil.Error:
+        create_time = 0.0
+    owner = {
+        "records_root": str(root),
+        "uid": os.geteuid() if uid is None else uid,
+        "pid": pid,
+        "create_time": create_time,
+    }
+    (directory / _pgdata.OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+    return directory
+
+
+def test_the_sweep_removes_only_unfinished_copies_whose_makers_are_gone(tmp_path: Path) -> None:
+    cache = tmp_path / "records" / ".cache"
+    dead = psutil.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    by_dead = owned(cache / ".new-dead", cache.parent, dead.pid)
+    (by_dead / "data").mkdir()
+    by_me = owned(cache / ".new-live", cache.parent, os.getpid())
+    other_user = owned(cache / ".new-other", cache.parent, dead.pid, uid=os.geteuid() + 1)
+    unmarked_old = cache / ".new-unmarked-old"
+    unmarked_old.mkdir()
+    hour_ago = time.time() - 3600
+    os.utime(unmarked_old, (hour_ago, hour_ago))
+    unmarked_new = cache / ".new-unmarked-new"
+    unmarked_new.mkdir()
+    legacy = cache / ".new-legacy"
+    (legacy / "data").mkdir(parents=True)
+    os.utime(legacy, (hour_ago, hour_ago))
+    complete = cache / "postgresql-0123456789abcdef"
+    complete.mkdir()
+    assert sorted(_pgcache.sweep_cache(cache)) == sorted([by_dead, unmarked_old])
+    assert not by_dead.exists() and not unmarked_old.exists()
+    assert all(p.is_dir() for p in (by_me, other_user, unmarked_new, legacy, complete))
+
+
+def leftovers(records: Path) -> list[Path]:
+    """What of this project's is left on the disk and the tmpfs, but its cache: unfinished
+    copies in the cache, scratch directories (clusters) whose owner.json names its records."""
+    found = list((records / ".cache").glob(f"{_pgcache.PENDING_PREFIX}*"))
+    for base in {_pgdata.scratch_base(), Path(tempfile.gettempdir()), _pgdata.TMPFS}:
+        for scratch in base.glob(f"{_pgdata.SCRATCH_PREFIX}*"):
+            owner = _pgdata.owner_of(scratch)
+            if owner and owner.get("records_root") == str(records.resolve()):
+                found.append(scratch)
+    return found
+
+
+def cached(records: Path) -> list[Path]:
+    """The complete pristine clusters in the cache."""
+    return list((records / ".cache").glob("postgresql-*"))
+
+
+@pytest.fixture
+def pg_project(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
+    need_postgresql()
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_db=TESTS)
+    pytester.makeini("[pytest]\n")
+    yield pytester
+    info = XProcessInfo(records_of(pytester), "postgresql")
+    info.terminate()
+
+
+def records_of(project: pytest.Pytester) -> Path:
+    return project.path / ".pytest_cache" / "d" / ".xprocess"
+
+
+def start_held(project: pytest.Pytester, *args: str) -> tuple[subprocess.Popen[bytes], Path, int]:
+    """Run the project until its cache fill holds; return the run, the first test's mark, and
+    the pid of the process filling the cache."""
+    hold, ran = project.path / "hold", project.path / "ran"
+    env = {**os.environ, _pgcache.HOLD_CACHE_FILL_VAR: str(hold), "FIRST_TEST_RAN": str(ran)}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:randomly", *args],
+        cwd=project.path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: (hold.exists() and hold.read_text().strip()) or run.poll() is not None,
+            DEADLINE,
+            "the cache fill to hold",
+        )
+    except BaseException:
+        run.kill()
+        run.wait()
+        raise
+    assert run.poll() is None, "the run ended before it filled the cache"
+    return run, ran, int(hold.read_text())
+
+
+def test_the_first_test_runs_before_the_new_cluster_is_in_the_cache(
+    pg_project: pytest.Pytester,
+) -> None:
+    records = records_of(pg_project)
+    run, ran, _ = start_held(pg_project)
+    try:
+        wait_for(lambda: ran.exists() or run.poll() is not None, DEADLINE, "the first test")
+        assert ran.exists(), "the run ended without running a test"
+        assert cached(records) == [], "the cache was filled before the first test"
+    finally:
+        (pg_project.path / "hold").unlink()
+        assert run.wait(DEADLINE) == 0
+    [cluster] = cached(records)
+    assert (cluster / "PG_VERSION").is_file() and (cluster / "global" / "pg_control").is_file()
+    assert leftovers(records) == [], "the run left its clusters or an unfinished copy"
+
+
+@pytest.mark.parametrize("killed", ["pytest", "the xdist worker filling the cache"])
+def test_a_kill_in_the_middle_of_the_cache_fill_leaves_nothing_after_the_next_start(
+    pg_project: pytest.Pytester, killed: str
+) -> None:
+    records = records_of(pg_project)
+    args = ("-n", "2") if killed != "pytest" else ()
+    run, _, filler = start_held(pg_project, *args)
+    try:
+        assert (filler == run.pid) == (killed == "pytest")
+        os.kill(filler, signal.SIGKILL)
+        run.wait(DEADLINE)  # with xdist, the run goes on and ends without that worker
+    finally:
+        run.kill()
+        run.wait()
+        (pg_project.path / "hold").unlink()
+    unfinished = list((records / ".cache").glob(f"{_pgcache.PENDING_PREFIX}*"))
+    assert [p.name for p in unfinished if (p / "data").is_dir()], "the fill was not cut short"
+    assert cached(records) == [], "an unfinished copy was taken for a complete one"
+    assert leftovers(records), "nothing for the next start to sweep"
+
+    pg_project.runpytest_subprocess(timeout=DEADLINE).assert_outcomes(passed=4)
+    [cluster] = cached(records)
+    assert (cluster / "PG_VERSION").is_file()
+    # The server stops at the end of the run; its scratch directory goes as its sh exits.
+    wait_for(lambda: leftovers(records) == [], 30, "the leftovers to go")
