@@ -122,9 +122,10 @@ def test_a_started_process_is_recorded_as_leading_its_session(xp: XProcess) -> N
 # --- Windows, simulated: the POSIX-only names removed, sys.platform "win32" at import ----------
 
 
-def _as_windows(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _as_windows(path: Path, *args: str, cache: bool = False) -> subprocess.CompletedProcess[str]:
+    plugins = [] if cache else ["-p", "no:cacheprovider"]
     return subprocess.run(
-        [sys.executable, str(HELPERS / "as_windows.py"), "-p", "no:cacheprovider", *args],
+        [sys.executable, str(HELPERS / "as_windows.py"), *plugins, *args],
         cwd=path,
         env=_env(PORTABLE),
         capture_output=True,
@@ -156,6 +157,20 @@ def test_on_windows_ensure_fails_with_one_sentence_and_starts_nothing(
     )
     assert "1 failed" in result.stdout
     assert not (pytester.path / "started.txt").exists()
+
+
+def test_on_windows_a_project_with_a_pytest_cache_gets_the_same_sentence(
+    pytester: pytest.Pytester,
+) -> None:
+    """The records root's runs lock lies in the pytest cache; Windows has no flock to take it
+    (a checkout shared with WSL, where the cache was made)."""
+    pytester.makepyfile(test_windows=HEADER + WINDOWS_TEST)
+    (pytester.path / ".pytest_cache" / "d" / ".xprocess").mkdir(parents=True)
+    (pytester.path / ".pytest_cache" / "xprocess-runs.lock").write_text("")
+    result = _as_windows(pytester.path, "-q", "test_windows.py", cache=True)
+    assert "INTERNALERROR" not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"UnsupportedPlatformError: xprocess cannot start 'srv': {REFUSAL}" in result.stdout
 
 
 @pytest.mark.parametrize("option", ["--xshow", "--xkill"])

@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from xprocess import capabilities
 from xprocess.locking import flock
 
 __all__ = ["EXCLUSIVE_WAIT", "hold_records", "runs_lock_path"]
@@ -41,8 +42,8 @@ def hold_records(root: Path, *, exclusive: bool = False) -> int | None:
     run holds it. Returns its descriptor, to keep open while the run works; None when there is
     no such lock or it cannot be made (a read-only cache: nothing can be moved there either)."""
     path = runs_lock_path(root)
-    if path is None:
-        return None
+    if path is None or not capabilities.SUPPORTED:
+        return None  # Windows: no flock; xprocess refuses to start anything there anyway
     flags = os.O_CLOEXEC | os.O_NOFOLLOW
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o644)
