@@ -34,6 +34,7 @@ from xprocess.liveness import Identity, identify
 from xprocess.locking import NameLock
 from xprocess.records import READY, ProcessRecord, RecordStore
 from xprocess.runs import Run, add_holder, add_user, holder_entry, holds, running_users, uses
+from xprocess.seams import hold_at
 from xprocess.starter import LaunchPlan, StarterDescription
 from xprocess.termination import abandon_on_error, stop_record
 from xprocess.tokens import allowed_uids, new_token, process_uid
@@ -314,17 +315,6 @@ def _intended_uid(plan: LaunchPlan) -> int:
 HOLD_AFTER_SPAWN_VAR = "XPROCESS_TEST_HOLD_AFTER_SPAWN"
 
 
-def _hold_after_spawn(pid: int) -> None:
-    path = os.environ.get(HOLD_AFTER_SPAWN_VAR)
-    if not path:
-        return
-    with open(path, "w", encoding="ascii") as f:
-        f.write(str(pid))
-    deadline = time.monotonic() + 60
-    while os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 def _reuse_read_only(store: RecordStore, name: str, error: OSError) -> Outcome | None:
     """A records root this user cannot write to: a ready process there is reused as it is (its
     record cannot be changed, so not restarted, nor claimed); anything else is the error."""
@@ -428,7 +418,7 @@ def _start(
     logpath = store.log_path(name)
     record, popen, offset = _spawn_recorded(caller, description, plan, persist_logs, previous)
     token = record.token
-    _hold_after_spawn(popen.pid)
+    hold_at(HOLD_AFTER_SPAWN_VAR, popen.pid)
     # Whatever fails once the process exists (readiness, a full disk writing the record, Ctrl-C),
     # everything that carries its token is stopped: nothing spawned outlives this call.
     with abandon_on_error(token, popen):

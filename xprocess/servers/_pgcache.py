@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from xprocess.seams import hold_at
 from xprocess.servers import _pgdata
 
 __all__ = [
@@ -128,7 +129,7 @@ def _fill(cache_dir: Path, cached: Path, pristine: Path) -> None:
             _pgdata.write_owner(aside, str(cache_dir.resolve().parent))
             _pgdata.copy_tree(pristine / "data", aside / "data", dies_with_parent=True)
             _sync_tree(aside / "data")
-            _hold()
+            hold_at(HOLD_CACHE_FILL_VAR, os.getpid())
             (aside / "data").rename(cached)
             _sync_directory(cache_dir)
         finally:
@@ -160,17 +161,6 @@ def _sync(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _hold() -> None:
-    path = os.environ.get(HOLD_CACHE_FILL_VAR)
-    if not path:
-        return
-    with open(path, "w", encoding="ascii") as f:
-        f.write(str(os.getpid()))
-    deadline = time.monotonic() + 60
-    while os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 def _age(path: Path) -> float:
