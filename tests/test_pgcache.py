@@ -1,19 +1,22 @@
-"""The pristine PostgreSQL cluster's cache (``xprocess.servers._pgcache``): filled off the path to
-the first test, never taken for complete when a kill cut it short, and what such a kill leaves
-swept by the next start.
+"""The pristine PostgreSQL cluster's cache (``xprocess.servers._pgcache``): begun before the
+fixture asks, filled off the path to the first test, never taken for complete when a kill cut it
+short, and what such a kill leaves swept by the next start.
 
-The sweep's rules are driven on real directories; the fill, through whole pytest runs with a
-real PostgreSQL, held in the middle with ``XPROCESS_TEST_HOLD_CACHE_FILL``.
+The sweep's rules and the hand-over of a cluster made ahead are driven on real directories with a
+stand-in for initdb; the fill, through whole pytest runs with a real PostgreSQL, held in the
+middle with ``XPROCESS_TEST_HOLD_CACHE_FILL``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +26,7 @@ import pytest
 
 from tests.helpers.projects import wait_for
 from tests.test_servers import need_postgresql
+from xprocess.locking import NameLock
 from xprocess.manager import XProcessInfo
 from xprocess.servers import _pgcache, _pgdata
 
@@ -93,8 +97,10 @@ def test_the_sweep_removes_only_unfinished_copies_whose_makers_are_gone(tmp_path
 
 def leftovers(records: Path) -> list[Path]:
     """What of this project's is left on the disk and the tmpfs, but its cache: unfinished
-    copies in the cache, scratch directories (clusters) whose owner.json names its records."""
+    copies in the cache, files naming a cluster made ahead, scratch directories (clusters) whose
+    owner.json names its records."""
     found = list((records / ".cache").glob(f"{_pgcache.PENDING_PREFIX}*"))
+    found += (records / ".cache").glob(f"{_pgcache.AHEAD_PREFIX}*.json")
     for base in {_pgdata.scratch_base(), Path(tempfile.gettempdir()), _pgdata.TMPFS}:
         for scratch in base.glob(f"{_pgdata.SCRATCH_PREFIX}*"):
             owner = _pgdata.owner_of(scratch)
@@ -149,11 +155,14 @@ def start_held(project: pytest.Pytester, *args: str) -> tuple[subprocess.Popen[b
     return run, ran, int(hold.read_text())
 
 
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["alone", "xdist"])
 def test_the_first_test_runs_before_the_new_cluster_is_in_the_cache(
-    pg_project: pytest.Pytester,
+    pg_project: pytest.Pytester, workers: tuple[str, ...]
 ) -> None:
     records = records_of(pg_project)
-    run, ran, _ = start_held(pg_project)
+    run, ran, filler = start_held(pg_project, *workers)
+    # The run's main process began the cluster ahead, when its session started: it fills.
+    assert filler == run.pid
     try:
         wait_for(lambda: ran.exists() or run.poll() is not None, DEADLINE, "the first test")
         assert ran.exists(), "the run ended without running a test"
@@ -166,15 +175,22 @@ def test_the_first_test_runs_before_the_new_cluster_is_in_the_cache(
     assert leftovers(records) == [], "the run left its clusters or an unfinished copy"
 
 
-@pytest.mark.parametrize("killed", ["pytest", "the xdist worker filling the cache"])
+@pytest.mark.parametrize(
+    "killed", ["pytest", "pytest under xdist", "the xdist worker filling the cache"]
+)
 def test_a_kill_in_the_middle_of_the_cache_fill_leaves_nothing_after_the_next_start(
     pg_project: pytest.Pytester, killed: str
 ) -> None:
     records = records_of(pg_project)
-    args = ("-n", "2") if killed != "pytest" else ()
+    if killed == "the xdist worker filling the cache":
+        # A server fixture of a test module is not seen when the session starts: the worker
+        # starting the server makes the cluster, and fills the cache.
+        pg_project.makeconftest("")
+        pg_project.makepyfile(test_db=CONFTEST + TESTS)
+    args = ("-n", "2") if "xdist" in killed else ()
     run, _, filler = start_held(pg_project, *args)
     try:
-        assert (filler == run.pid) == (killed == "pytest")
+        assert (filler == run.pid) == killed.startswith("pytest")
         os.kill(filler, signal.SIGKILL)
         run.wait(DEADLINE)  # with xdist, the run goes on and ends without that worker
     finally:
@@ -190,4 +206,124 @@ def test_a_kill_in_the_middle_of_the_cache_fill_leaves_nothing_after_the_next_st
     [cluster] = cached(records)
     assert (cluster / "PG_VERSION").is_file()
     # The server stops at the end of the run; its scratch directory goes as its sh exits.
+    wait_for(lambda: leftovers(records) == [], 30, "the leftovers to go")
+
+
+KEY = "0123456789abcdef"
+
+
+def stand_in_initdb(target: Path) -> None:
+    target.mkdir()
+    (target / "PG_VERSION").write_text("stand-in\n", encoding="utf-8")
+
+
+@pytest.fixture
+def cache_and_control(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A records root's cache dir, and a server's control dir in it; its scratch dirs removed
+    at the end."""
+    records = tmp_path / "records"
+    control = records / "postgresql"
+    control.mkdir(parents=True)
+    yield records / ".cache", control
+    _pgcache.finish_fills()
+    for left in leftovers(records):
+        shutil.rmtree(left, ignore_errors=True) if left.is_dir() else left.unlink()
+
+
+def test_a_start_waits_for_the_cluster_begun_ahead_and_runs_no_initdb_of_its_own(
+    cache_and_control: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache, control = cache_and_control
+    made: list[str] = []
+    waiting = threading.Event()
+
+    def ahead(target: Path) -> None:
+        made.append("ahead")
+        assert waiting.wait(DEADLINE), "the start did not wait for the cluster begun ahead"
+        stand_in_initdb(target)
+
+    def own(target: Path) -> None:
+        made.append("own")
+        stand_in_initdb(target)
+
+    class Lock(NameLock):
+        def acquire(self) -> None:
+            if not self.exclusive:  # the start waits for initdb: let initdb end only now
+                waiting.set()
+            super().acquire()
+
+    monkeypatch.setattr(_pgcache, "NameLock", Lock)
+    scratch = lambda: _pgdata.make_scratch(control, None)  # noqa: E731
+    assert _pgcache.make_ahead(cache, KEY, ahead, scratch)
+    assert not _pgcache.make_ahead(cache, KEY, own, scratch), "a second maker began"
+    target = scratch()
+    used_cache = _pgcache.cached_cluster(cache, KEY, target / "data", own, scratch)
+    assert (made, used_cache) == (["ahead"], True)
+    assert (target / "data" / "PG_VERSION").read_text(encoding="utf-8") == "stand-in\n"
+    _pgcache.finish_fills()
+    assert (cache / f"postgresql-{KEY}" / "PG_VERSION").is_file(), "the maker did not fill"
+    assert leftovers(cache.parent) == [target], "the maker left its file or its scratch dir"
+    assert not _pgcache.make_ahead(cache, KEY, own, scratch), "began what the cache has"
+
+
+@pytest.mark.parametrize("lie", ["a directory elsewhere", "a dead maker", "another user"])
+def test_a_start_believes_no_ahead_file_that_lies(
+    cache_and_control: tuple[Path, Path], lie: str
+) -> None:
+    cache, control = cache_and_control
+    pid, uid = os.getpid(), os.geteuid()
+    if lie == "a dead maker":
+        dead = psutil.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        pid = dead.pid
+    elif lie == "another user":
+        uid += 1
+    name = f"{_pgdata.SCRATCH_PREFIX}planted-{os.getpid()}-{time.monotonic_ns()}"
+    base = cache.parent.parent if lie == "a directory elsewhere" else _pgdata.scratch_base()
+    # Named as a cluster made ahead would be, ready, and marked with the claimed maker.
+    planted = owned(base / name, cache.parent, pid, uid=uid)
+    (planted / "data").mkdir()
+    (planted / "data" / "PLANTED").touch()
+    (planted / _pgcache.READY_FILE).touch()
+    claim = {**(_pgdata.owner_of(planted) or {}), "scratch": str(planted)}
+    cache.mkdir()
+    (cache / f"{_pgcache.AHEAD_PREFIX}{KEY}.json").write_text(json.dumps(claim), encoding="utf-8")
+    made: list[Path] = []
+
+    def own(target: Path) -> None:
+        made.append(target)
+        stand_in_initdb(target)
+
+    target = _pgdata.make_scratch(control, None) / "data"
+    scratch = lambda: _pgdata.make_scratch(control, None)  # noqa: E731
+    _pgcache.cached_cluster(cache, KEY, target, own, scratch)
+    assert len(made) == 1, "the start took the planted cluster instead of making its own"
+    assert not (target / "PLANTED").exists()
+    shutil.rmtree(planted)
+
+
+WAITS_FOR_THE_CACHE = """
+
+import glob
+import time
+
+def pytest_collection_finish(session):
+    # Only a cluster begun before the tests were collected can reach the cache meanwhile.
+    deadline = time.monotonic() + {deadline}
+    while not glob.glob({pattern!r}):
+        if time.monotonic() > deadline:
+            raise RuntimeError("no cluster was begun ahead")
+        time.sleep(0.01)
+"""
+
+
+def test_initdb_begins_when_the_session_starts_before_the_fixture_asks(
+    pg_project: pytest.Pytester,
+) -> None:
+    records = records_of(pg_project)
+    pattern = str(records / ".cache" / "postgresql-*")
+    pg_project.makeconftest(CONFTEST + WAITS_FOR_THE_CACHE.format(deadline=60, pattern=pattern))
+    pg_project.runpytest_subprocess(timeout=DEADLINE).assert_outcomes(passed=4)
+    [cluster] = cached(records)
+    assert (cluster / "PG_VERSION").is_file()
     wait_for(lambda: leftovers(records) == [], 30, "the leftovers to go")

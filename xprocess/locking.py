@@ -63,13 +63,26 @@ def _open_lock_file(path: Path, name: str) -> int:
 
 
 class NameLock:
-    """Exclusive lock on one process name; raises StartupTimeoutError if not had in time."""
+    """Exclusive lock on one process name; raises StartupTimeoutError if not had in time.
 
-    def __init__(self, path: Path, name: str, timeout: float, *, what: str = "process") -> None:
+    ``exclusive=False``: a shared lock, held beside other shared ones (readers of what the
+    exclusive holder makes).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        timeout: float,
+        *,
+        what: str = "process",
+        exclusive: bool = True,
+    ) -> None:
         self.name = name
         self.what = what
         self.path = path
         self.timeout = timeout
+        self.exclusive = exclusive
         self._fd = -1
 
     def acquire(self) -> None:
@@ -84,7 +97,7 @@ class NameLock:
         try:
             while True:
                 try:
-                    flock(fd, wait=False)
+                    flock(fd, exclusive=self.exclusive, wait=False)
                     break
                 except BlockingIOError:
                     pass

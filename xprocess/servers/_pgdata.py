@@ -33,10 +33,12 @@ __all__ = [
     "copy_tree",
     "make_scratch",
     "maker_alive",
+    "owner_fields",
     "owner_of",
     "postmaster_alive",
     "remove_old_datadir",
     "scratch_base",
+    "scratch_bases",
     "server_command",
     "sweep",
     "write_owner",
@@ -74,6 +76,11 @@ def scratch_base() -> Path:
     return Path(tempfile.gettempdir())
 
 
+def scratch_bases() -> list[Path]:
+    """Every directory a scratch directory may be made in."""
+    return list(dict.fromkeys((scratch_base(), Path(tempfile.gettempdir()), TMPFS)))
+
+
 def _records_root(control_dir: Path) -> str:
     return str(control_dir.resolve().parent)
 
@@ -87,14 +94,19 @@ def make_scratch(control_dir: Path, user: str | None) -> Path:
     return scratch
 
 
-def write_owner(directory: Path, records_root: str) -> None:
-    """Mark ``directory`` as made by this process for ``records_root``: its ``owner.json``."""
-    owner = {
+def owner_fields(records_root: str) -> dict[str, Any]:
+    """Who this process is, for ``records_root``: what an ``owner.json`` says."""
+    return {
         "records_root": records_root,
         "uid": os.geteuid(),
         "pid": os.getpid(),
         "create_time": psutil.Process().create_time(),
     }
+
+
+def write_owner(directory: Path, records_root: str) -> None:
+    """Mark ``directory`` as made by this process for ``records_root``: its ``owner.json``."""
+    owner = owner_fields(records_root)
     (directory / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
 
 
@@ -169,7 +181,7 @@ def remove_old_datadir(datadir: str | None, control_dir: Path) -> None:
 def sweep() -> list[Path]:
     """Remove the scratch directories this user's dead servers left; return what went."""
     removed = []
-    for base in dict.fromkeys((scratch_base(), Path(tempfile.gettempdir()), TMPFS)):
+    for base in scratch_bases():
         try:
             entries = [e for e in base.iterdir() if e.name.startswith(SCRATCH_PREFIX)]
         except OSError:

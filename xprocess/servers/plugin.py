@@ -6,6 +6,7 @@ modules are imported only by a conftest that uses them.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator, Iterator
 from typing import Any
 
@@ -36,6 +37,25 @@ def pytest_configure(config: pytest.Config) -> None:
         config.getoption("xshow", False) or config.getoption("xkill", False)
     ):
         check_settings(config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In the run's main process: begin what the servers' fixtures would wait for (a new
+    PostgreSQL cluster), while the xdist workers boot and the tests are collected."""
+    config = session.config
+    if hasattr(config, "workerinput") or config.option.collectonly:
+        return
+    if config.getoption("xshow", False) or config.getoption("xkill", False):
+        return
+    warm_up.begin_ahead(config.pluginmanager.get_plugins(), config)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The run ends with the cache copies its main process began made (see ``_pgcache``)."""
+    cache = sys.modules.get("xprocess.servers._pgcache")
+    if cache is not None:
+        cache.finish_fills()
 
 
 @pytest.hookimpl(trylast=True)

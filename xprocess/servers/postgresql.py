@@ -31,7 +31,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from xprocess.errors import StartupError
 from xprocess.layout import Layout
@@ -153,18 +153,9 @@ class PostgreSQLStarter(ProcessStarter):
         _pgdata.sweep()
         scratch = _pgdata.make_scratch(self.control_dir, user)
         datadir = scratch / "data"
-        # The superuser is one of initdb's arguments: a cluster cached for another is not this one.
-        key = _pgcache.cache_key(postgres, initdb_args(self.superuser), user)
-        cache = Layout(self.control_dir.parent).cache
-
-        def make(target: Path) -> None:
-            target.mkdir()
-            if user is not None:
-                shutil.chown(target, user)
-            initdb(postgres.parent / "initdb", target, self.superuser)
-
+        pristine = pristine_cluster(postgres, self.superuser, Path(self.control_dir))
         _pgcache.cached_cluster(
-            cache, key, datadir, make, lambda: _pgdata.make_scratch(self.control_dir, user)
+            pristine.cache, pristine.key, datadir, pristine.make, pristine.scratch
         )
         self.data.update(host=HOST, port=port, user=self.superuser, datadir=str(datadir))
         settings = [
@@ -187,6 +178,36 @@ class PostgreSQLStarter(ProcessStarter):
         with psycopg.connect(**connect_kwargs(self.data, "postgres"), connect_timeout=5) as conn:
             conn.execute("SELECT 1")
         return True
+
+
+class PristineCluster(NamedTuple):
+    """Where a server's pristine cluster comes from (see ``_pgcache``): the cache directory, the
+    cluster's key there, how initdb makes it, and where (a new scratch directory)."""
+
+    cache: Path
+    key: str
+    make: Callable[[Path], None]
+    scratch: Callable[[], Path]
+
+
+def pristine_cluster(postgres: Path, superuser: str, control_dir: Path) -> PristineCluster:
+    """The pristine cluster of ``superuser`` for the server whose control dir is ``control_dir``."""
+    user = server_user()
+    # The superuser is one of initdb's arguments: a cluster cached for another is not this one.
+    key = _pgcache.cache_key(postgres, initdb_args(superuser), user)
+
+    def make(target: Path) -> None:
+        target.mkdir()
+        if user is not None:
+            shutil.chown(target, user)
+        initdb(postgres.parent / "initdb", target, superuser)
+
+    return PristineCluster(
+        Layout(control_dir.parent).cache,
+        key,
+        make,
+        lambda: _pgdata.make_scratch(control_dir, user),
+    )
 
 
 def initdb_args(superuser: str = SUPERUSER) -> list[str]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pytest
 
 from xprocess.errors import InvalidStarterError
+from xprocess.paths import records_root
 from xprocess.records import validate_name
 from xprocess.servers import _pgcache
 from xprocess.servers._common import flag_setting, require_extra, text_setting
@@ -42,13 +43,14 @@ from xprocess.servers.postgresql import (
     drop_run_databases,
     drop_template,
     find_postgres,
+    pristine_cluster,
     require_psycopg,
     server_user,
     template_key,
 )
 from xprocess.servers.settings import POSTGRESQL as SETTINGS
 from xprocess.servers.settings import choose, resolve
-from xprocess.servers.warm_up import needs
+from xprocess.servers.warm_up import ahead, needs
 
 if TYPE_CHECKING:
     import psycopg
@@ -214,7 +216,21 @@ def postgresql_proc(
         # ends with that copy made.
         _pgcache.finish_fills()
 
-    return postgresql_proc_fixture
+    def initdb_ahead(config: pytest.Config) -> None:
+        """At the start of the session: begin initdb if this server will need a new cluster
+        (see ``_pgcache.make_ahead``). What is wrong is left for the fixture to report."""
+        if choose(host, config, SETTINGS["host"], None) is not None:
+            return
+        try:
+            postgres = find_postgres(executable or text_setting(config, EXEC_SETTING))
+            superuser = choose(user, config, SETTINGS["user"], SUPERUSER)
+            control_dir = records_root(config, create=False) / name
+            pristine = pristine_cluster(postgres, superuser, control_dir)
+        except Exception:
+            return
+        _pgcache.make_ahead(pristine.cache, pristine.key, pristine.make, pristine.scratch)
+
+    return ahead(postgresql_proc_fixture, initdb_ahead)
 
 
 def _databases(

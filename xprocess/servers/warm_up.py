@@ -9,6 +9,11 @@ is done, in a thread, those imports fill the wait instead.
 The thread is joined before the first test's setup, so no import runs beside the test's own (a
 circular import in two threads at once can deadlock). An import that fails is left for the
 fixture to import again and report as usual.
+
+Work of a longer wait begins earlier still: a fixture may carry a function of the config
+(:func:`ahead`) that the run's main process calls when its session starts, before the workers
+have booted (PostgreSQL's ``initdb``, see ``_pgcache.make_ahead``). Only fixtures of the
+modules registered as plugins by then (conftest files, ``pytest_plugins``) are seen.
 """
 
 from __future__ import annotations
@@ -16,14 +21,28 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from types import ModuleType
 from typing import Any, TypeVar
 
-__all__ = ["ENGINE", "IMPORTS_ATTRIBUTE", "finish", "imports_of", "needs", "start"]
+__all__ = [
+    "AHEAD_ATTRIBUTE",
+    "ENGINE",
+    "IMPORTS_ATTRIBUTE",
+    "ahead",
+    "begin_ahead",
+    "finish",
+    "imports_of",
+    "needs",
+    "start",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Set on a fixture function: the modules its setup imports.
 IMPORTS_ATTRIBUTE = "_xprocess_warm_up"
+
+# Set on a fixture: what to begin at the start of the session (a function of the config).
+AHEAD_ATTRIBUTE = "_xprocess_ahead"
 
 # What the ``xprocess`` fixture and a server's reuse or start import, in their order.
 ENGINE = (
@@ -81,3 +100,26 @@ def finish() -> None:
     thread, _thread = _thread, None
     if thread is not None:
         thread.join()
+
+
+def ahead(fixture: F, begin: Callable[[Any], None]) -> F:
+    """Mark ``fixture`` (as ``pytest.fixture`` returned it) with ``begin(config)``, called at the
+    start of the session (see the module's docstring); ``begin`` must not raise."""
+    setattr(fixture, AHEAD_ATTRIBUTE, begin)
+    return fixture
+
+
+def begin_ahead(plugins: Iterable[object], config: Any) -> None:
+    """Call what the fixtures of the module ``plugins`` were marked with by :func:`ahead`."""
+    begun: set[int] = set()
+    for plugin in plugins:
+        if not isinstance(plugin, ModuleType):
+            continue
+        for value in list(vars(plugin).values()):
+            try:
+                begin = vars(value).get(AHEAD_ATTRIBUTE)
+            except TypeError:  # no __dict__
+                continue
+            if callable(begin) and id(begin) not in begun:
+                begun.add(id(begin))
+                begin(config)
