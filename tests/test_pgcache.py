@@ -9,6 +9,7 @@ middle with ``XPROCESS_TEST_HOLD_CACHE_FILL``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import psutil
 import pytest
@@ -28,7 +30,7 @@ from tests.helpers.projects import wait_for
 from tests.test_servers import need_postgresql
 from xprocess.locking import NameLock
 from xprocess.manager import XProcessInfo
-from xprocess.servers import _pgcache, _pgdata
+from xprocess.servers import _pgahead, _pgcache, _pgdata, warm_up
 
 CONFTEST = """
 from xprocess.servers import postgresql as pg
@@ -100,7 +102,7 @@ def leftovers(records: Path) -> list[Path]:
     copies in the cache, files naming a cluster made ahead, scratch directories (clusters) whose
     owner.json names its records."""
     found = list((records / ".cache").glob(f"{_pgcache.PENDING_PREFIX}*"))
-    found += (records / ".cache").glob(f"{_pgcache.AHEAD_PREFIX}*.json")
+    found += (records / ".cache").glob(f"{_pgahead.AHEAD_PREFIX}*.json")
     for base in {_pgdata.scratch_base(), Path(tempfile.gettempdir()), _pgdata.TMPFS}:
         for scratch in base.glob(f"{_pgdata.SCRATCH_PREFIX}*"):
             owner = _pgdata.owner_of(scratch)
@@ -252,8 +254,8 @@ def test_a_start_waits_for_the_cluster_begun_ahead_and_runs_no_initdb_of_its_own
                 waiting.set()
             super().acquire()
 
-    monkeypatch.setattr(_pgcache, "NameLock", Lock)
-    scratch = lambda: _pgdata.make_scratch(control, None)  # noqa: E731
+    monkeypatch.setattr(_pgahead, "NameLock", Lock)
+    scratch = functools.partial(_pgdata.make_scratch, control, None)
     assert _pgcache.make_ahead(cache, KEY, ahead, scratch)
     assert not _pgcache.make_ahead(cache, KEY, own, scratch), "a second maker began"
     target = scratch()
@@ -266,7 +268,17 @@ def test_a_start_waits_for_the_cluster_begun_ahead_and_runs_no_initdb_of_its_own
     assert not _pgcache.make_ahead(cache, KEY, own, scratch), "began what the cache has"
 
 
-@pytest.mark.parametrize("lie", ["a directory elsewhere", "a dead maker", "another user"])
+LIES = [
+    "a directory elsewhere",
+    "a dead maker",
+    "another user",
+    "a directory another process marked",
+    "a cluster not marked ready",
+    "a FIFO",
+]
+
+
+@pytest.mark.parametrize("lie", LIES)
 def test_a_start_believes_no_ahead_file_that_lies(
     cache_and_control: tuple[Path, Path], lie: str
 ) -> None:
@@ -284,10 +296,19 @@ def test_a_start_believes_no_ahead_file_that_lies(
     planted = owned(base / name, cache.parent, pid, uid=uid)
     (planted / "data").mkdir()
     (planted / "data" / "PLANTED").touch()
-    (planted / _pgcache.READY_FILE).touch()
+    if lie != "a cluster not marked ready":
+        (planted / _pgahead.READY_FILE).touch()
     claim = {**(_pgdata.owner_of(planted) or {}), "scratch": str(planted)}
+    if lie == "a directory another process marked":
+        claim["pid"] = os.getppid()
+        claim["create_time"] = psutil.Process(os.getppid()).create_time()
     cache.mkdir()
-    (cache / f"{_pgcache.AHEAD_PREFIX}{KEY}.json").write_text(json.dumps(claim), encoding="utf-8")
+    if lie == "a FIFO":  # read, it would block every start that sweeps the cache
+        os.mkfifo(cache / f"{_pgahead.AHEAD_PREFIX}{KEY}.json")
+        claim = {}
+    if claim:
+        ahead_file = cache / f"{_pgahead.AHEAD_PREFIX}{KEY}.json"
+        ahead_file.write_text(json.dumps(claim), encoding="utf-8")
     made: list[Path] = []
 
     def own(target: Path) -> None:
@@ -295,11 +316,63 @@ def test_a_start_believes_no_ahead_file_that_lies(
         stand_in_initdb(target)
 
     target = _pgdata.make_scratch(control, None) / "data"
-    scratch = lambda: _pgdata.make_scratch(control, None)  # noqa: E731
+    scratch = functools.partial(_pgdata.make_scratch, control, None)
     _pgcache.cached_cluster(cache, KEY, target, own, scratch)
     assert len(made) == 1, "the start took the planted cluster instead of making its own"
     assert not (target / "PLANTED").exists()
     shutil.rmtree(planted)
+
+
+def test_the_maker_removes_its_cluster_only_once_no_start_copies_it(
+    cache_and_control: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache, control = cache_and_control
+    ending = threading.Event()
+
+    class Lock(NameLock):
+        def acquire(self) -> None:
+            if self.exclusive:  # the maker, at its end, waits for the starts still copying
+                ending.set()
+            super().acquire()
+
+    monkeypatch.setattr(_pgahead, "NameLock", Lock)
+    scratch = functools.partial(_pgdata.make_scratch, control, None)
+    assert _pgcache.make_ahead(cache, KEY, stand_in_initdb, scratch)
+    claim = _pgdata.read_json(cache / f"{_pgahead.AHEAD_PREFIX}{KEY}.json")
+    assert claim is not None
+    pristine = Path(claim["scratch"])
+    # As a start copying it does: the use lock of the cluster, shared.
+    copying = NameLock(pristine / _pgahead.USE_LOCK, "test", DEADLINE, exclusive=False)
+    copying.acquire()
+    try:
+        assert ending.wait(DEADLINE), "the maker did not come to its end"
+        assert (pristine / "data" / "PG_VERSION").is_file(), "removed while a start copies it"
+    finally:
+        copying.release()
+    _pgcache.finish_fills()
+    assert not pristine.exists()
+    assert (cache / f"postgresql-{KEY}" / "PG_VERSION").is_file()
+
+
+def test_what_a_conftest_holds_cannot_stop_the_session_at_its_start() -> None:
+    class LazyProxy:
+        def __getattr__(self, name: str) -> object:
+            raise RuntimeError(f"not set up yet: {name}")
+
+    def failing(config: object) -> None:
+        raise OSError("no room")
+
+    begun: list[object] = []
+
+    def fixture() -> None:
+        pass
+
+    conftest = ModuleType("conftest")
+    conftest.proxy = LazyProxy()  # type: ignore[attr-defined]
+    conftest.first = warm_up.ahead(lambda: None, failing)  # type: ignore[attr-defined]
+    conftest.second = warm_up.ahead(fixture, begun.append)  # type: ignore[attr-defined]
+    warm_up.begin_ahead([conftest, object()], "the config")
+    assert begun == ["the config"]
 
 
 WAITS_FOR_THE_CACHE = """
@@ -326,4 +399,6 @@ def test_initdb_begins_when_the_session_starts_before_the_fixture_asks(
     pg_project.runpytest_subprocess(timeout=DEADLINE).assert_outcomes(passed=4)
     [cluster] = cached(records)
     assert (cluster / "PG_VERSION").is_file()
+    # Made early, the cache directory is still kept out of version control.
+    assert "*" in (pg_project.path / ".pytest_cache" / ".gitignore").read_text(encoding="utf-8")
     wait_for(lambda: leftovers(records) == [], 30, "the leftovers to go")

@@ -165,13 +165,14 @@ def _wait_for_close(closes: int, timeout: float) -> None:
             os.read(closes, 65536)  # the events themselves say nothing more
 
 
-def try_lock(path: Path, name: str) -> int | None:
-    """Take the lock at ``path`` if it is free now: its open descriptor (closing it lets go),
-    or None when another process holds it. Opened as :class:`NameLock` opens its file (never
-    through a symlink, never truncated); OSError when it cannot be opened."""
+def try_lock(path: Path, name: str, *, exclusive: bool = True) -> int | None:
+    """Take the lock at ``path`` if it is free now (``exclusive=False``: not held exclusively):
+    its open descriptor (closing it lets go), or None when another process holds it. Opened as
+    :class:`NameLock` opens its file (never through a symlink, never truncated); OSError when it
+    cannot be opened."""
     fd = _open_lock_file(path, name)
     try:
-        flock(fd, wait=False)
+        flock(fd, exclusive=exclusive, wait=False)
     except BlockingIOError:
         os.close(fd)
         return None

@@ -18,23 +18,12 @@ of the starting process leaves, a pristine scratch directory and a ``.new-`` cop
 with that process, is swept by a later start once that process is gone: the first by
 ``_pgdata.sweep``, the second by the next start in the same records root.
 
-A run that will need a new cluster does not wait for its fixture to ask: at the start of the
-session, while the xdist workers boot and collect, :func:`make_ahead` begins ``initdb`` in a
-thread of the run's main process, and says so in the cache::
-
-    <records root>/.cache/.ahead-<key>.lock     held exclusively while initdb runs
-    <records root>/.cache/.ahead-<key>.json     who makes it, and in which scratch directory
-
-A start that finds no cached cluster but such a file waits, on a shared lock, until ``initdb``
-is done, and copies the cluster from that scratch directory (:func:`cached_cluster`). The maker
-then fills the cache as a start does, waits (on the exclusive lock) until no start is still
-copying, and removes the file and its scratch directory. Its death unlocks the lock: the starts
-waiting then find no cluster marked ready by a live maker and run ``initdb`` themselves.
+A run that will need a new cluster begins ``initdb`` when its session starts, before any start
+asks for it (:func:`make_ahead`); a start without a cached cluster takes that one (``_pgahead``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -45,13 +34,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from xprocess.errors import XProcessError
-from xprocess.layout import atomic_write
-from xprocess.locking import NameLock, flock, try_lock
 from xprocess.seams import hold_at
-from xprocess.servers import _pgdata
+from xprocess.servers import _pgahead, _pgdata
 
 __all__ = [
     "HOLD_CACHE_FILL_VAR",
@@ -64,14 +49,7 @@ __all__ = [
 
 CACHE_FORMAT = "1"
 PENDING_PREFIX = ".new-"
-AHEAD_PREFIX = ".ahead-"
-READY_FILE = "ready"
 UNMARKED_AGE = 60.0  # seconds
-# How long a start waits for an initdb begun ahead before it runs its own, and how long the maker
-# waits at the end for starts still copying its cluster (seconds).
-AHEAD_WAIT = 60.0
-READERS_WAIT = 30.0
-_LOCK_NAME = "postgresql-initdb"
 
 # A test seam: with this variable naming a file, the thread filling the cache writes its
 # process's pid there once its copy is made (before the rename) and waits until the file is
@@ -116,7 +94,7 @@ def cached_cluster(
     if cached.is_dir():
         _pgdata.copy_tree(cached, datadir)
         return True
-    if _take_ahead(cache_dir, key, datadir):
+    if _pgahead.take(cache_dir, key, datadir):
         return True
     if cached.is_dir():  # the maker ahead filled it meanwhile
         _pgdata.copy_tree(cached, datadir)
@@ -161,7 +139,7 @@ def _fill(cache_dir: Path, cached: Path, pristine: Path) -> None:
 def _copy_into_cache(cache_dir: Path, cached: Path, pristine: Path) -> None:
     # Any failure only costs the next start an initdb: nothing here may raise.
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache_dir.mkdir(exist_ok=True)  # in the records root, which the caller's fixture made
         aside = Path(tempfile.mkdtemp(prefix=PENDING_PREFIX, dir=cache_dir))
         try:
             _pgdata.write_owner(aside, str(cache_dir.resolve().parent))
@@ -179,130 +157,30 @@ def _copy_into_cache(cache_dir: Path, cached: Path, pristine: Path) -> None:
         pass  # the disk is full, read-only, or another start cached it first
 
 
-def _ahead_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
-    """The file naming the cluster of ``key`` being made ahead, and its lock."""
-    return cache_dir / f"{AHEAD_PREFIX}{key}.json", cache_dir / f"{AHEAD_PREFIX}{key}.lock"
-
-
 def make_ahead(
     cache_dir: Path, key: str, make: Callable[[Path], None], pristine_scratch: Callable[[], Path]
 ) -> bool:
-    """Begin the pristine cluster of ``key`` before a start asks for it (see the module's
-    docstring): ``make`` runs into ``data`` of a scratch directory from ``pristine_scratch()``,
-    in a thread that :func:`finish_fills` waits for.
-
-    Nothing is begun when the cache has the cluster or another process is making it. Returns
-    whether it began; never raises: a start then makes its own cluster and says what is wrong.
-    """
+    """Begin the pristine cluster of ``key`` before a start asks for it (see ``_pgahead``):
+    ``make`` runs into ``data`` of a scratch directory from ``pristine_scratch()``, then the cache
+    is filled from it, in a thread that :func:`finish_fills` waits for. First, what dead makers
+    and starts left is swept. Returns whether it began; never raises."""
+    _pgdata.sweep()
+    sweep_cache(cache_dir)
     cached = cache_dir / f"postgresql-{key}"
     if cached.is_dir():
         return False
-    info, lock = _ahead_paths(cache_dir, key)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd = try_lock(lock, _LOCK_NAME)
-    except (OSError, XProcessError):
-        return False
-    if fd is None:
-        return False  # another run makes it: its starts and ours wait for it alike
-    pristine: Path | None = None
-    try:
-        if cached.is_dir():
-            raise FileExistsError(cached)  # cached by a start since the look above
-        pristine = pristine_scratch()
-        owner = _pgdata.owner_fields(str(cache_dir.resolve().parent))
-        atomic_write(info, json.dumps({**owner, "scratch": str(pristine)}))
-    except (OSError, XProcessError):
-        os.close(fd)
-        if pristine is not None:
-            shutil.rmtree(pristine, ignore_errors=True)
-        return False
-    thread = threading.Thread(
-        target=_make_ahead,
-        args=(fd, info, lock, cached, pristine, make),
-        name="xprocess-pg-initdb",
+    thread = _pgahead.begin(
+        cache_dir,
+        key,
+        make,
+        pristine_scratch,
+        lambda pristine: _copy_into_cache(cache_dir, cached, pristine),
     )
+    if thread is None:
+        return False
     with _fills_lock:
         _fills.append(thread)
-    thread.start()
     return True
-
-
-def _make_ahead(
-    fd: int, info: Path, lock: Path, cached: Path, pristine: Path, make: Callable[[Path], None]
-) -> None:
-    made = False
-    try:
-        try:
-            make(pristine / "data")
-            (pristine / READY_FILE).touch()
-            made = True
-        except Exception:
-            pass  # the start runs initdb itself, and reports what is wrong
-        finally:
-            # Shared from now on: the starts waiting take it too, and copy the cluster. They
-            # wait on the lock file's closes: this open and close wakes them.
-            with contextlib.suppress(OSError):
-                flock(fd, exclusive=False)
-                os.close(os.open(lock, os.O_RDONLY | os.O_NOFOLLOW))
-        if made:
-            _copy_into_cache(cached.parent, cached, pristine)
-    finally:
-        os.close(fd)
-        _end_ahead(info, lock, pristine)
-
-
-def _end_ahead(info: Path, lock: Path, pristine: Path) -> None:
-    """Once no start copies ``pristine`` any more: remove it, and ``info`` if it names it."""
-    try:
-        with NameLock(lock, _LOCK_NAME, READERS_WAIT, exclusive=True):
-            if (_read_json(info) or {}).get("scratch") == str(pristine):
-                info.unlink(missing_ok=True)
-            shutil.rmtree(pristine, ignore_errors=True)
-    except (OSError, XProcessError):
-        pass  # a start copies still: both are swept once this process is gone
-
-
-def _take_ahead(cache_dir: Path, key: str, datadir: Path) -> bool:
-    """Copy into ``datadir`` the cluster a live maker made ahead for ``key``, waiting for its
-    initdb to end; False (and no ``datadir``) when there is none to take."""
-    info, lock = _ahead_paths(cache_dir, key)
-    if not info.exists():
-        return False
-    try:
-        with NameLock(lock, _LOCK_NAME, AHEAD_WAIT, exclusive=False):
-            source = _ready_scratch(_read_json(info))
-            if source is None:
-                return False
-            _pgdata.copy_tree(source / "data", datadir)
-            return True
-    except (OSError, XProcessError, subprocess.CalledProcessError):
-        shutil.rmtree(datadir, ignore_errors=True)
-        return False
-
-
-def _ready_scratch(owner: dict[str, Any] | None) -> Path | None:
-    """The scratch directory that ``owner`` (an ahead file's content) names, if this user's live
-    maker made it and marked its cluster ready; a file that names anything else is not believed."""
-    if not owner or owner.get("uid") != os.geteuid() or not _pgdata.maker_alive(owner):
-        return None
-    scratch = Path(str(owner.get("scratch", "")))
-    if not scratch.name.startswith(_pgdata.SCRATCH_PREFIX) or scratch.parent not in set(
-        _pgdata.scratch_bases()
-    ):
-        return None
-    marked = _pgdata.owner_of(scratch) or {}
-    if any(marked.get(field) != owner.get(field) for field in ("uid", "pid", "create_time")):
-        return None
-    return scratch if (scratch / READY_FILE).is_file() else None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _sync_tree(root: Path) -> None:
@@ -347,13 +225,7 @@ def sweep_cache(cache_dir: Path) -> list[Path]:
     except OSError:
         return removed
     pending = [e for e in entries if e.name.startswith(PENDING_PREFIX)]
-    for entry in entries:
-        if entry.name.startswith(AHEAD_PREFIX) and entry.suffix == ".json":
-            owner = _read_json(entry)
-            mine = owner is not None and owner.get("uid") == os.geteuid()
-            if mine and owner is not None and not _pgdata.maker_alive(owner):
-                entry.unlink(missing_ok=True)
-                removed.append(entry)
+    removed += _pgahead.sweep(cache_dir, entries)
     for entry in pending:
         owner = _pgdata.owner_of(entry)
         if owner is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -36,6 +37,8 @@ __all__ = [
     "owner_fields",
     "owner_of",
     "postmaster_alive",
+    "read_json",
+    "read_small",
     "remove_old_datadir",
     "scratch_base",
     "scratch_bases",
@@ -45,6 +48,7 @@ __all__ = [
 ]
 
 SCRATCH_PREFIX = "xprocess-postgresql-"
+SMALL_FILE_LIMIT = 64 << 10  # bytes: an owner.json, a postmaster.pid
 OWNER_FILE = "owner.json"
 TMPFS = Path("/dev/shm")
 # A cluster is about 40 MB, and each test database a few MB more: leave the rest of a small tmpfs.
@@ -129,22 +133,47 @@ def server_command(scratch: Path, postgres_args: list[object]) -> list[object]:
     return ["/bin/sh", "-c", _WRAPPER, "xprocess-postgresql", scratch, *postgres_args]
 
 
+def read_small(path: Path, limit: int = SMALL_FILE_LIMIT) -> bytes | None:
+    """The content of the regular file ``path``, or None: missing, a symlink, not a regular file
+    (a FIFO planted in a shared directory would block a read forever), or over ``limit`` bytes.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        data = f.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in the file ``path`` (read as :func:`read_small` reads), or None."""
+    data = read_small(path)
+    if data is None:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def owner_of(scratch: Path) -> dict[str, Any] | None:
     """What ``scratch``'s ``owner.json`` says (see :func:`write_owner`), or None."""
-    try:
-        owner = json.loads((scratch / OWNER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return owner if isinstance(owner, dict) else None
+    return read_json(scratch / OWNER_FILE)
 
 
 def postmaster_alive(datadir: Path) -> bool:
     """Whether the postmaster that ``datadir/postmaster.pid`` names may still run."""
-    try:
-        pid = int((datadir / "postmaster.pid").read_text(encoding="utf-8").split("\n", 1)[0])
-    except FileNotFoundError:
+    path = datadir / "postmaster.pid"
+    if not os.path.lexists(path):
         return False
-    except (OSError, ValueError):
+    data = read_small(path)
+    try:
+        pid = int((data or b"").decode("utf-8").split("\n", 1)[0])
+    except ValueError:
         return True  # unreadable or half-written: it may be starting
     return psutil.pid_exists(pid)
 

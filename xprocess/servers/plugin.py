@@ -44,7 +44,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """In the run's main process: begin what the servers' fixtures would wait for (a new
     PostgreSQL cluster), while the xdist workers boot and the tests are collected."""
     config = session.config
-    if hasattr(config, "workerinput") or config.option.collectonly:
+    if hasattr(config, "workerinput"):
+        return
+    # Runs that set no fixture up: collecting, listing fixtures, planning setups, --xshow/--xkill.
+    looks_only = ("collectonly", "showfixtures", "show_fixtures_per_test", "setupplan")
+    if any(getattr(config.option, name, False) for name in looks_only):
         return
     if config.getoption("xshow", False) or config.getoption("xkill", False):
         return

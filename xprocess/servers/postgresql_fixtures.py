@@ -224,7 +224,7 @@ def postgresql_proc(
         try:
             postgres = find_postgres(executable or text_setting(config, EXEC_SETTING))
             superuser = choose(user, config, SETTINGS["user"], SUPERUSER)
-            control_dir = records_root(config, create=False) / name
+            control_dir = records_root(config) / name
             pristine = pristine_cluster(postgres, superuser, control_dir)
         except Exception:
             return

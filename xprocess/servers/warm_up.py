@@ -19,6 +19,7 @@ modules registered as plugins by then (conftest files, ``pytest_plugins``) are s
 from __future__ import annotations
 
 import importlib
+import inspect
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
@@ -116,10 +117,12 @@ def begin_ahead(plugins: Iterable[object], config: Any) -> None:
         if not isinstance(plugin, ModuleType):
             continue
         for value in list(vars(plugin).values()):
+            # Looked up without running the object's own code (a lazy proxy in a conftest may
+            # raise on any attribute), and nothing it does may stop the session.
             try:
-                begin = vars(value).get(AHEAD_ATTRIBUTE)
-            except TypeError:  # no __dict__
+                begin = inspect.getattr_static(value, AHEAD_ATTRIBUTE, None)
+                if callable(begin) and id(begin) not in begun:
+                    begun.add(id(begin))
+                    begin(config)
+            except Exception:
                 continue
-            if callable(begin) and id(begin) not in begun:
-                begun.add(id(begin))
-                begin(config)
