@@ -31,6 +31,7 @@ from tests.test_servers import need_postgresql
 from xprocess.locking import NameLock
 from xprocess.manager import XProcessInfo
 from xprocess.servers import _pgahead, _pgcache, _pgdata, warm_up
+from xprocess.servers.postgresql import find_postgres
 
 CONFTEST = """
 from xprocess.servers import postgresql as pg
@@ -401,4 +402,57 @@ def test_initdb_begins_when_the_session_starts_before_the_fixture_asks(
     assert (cluster / "PG_VERSION").is_file()
     # Made early, the cache directory is still kept out of version control.
     assert "*" in (pg_project.path / ".pytest_cache" / ".gitignore").read_text(encoding="utf-8")
+    wait_for(lambda: leftovers(records) == [], 30, "the leftovers to go")
+
+
+COUNTING_INITDB = """#!/bin/sh
+echo "$$" >> '{count}'
+exec '{initdb}' "$@"
+"""
+
+
+@pytest.fixture
+def counted_initdb() -> Iterator[tuple[Path, Path]]:
+    """A bin dir whose ``postgres`` is the installed one and whose ``initdb`` counts its runs
+    (in a directory the server's user, ``postgres`` when the tests run as root, can reach)."""
+    postgres = find_postgres()
+    bindir = Path(tempfile.mkdtemp(prefix="xprocess-test-bin-", dir=_pgdata.scratch_base()))
+    try:
+        bindir.chmod(0o755)
+        (bindir / "postgres").symlink_to(postgres)
+        count = bindir / "initdb-runs"
+        count.touch(mode=0o666)
+        count.chmod(0o666)
+        initdb = bindir / "initdb"
+        initdb.write_text(
+            COUNTING_INITDB.format(count=count, initdb=postgres.parent / "initdb"),
+            encoding="utf-8",
+        )
+        initdb.chmod(0o755)
+        yield bindir / "postgres", count
+    finally:
+        shutil.rmtree(bindir, ignore_errors=True)
+
+
+def test_two_runs_of_a_new_project_at_once_run_initdb_once(
+    pg_project: pytest.Pytester, counted_initdb: tuple[Path, Path]
+) -> None:
+    postgres, count = counted_initdb
+    command = [sys.executable, "-m", "pytest", "-p", "no:randomly", "-q"]
+    # One argument: a path given apart would also be taken for where the tests are.
+    command += [f"--xpostgresql-exec={postgres}"]
+    both = [
+        subprocess.Popen(
+            command, cwd=pg_project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=DEADLINE)[0].decode() for run in both]
+    assert [run.returncode for run in both] == [0, 0], "\n".join(outputs)
+    assert all("4 passed" in output for output in outputs), "\n".join(outputs)
+    runs = count.read_text(encoding="utf-8").split()
+    assert len(runs) == 1, f"initdb ran {len(runs)} times for one new cluster"
+    records = records_of(pg_project)
+    [cluster] = cached(records)
+    assert (cluster / "PG_VERSION").is_file()
     wait_for(lambda: leftovers(records) == [], 30, "the leftovers to go")
